@@ -1,0 +1,254 @@
+"""Activation stores: one Zarr v3 group per network, one array per layer.
+
+Layout of a store (a directory ``activations.zarr``)::
+
+    /<layer>    float32, shape (n, d) for dense layers, (n, c, l) or (n, c, h, w) for conv
+                layers; chunked along samples only; attrs: layer, axes, kind
+    /targets    int64, shape (n,): class labels of the same samples, same order
+    attrs       complete=True (set last), plus whatever the writer was given
+                (dataset, split, run coordinates, ...)
+
+Axis 0 is always samples. Conv layers keep their spatial axes; the *reader*
+chooses the view a measure needs (see :data:`VIEWS`):
+
+* ``positions``: every spatial position of every image is a sample, channels are
+  the features: (n·h·w, c) (Li et al. 2016, Wang et al. 2018).
+* ``flatten``: one sample per image, c·h·w features (Kornblith et al. 2019).
+* ``pool``: global average over positions: (n, c).
+
+Dense layers look the same in every view.
+
+A store is written into a sibling temporary directory and renamed into place
+only when every array is complete, so an interrupted writer never leaves a
+directory at the final path. Zarr reads missing chunks back silently as the fill
+value, so readers also refuse a store whose ``complete`` flag is not set.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+VIEWS = ("positions", "flatten", "pool")
+TARGETS = "targets"
+
+
+class IncompleteStoreError(RuntimeError):
+    """The store at a path was not finished by its writer and must not be trusted."""
+
+
+def _axes_for(ndim: int) -> list[str]:
+    return {2: ["sample", "unit"], 3: ["sample", "channel", "length"],
+            4: ["sample", "channel", "height", "width"]}[ndim]
+
+
+class ActivationStoreWriter:
+    """Write a store atomically: arrays go to ``<path>.tmp-<pid>``, renamed on :meth:`commit`.
+
+    Rows are appended in order with :meth:`append`; they are buffered and written
+    one whole chunk at a time, so every chunk has exactly one writer.
+
+    Use as a context manager; leaving the block with an exception removes the
+    temporary directory and leaves nothing at ``path``.
+    """
+
+    def __init__(self, path: str | os.PathLike, n_samples: int, chunk_rows: int = 1024,
+                 attrs: Mapping[str, Any] | None = None):
+        if n_samples <= 0:
+            raise ValueError(f"n_samples must be positive, got {n_samples}")
+        if chunk_rows <= 0:
+            raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+        self.path = Path(path)
+        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.n_samples = int(n_samples)
+        self.chunk_rows = int(chunk_rows)
+        if self.tmp_path.exists():
+            shutil.rmtree(self.tmp_path)
+        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+        self._root = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        self._root.attrs.update(dict(attrs or {}))
+        self._root.attrs["complete"] = False
+        self._arrays: dict[str, zarr.Array] = {}
+        self._written: dict[str, int] = {}
+        self._buffers: dict[str, list[np.ndarray]] = {}
+
+    def create(self, name: str, row_shape: tuple[int, ...], dtype: str = "float32",
+               attrs: Mapping[str, Any] | None = None) -> None:
+        """Declare an array of shape ``(n_samples, *row_shape)``."""
+        if name in self._arrays:
+            raise ValueError(f"array {name!r} already declared")
+        shape = (self.n_samples, *row_shape)
+        arr = self._root.create_array(name, shape=shape, dtype=dtype,
+                                      chunks=(min(self.chunk_rows, self.n_samples), *row_shape))
+        meta = {"layer": name, "axes": _axes_for(len(shape)) if name != TARGETS else ["sample"],
+                "kind": "conv" if len(shape) > 2 else "dense"}
+        meta.update(dict(attrs or {}))
+        arr.attrs.update(meta)
+        self._arrays[name] = arr
+        if name != TARGETS:
+            self._root.attrs["layers"] = [*self._root.attrs.get("layers", []), name]
+        self._written[name] = 0
+        self._buffers[name] = []
+
+    def append(self, name: str, rows: np.ndarray) -> None:
+        """Append rows (axis 0 = samples) to array ``name``; writes whole chunks only."""
+        arr = self._arrays[name]
+        rows = np.asarray(rows)
+        if rows.shape[1:] != arr.shape[1:]:
+            raise ValueError(f"{name}: row shape {rows.shape[1:]} != declared {arr.shape[1:]}")
+        if rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            bad = int(np.size(rows) - np.count_nonzero(np.isfinite(rows)))
+            raise ValueError(f"{name}: {bad} non-finite activation values (NaN/Inf); refusing to store them")
+        self._buffers[name].append(rows)
+        self._flush(name, final=False)
+
+    def _flush(self, name: str, final: bool) -> None:
+        buf = self._buffers[name]
+        pending = sum(len(b) for b in buf)
+        if pending < self.chunk_rows and not final:
+            return
+        block = np.concatenate(buf, axis=0) if len(buf) > 1 else buf[0]
+        start = self._written[name]
+        whole = (len(block) // self.chunk_rows) * self.chunk_rows
+        if final:
+            whole = len(block)
+        if start + whole > self.n_samples:
+            raise ValueError(f"{name}: more than {self.n_samples} rows appended")
+        if whole:
+            self._arrays[name][start:start + whole] = block[:whole]
+        self._written[name] = start + whole
+        self._buffers[name] = [block[whole:]] if whole < len(block) else []
+
+    def commit(self) -> Path:
+        """Check every array is full, mark the store complete and rename it into place."""
+        for name in self._arrays:
+            if self._buffers[name]:
+                self._flush(name, final=True)
+            if self._written[name] != self.n_samples:
+                raise ValueError(f"{name}: {self._written[name]} of {self.n_samples} rows written")
+        self._root.attrs["complete"] = True
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.rename(self.tmp_path, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_path, ignore_errors=True)
+
+    def __enter__(self) -> "ActivationStoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif self.tmp_path.exists():
+            self.commit()
+
+
+class ActivationStore:
+    """Read-only view of a complete store. Raises :class:`IncompleteStoreError` otherwise."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FileNotFoundError(f"no activation store at {self.path}")
+        try:
+            self._root = zarr.open_group(str(self.path), mode="r")
+        except Exception as err:  # zarr raises several types for a broken group
+            raise IncompleteStoreError(f"{self.path} is not a readable Zarr group: {err}") from err
+        if self._root.attrs.get("complete") is not True:
+            raise IncompleteStoreError(f"{self.path} was not completed by its writer; delete it and rerun extract")
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self._root.attrs)
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer arrays in the order the writer declared them (``targets`` excluded)."""
+        order = self._root.attrs.get("layers")
+        names = [n for n in self._root.array_keys() if n != TARGETS]
+        return list(order) if order else sorted(names)
+
+    def raw(self, layer: str) -> zarr.Array:
+        return self._root[layer]
+
+    @property
+    def n_images(self) -> int:
+        return int(self._root[TARGETS].shape[0])
+
+    def targets(self) -> np.ndarray:
+        """Class labels, shape (n_images,)."""
+        return np.asarray(self._root[TARGETS][:])
+
+    def view_shape(self, layer: str, view: str) -> tuple[int, int]:
+        """(rows, features) of ``layer`` in ``view``: rows are samples in that view."""
+        shape = self._root[layer].shape
+        return view_shape(shape, view)
+
+    def iter_view(self, layer: str, view: str, images_per_chunk: int | None = None
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rows, targets)`` blocks of ``layer`` in ``view``, in sample order.
+
+        ``rows`` is float32, shape (b_rows, features); ``targets`` has one label per row
+        (repeated over positions in the ``positions`` view). Blocks follow the Zarr
+        chunking unless ``images_per_chunk`` is given.
+        """
+        arr = self._root[layer]
+        targets = self._root[TARGETS]
+        step = images_per_chunk or arr.chunks[0]
+        for start in range(0, arr.shape[0], step):
+            stop = min(start + step, arr.shape[0])
+            block = np.asarray(arr[start:stop])
+            t = np.asarray(targets[start:stop])
+            yield apply_view(block, view), repeat_targets(t, arr.shape, view)
+
+    def read_view(self, layer: str, view: str) -> tuple[np.ndarray, np.ndarray]:
+        """Whole layer in ``view`` in memory; for small data and tests."""
+        blocks = list(self.iter_view(layer, view))
+        return (np.concatenate([b for b, _ in blocks]), np.concatenate([t for _, t in blocks]))
+
+
+def view_shape(shape: tuple[int, ...], view: str) -> tuple[int, int]:
+    """Shape (rows, features) of an activation array of raw ``shape`` seen in ``view``."""
+    _check_view(view)
+    n, c, spatial = shape[0], shape[1] if len(shape) > 1 else 1, int(np.prod(shape[2:], dtype=np.int64))
+    if len(shape) == 2:
+        return n, c
+    if view == "positions":
+        return n * spatial, c
+    if view == "flatten":
+        return n, c * spatial
+    return n, c
+
+
+def apply_view(block: np.ndarray, view: str) -> np.ndarray:
+    """Turn a raw block (b, c[, spatial...]) into a 2-D (rows, features) array."""
+    _check_view(view)
+    if block.ndim == 2:
+        return block
+    b, c = block.shape[:2]
+    if view == "positions":
+        # channel last, then every (image, position) is one row, image-major
+        return np.moveaxis(block, 1, -1).reshape(-1, c)
+    if view == "flatten":
+        return block.reshape(b, -1)
+    return block.reshape(b, c, -1).mean(axis=2)
+
+
+def repeat_targets(targets: np.ndarray, raw_shape: tuple[int, ...], view: str) -> np.ndarray:
+    """One label per row of the view: repeated over spatial positions for ``positions``."""
+    if len(raw_shape) > 2 and view == "positions":
+        return np.repeat(targets, int(np.prod(raw_shape[2:])))
+    return targets
+
+
+def _check_view(view: str) -> None:
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; allowed: {', '.join(VIEWS)}")

@@ -1,0 +1,151 @@
+"""One function per pipeline stage, taking plain paths and dicts.
+
+The workflow's ``scripts/`` call these and nothing else, so each stage can be run
+and tested without Snakemake. Every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from convergent.io import read_json, write_csv, write_json
+from convergent.logs import get_logger
+
+#: training settings used when the config leaves them out
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "epochs": 30, "batch_size": 64, "eval_batch_size": 1024, "optimizer": "sgd", "lr": 0.05,
+    "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
+}
+EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_samples": None}
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return requested
+
+
+def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference: str | None,
+              data_dir: str, download: bool, device: str, threads: int,
+              out_model: str, out_init: str, out_log_csv: str, out_metrics: str) -> dict[str, Any]:
+    """Train one run and write its checkpoints, per-epoch log and final metrics.
+
+    ``run`` holds dataset, arch, width, frozen_k, seed. A frozen run copies its first
+    ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
+    resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
+    """
+    from convergent.data import load_dataset
+    from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
+
+    log = get_logger()
+    seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
+    set_determinism(seed, threads)
+    data = load_dataset(run["dataset"], data_dir=data_dir, download=download)
+    reference_state = load_state(reference) if frozen_k > 0 else None
+    model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
+                       frozen_k=frozen_k, reference_state=reference_state)
+    save_state(model, out_init)
+    cfg = TrainConfig(**{**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)})
+    resume = Path(out_model).with_name("resume.pt")
+    log.info("training %s for %d epochs (frozen_k=%d, resume=%s)", dict(run), cfg.epochs, frozen_k,
+             resume.exists())
+    metrics = train(model, data, cfg, seed=seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
+                    resume_path=resume, log=log.info)
+    save_state(model, out_model)
+    metrics = {**metrics, **dict(run), "frozen_from": settings["frozen_from"] if frozen_k else None,
+               "reference_seed": settings["reference_seed"] if frozen_k else None,
+               "training": {**TRAINING_DEFAULTS, **settings["training"]}, "model": settings["model"],
+               "data": data.info}
+    write_json(out_metrics, metrics)
+    resume.unlink(missing_ok=True)
+    log.info("done: test accuracy %.4f", metrics.get("test_acc", float("nan")))
+    return metrics
+
+
+def extract_job(*, run: Mapping[str, Any], state: str, settings: Mapping[str, Any], checkpoint: str,
+                data_dir: str, device: str, threads: int, out_store: str) -> None:
+    """Write the activations of one network state on the evaluation split to a Zarr store."""
+    import torch
+
+    from convergent.data import load_dataset
+    from convergent.extract import extract_to_store
+    from convergent.models import build_model
+    from convergent.train import load_state, set_determinism
+
+    log = get_logger()
+    set_determinism(int(run["seed"]), threads)
+    ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
+    data = load_dataset(run["dataset"], data_dir=data_dir)
+    model = build_model(run["arch"], int(run["width"]), data.input_shape, data.num_classes, settings["model"])
+    model.load_state_dict(load_state(checkpoint))
+    model.to(_device(device))
+    x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
+    if ex["max_samples"]:
+        x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
+    attrs = {**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
+             "state": state, "split": ex["split"], "n_samples": int(len(y))}
+    start = time.perf_counter()
+    with torch.no_grad():
+        extract_to_store(model, x, y, list(settings["layers"]), out_store, chunk_rows=int(ex["chunk_rows"]),
+                         attrs=attrs)
+    log.info("extracted %d samples × %d layers in %.1f s", len(y), len(settings["layers"]),
+             time.perf_counter() - start)
+
+
+def moments_job(*, store_a: str, store_b: str, layer: str, params: Mapping[str, Any], out_path: str) -> None:
+    """One streaming pass over both stores' ``layer``: the sufficient statistics of every measure."""
+    from convergent.activations import ActivationStore
+    from convergent.moments import save_moments, streaming_moments
+
+    log = get_logger()
+    start = time.perf_counter()
+    moments = streaming_moments(ActivationStore(store_a), ActivationStore(store_b), layer,
+                                **dict(params), log=log.info)
+    save_moments(out_path, moments)
+    log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
+
+
+def measures_job(*, moments_path: str, params: Mapping[str, Any], coordinates: Mapping[str, Any],
+                 out_csv: str) -> pd.DataFrame:
+    """Every enabled measure from the moments file alone, as tidy rows with the pair's coordinates."""
+    from convergent.measures import compute_measures
+    from convergent.moments import load_moments
+
+    table = compute_measures(load_moments(moments_path), dict(params))
+    for i, (key, value) in enumerate(coordinates.items()):
+        table.insert(i, key, value)
+    write_csv(out_csv, table)
+    return table
+
+
+def runs_table(metric_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per run: sweep coordinates, accuracy and training statistics."""
+    rows = []
+    for path in metric_paths:
+        m = read_json(path)
+        rows.append({k: v for k, v in m.items() if not isinstance(v, (dict, list))})
+    frame = pd.DataFrame(rows)
+    keys = ["dataset", "arch", "width", "frozen_k", "seed"]
+    return frame[keys + [c for c in frame.columns if c not in keys]].sort_values(keys, ignore_index=True)
+
+
+def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate tidy CSV tables with identical columns, refusing any that differ."""
+    frames = [pd.read_csv(p) for p in paths]
+    if not frames:
+        raise ValueError("no tables to concatenate")
+    columns = list(frames[0].columns)
+    for path, frame in zip(paths, frames):
+        if list(frame.columns) != columns:
+            raise ValueError(f"{path} has columns {list(frame.columns)}, expected {columns}")
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,224 @@
+"""The sweep: which runs, pairs and layers a config asks for, and the checks the schema cannot make.
+
+A *run* is one trained network ``(dataset, arch, width, frozen_k, seed)``. A *pair*
+is two runs of the same experiment cell that differ only in seed. Every pair is
+compared layer by layer under one of three *controls*:
+
+* ``cross``: trained networks of two different seeds (the quantity of interest);
+* ``floor``: the untrained (initial) networks of the same two seeds;
+* ``ceiling``: a trained network with itself; measures that fit a map do so on one
+  half of the data and evaluate on the other.
+
+The config has already passed the JSON schema when it arrives here; this module adds
+the checks that need knowledge of the architectures (layer counts and names) and
+the defaults/overrides merge. It is pure Python and cheap, because the Snakefile
+calls it on every invocation, dry runs included.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from convergent.archspec import arch_options, layer_names
+
+CONTROLS = ("cross", "floor", "ceiling")
+#: which saved network state each control compares
+CONTROL_STATE = {"cross": "trained", "floor": "init", "ceiling": "trained"}
+EXPERIMENT_KEYS = ("widths", "frozen_k", "seeds", "reference_seed", "frozen_from", "layers",
+                   "model", "training", "extract")
+
+
+class ConfigError(ValueError):
+    """A config value that is well-formed but not allowed; the message names the key."""
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    dataset: str
+    arch: str
+    width: int
+    frozen_k: int
+    seed: int
+
+    @property
+    def path(self) -> str:
+        """Directory of this run under ``results/``."""
+        return f"runs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/s{self.seed}"
+
+
+@dataclass(frozen=True, order=True)
+class Pair:
+    dataset: str
+    arch: str
+    width: int
+    frozen_k: int
+    control: str
+    seed_a: int
+    seed_b: int
+
+    @property
+    def path(self) -> str:
+        """Directory of this pair's per-layer files under ``results/``."""
+        return (f"pairs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/"
+                f"{self.control}/s{self.seed_a}-s{self.seed_b}")
+
+    @property
+    def state(self) -> str:
+        return CONTROL_STATE[self.control]
+
+    def runs(self) -> tuple[Run, Run]:
+        return (Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_a),
+                Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_b))
+
+
+@dataclass
+class Experiment:
+    """One (dataset, arch) cell of the sweep with its settings after defaults and overrides."""
+
+    dataset: str
+    arch: str
+    widths: list[int]
+    frozen_k: list[int]
+    seeds: list[int]
+    reference_seed: int
+    frozen_from: str
+    layers: list[str]
+    model: dict[str, Any]
+    training: dict[str, Any]
+    extract: dict[str, Any]
+    all_layers: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.dataset}/{self.arch}"
+
+    def runs(self) -> list[Run]:
+        return [Run(self.dataset, self.arch, w, f, s)
+                for w, f, s in itertools.product(self.widths, self.frozen_k, self.seeds)]
+
+    def reference_run(self, run: Run) -> Run:
+        """The frozen_k = 0 network whose first layers a frozen run copies."""
+        return Run(self.dataset, self.arch, run.width, 0, self.reference_seed)
+
+
+@dataclass
+class Sweep:
+    experiments: list[Experiment]
+    controls: list[str]
+
+    def experiment(self, dataset: str, arch: str) -> Experiment:
+        for exp in self.experiments:
+            if exp.dataset == dataset and exp.arch == arch:
+                return exp
+        raise KeyError(f"no experiment for dataset={dataset!r}, arch={arch!r}")
+
+    def runs(self) -> list[Run]:
+        """Every run the sweep needs: the configured ones plus the reference runs they copy."""
+        needed: set[Run] = set()
+        for exp in self.experiments:
+            for run in exp.runs():
+                needed.add(run)
+                if run.frozen_k > 0:
+                    needed.add(exp.reference_run(run))
+        return sorted(needed)
+
+    def pairs(self) -> list[Pair]:
+        out: list[Pair] = []
+        for exp in self.experiments:
+            for w, f in itertools.product(exp.widths, exp.frozen_k):
+                for control in self.controls:
+                    out.extend(Pair(exp.dataset, exp.arch, w, f, control, a, b)
+                               for a, b in control_seed_pairs(control, exp.seeds))
+        return out
+
+    def pair_layers(self) -> list[tuple[Pair, str]]:
+        return [(p, layer) for p in self.pairs()
+                for layer in self.experiment(p.dataset, p.arch).layers]
+
+
+def control_seed_pairs(control: str, seeds: Iterable[int]) -> list[tuple[int, int]]:
+    """Seed pairs compared under ``control``: all unordered pairs, or each seed with itself."""
+    seeds = sorted(seeds)
+    if control == "ceiling":
+        return [(s, s) for s in seeds]
+    return list(itertools.combinations(seeds, 2))
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge: mappings merge key by key, everything else is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def plan_sweep(config: Mapping[str, Any]) -> Sweep:
+    """Expand a schema-valid config into experiments, checking what the schema cannot.
+
+    Raises :class:`ConfigError` naming the offending key and the allowed values.
+    """
+    sweep_cfg = config["sweep"]
+    defaults = {k: sweep_cfg[k] for k in EXPERIMENT_KEYS if k in sweep_cfg}
+    overrides = list(config.get("overrides") or [])
+    experiments = []
+    for dataset, arch in itertools.product(sweep_cfg["datasets"], sweep_cfg["archs"]):
+        settings = dict(defaults)
+        for ov in overrides:
+            if ov.get("dataset", dataset) == dataset and ov.get("arch", arch) == arch:
+                settings = _merge(settings, {k: v for k, v in ov.items() if k not in ("dataset", "arch")})
+        experiments.append(_experiment(dataset, arch, settings, f"experiment {dataset}/{arch}"))
+    for i, ov in enumerate(overrides):
+        for key, allowed in (("dataset", sweep_cfg["datasets"]), ("arch", sweep_cfg["archs"])):
+            if key in ov and ov[key] not in allowed:
+                raise ConfigError(f"overrides[{i}].{key} = {ov[key]!r} matches no experiment; "
+                                  f"allowed: {', '.join(allowed)} (sweep.{key}s)")
+    controls = [c for c in CONTROLS if (config.get("controls") or {}).get(c, True)]
+    if "cross" not in controls:
+        raise ConfigError("controls.cross must stay true: cross-seed pairs are what the sweep measures")
+    return Sweep(experiments, controls)
+
+
+def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Experiment:
+    model = dict((s.get("model") or {}).get(arch) or {})
+    try:
+        options = arch_options(arch, model)
+        all_layers = layer_names(arch, options)
+    except ValueError as err:
+        raise ConfigError(f"{where}: model.{arch}: {err}") from err
+
+    seeds = list(s["seeds"])
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"{where}: seeds needs at least two distinct seeds to form a pair, got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: seeds has duplicates: {seeds}")
+    for key in ("widths", "frozen_k"):
+        if len(set(s[key])) != len(s[key]):
+            raise ConfigError(f"{where}: {key} has duplicates: {s[key]}")
+    n_layers = len(all_layers)
+    too_deep = [k for k in s["frozen_k"] if k > n_layers]
+    if too_deep:
+        raise ConfigError(f"{where}: frozen_k {too_deep} larger than the {n_layers} layers of {arch} "
+                          f"({', '.join(all_layers)}); allowed: 0..{n_layers}")
+    reference_seed = s.get("reference_seed")
+    if reference_seed is None:
+        reference_seed = seeds[0]
+
+    layers = s.get("layers", "all")
+    if layers == "all":
+        layers = list(all_layers)
+    else:
+        unknown = [name for name in layers if name not in all_layers]
+        if unknown:
+            raise ConfigError(f"{where}: layers {unknown} unknown for {arch}; allowed: {', '.join(all_layers)}")
+        layers = [name for name in all_layers if name in layers]  # keep depth order
+    return Experiment(dataset=dataset, arch=arch, widths=list(s["widths"]), frozen_k=list(s["frozen_k"]),
+                      seeds=seeds, reference_seed=int(reference_seed), frozen_from=s.get("frozen_from", "trained"),
+                      layers=layers, model=options, training=dict(s.get("training") or {}),
+                      extract=dict(s.get("extract") or {}), all_layers=all_layers)

@@ -1,0 +1,19 @@
+"""Snakemake entry point of rule `extract` (see convergent.jobs.extract_job)."""
+
+from convergent.jobs import extract_job
+from convergent.logs import setup_job_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+setup_job_logging(sm.log[0])
+w = sm.wildcards
+extract_job(
+    run={"dataset": w.dataset, "arch": w.arch, "width": int(w.width), "frozen_k": int(w.frozen),
+         "seed": int(w.seed)},
+    state=w.state,
+    settings=sm.params.settings,
+    checkpoint=sm.input.checkpoint,
+    data_dir=sm.params.data_dir,
+    device=sm.params.device,
+    threads=sm.threads,
+    out_store=sm.output.store,
+)

@@ -1,0 +1,9 @@
+"""Snakemake entry point of rule `runs_table`: one row per trained network."""
+
+from convergent.io import write_csv
+from convergent.jobs import runs_table
+from convergent.logs import setup_job_logging
+
+sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
+setup_job_logging(sm.log[0])
+write_csv(sm.output[0], runs_table(list(sm.input)))
