@@ -1,30 +1,16 @@
 # aggregate: tidy tables over the whole sweep, then figures.
 
-FIGURE_KINDS = ["vs_layer", "vs_width", "vs_frozen"]
-
-
-def all_metrics(wildcards):
-    return [f"results/{run.path}/metrics.json" for run in SWEEP.runs()]
-
-
-def all_measure_tables(wildcards):
-    return [f"results/{pair.path}/{layer}.measures.csv" for pair, layer in SWEEP.pair_layers()]
-
-
-def figure_paths():
-    return [f"results/figures/{exp.dataset}_{exp.arch}_{kind}.png"
-            for exp in SWEEP.experiments for kind in FIGURE_KINDS]
-
-
 rule runs_table:
     input:
         all_metrics,
     output:
         "results/summary/runs.csv",
     log:
-        LOGS + "/aggregate/runs_table.log",
+        "results/logs/aggregate/runs_table.log",
     benchmark:
-        BENCH + "/aggregate/runs_table.tsv"
+        "results/benchmarks/aggregate/runs_table.tsv"
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/runs_table.py"
 
@@ -35,9 +21,11 @@ rule measures_table:
     output:
         "results/summary/measures.csv",
     log:
-        LOGS + "/aggregate/measures_table.log",
+        "results/logs/aggregate/measures_table.log",
     benchmark:
-        BENCH + "/aggregate/measures_table.tsv"
+        "results/benchmarks/aggregate/measures_table.tsv"
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/measures_table.py"
 
@@ -49,8 +37,10 @@ rule figures:
     output:
         figures=figure_paths(),
     log:
-        LOGS + "/aggregate/figures.log",
+        "results/logs/aggregate/figures.log",
     benchmark:
-        BENCH + "/aggregate/figures.tsv"
+        "results/benchmarks/aggregate/figures.tsv"
+    conda:
+        "../envs/analysis.yaml"
     script:
         "../scripts/figures.py"

@@ -24,12 +24,6 @@ wildcard_constraints:
     layer=r"[A-Za-z0-9_.]+",
 
 
-RUN = "results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}"
-PAIR = "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}"
-LOGS = "results/logs"
-BENCH = "results/benchmarks"
-
-
 def experiment_of(wildcards):
     return SWEEP.experiment(wildcards.dataset, wildcards.arch)
 
@@ -37,3 +31,71 @@ def experiment_of(wildcards):
 def run_of(wildcards):
     return Run(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
                int(wildcards.seed))
+
+
+def reference_checkpoint(wildcards):
+    """Frozen runs copy their first k layers from the reference run (trained or initial weights)."""
+    run = run_of(wildcards)
+    if run.frozen_k == 0:
+        return []
+    exp = experiment_of(wildcards)
+    ref = exp.reference_run(run)
+    name = "model.pt" if exp.frozen_from == "trained" else "init.pt"
+    return f"results/{ref.path}/{name}"
+
+
+def training_params(wildcards):
+    exp = experiment_of(wildcards)
+    return {
+        "model": exp.model,
+        "training": exp.training,
+        "frozen_from": exp.frozen_from,
+        "reference_seed": exp.reference_seed,
+    }
+
+
+def extract_checkpoint(wildcards):
+    name = "model.pt" if wildcards.state == "trained" else "init.pt"
+    return f"results/{run_of(wildcards).path}/{name}"
+
+
+def extract_params(wildcards):
+    exp = experiment_of(wildcards)
+    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract}
+
+
+def pair_of(wildcards):
+    return Pair(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
+                wildcards.control, int(wildcards.seed_a), int(wildcards.seed_b))
+
+
+def pair_stores(wildcards):
+    pair = pair_of(wildcards)
+    run_a, run_b = pair.runs()
+    return {"a": f"results/{run_a.path}/{pair.state}.zarr",
+            "b": f"results/{run_b.path}/{pair.state}.zarr"}
+
+
+def pair_coordinates(wildcards):
+    pair = pair_of(wildcards)
+    exp = experiment_of(wildcards)
+    return {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width,
+            "frozen_k": pair.frozen_k, "frozen_from": exp.frozen_from, "control": pair.control,
+            "seed_a": pair.seed_a, "seed_b": pair.seed_b, "layer": wildcards.layer,
+            "layer_index": exp.all_layers.index(wildcards.layer) + 1}
+
+
+FIGURE_KINDS = ["vs_layer", "vs_width", "vs_frozen"]
+
+
+def all_metrics(wildcards):
+    return [f"results/{run.path}/metrics.json" for run in SWEEP.runs()]
+
+
+def all_measure_tables(wildcards):
+    return [f"results/{pair.path}/{layer}.measures.csv" for pair, layer in SWEEP.pair_layers()]
+
+
+def figure_paths():
+    return [f"results/figures/{exp.dataset}_{exp.arch}_{kind}.png"
+            for exp in SWEEP.experiments for kind in FIGURE_KINDS]

@@ -3,21 +3,11 @@
 # and renamed into place when complete.
 
 
-def extract_checkpoint(wildcards):
-    name = "model.pt" if wildcards.state == "trained" else "init.pt"
-    return f"results/{run_of(wildcards).path}/{name}"
-
-
-def extract_params(wildcards):
-    exp = experiment_of(wildcards)
-    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract}
-
-
 rule extract:
     input:
         checkpoint=extract_checkpoint,
     output:
-        store=directory(RUN + "/{state}.zarr"),
+        store=directory("results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/{state}.zarr"),
     params:
         settings=extract_params,
         data_dir=config["data_dir"],
@@ -27,8 +17,10 @@ rule extract:
         mem_mb=2000,
         runtime=30,
     log:
-        LOGS + "/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/{state}.log",
+        "results/logs/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/{state}.log",
     benchmark:
-        BENCH + "/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/{state}.tsv"
+        "results/benchmarks/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/{state}.tsv"
+    conda:
+        "../envs/torch.yaml"
     script:
         "../scripts/extract.py"

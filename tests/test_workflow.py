@@ -1,0 +1,129 @@
+"""End to end: the real `snakemake` on a tiny sweep in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from convergent.activations import ActivationStore
+from convergent.sweep import plan_sweep
+from tests.workflow import planned_jobs, run_snakemake, tiny_config, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished tiny sweep: (workdir, config, planned sweep)."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    config = tiny_config()
+    write_config(workdir, config)
+    run_snakemake(workdir)
+    return workdir, config, plan_sweep(config)
+
+
+def test_every_run_has_checkpoints_logs_and_metrics(finished):
+    workdir, config, sweep = finished
+    for run in sweep.runs():
+        d = workdir / "results" / run.path
+        for name in ("model.pt", "init.pt", "train_log.csv", "metrics.json"):
+            assert (d / name).stat().st_size > 0, d / name
+        assert not (d / "resume.pt").exists()
+        log = pd.read_csv(d / "train_log.csv")
+        assert len(log) == config["sweep"]["training"]["epochs"]
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert 0.0 <= metrics["test_acc"] <= 1.0
+        for state in ("trained", "init"):
+            store = ActivationStore(d / f"{state}.zarr")
+            exp = sweep.experiment(run.dataset, run.arch)
+            assert store.layers == exp.layers
+            assert store.n_images == config["sweep"]["extract"]["max_samples"]
+
+
+def test_runs_table_reports_accuracy(finished):
+    workdir, config, sweep = finished
+    runs = pd.read_csv(workdir / "results/summary/runs.csv")
+    assert len(runs) == len(sweep.runs())
+    assert {"dataset", "arch", "width", "frozen_k", "seed", "test_acc", "train_acc"} <= set(runs.columns)
+    assert runs["test_acc"].between(0, 1).all()
+
+
+def test_measures_table_is_tidy_and_complete(finished):
+    workdir, config, sweep = finished
+    table = pd.read_csv(workdir / "results/summary/measures.csv")
+    coords = ["dataset", "arch", "width", "frozen_k", "control", "seed_a", "seed_b", "layer"]
+    assert set(coords + ["measure", "view", "parameter", "parameter_value", "value"]) <= set(table.columns)
+    assert len(table.groupby(coords)) == len(sweep.pair_layers())
+    for measure in ("cka_linear", "hungarian_mean_corr"):
+        rows = table[table["measure"] == measure]
+        assert len(rows) == len(sweep.pair_layers()), measure
+        assert np.isfinite(rows["value"]).all()
+        assert rows["value"].between(-1e-9, 1 + 1e-9).all()
+    ceiling = table[(table["control"] == "ceiling") & (table["measure"] == "cka_linear")]
+    np.testing.assert_allclose(ceiling["value"], 1.0, atol=1e-9)
+    # frozen layers are identical across seeds: layer 1 of a frozen_k=1 cross pair matches exactly
+    frozen = table[(table["frozen_k"] == 1) & (table["control"] == "cross") & (table["layer_index"] == 1)
+                   & (table["measure"] == "hungarian_mean_corr")]
+    assert len(frozen) and np.allclose(frozen["value"], 1.0, atol=1e-6)
+
+
+def test_figures_logs_and_benchmarks_exist(finished):
+    workdir, config, sweep = finished
+    figures = sorted((workdir / "results/figures").glob("*.png"))
+    assert len(figures) == 3 * len(sweep.experiments)
+    for fig in figures:
+        assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    logs = list((workdir / "results/logs").rglob("*.log"))
+    bench = list((workdir / "results/benchmarks").rglob("*.tsv"))
+    n_jobs = len(sweep.runs()) * 3 + 2 * len(sweep.pair_layers()) + 3
+    assert len(logs) == n_jobs and len(bench) == n_jobs
+    train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()
+    assert "epoch" in train_log
+
+
+def test_second_run_does_nothing(finished):
+    workdir, _, _ = finished
+    proc = run_snakemake(workdir, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    proc = run_snakemake(workdir)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
+    workdir, config, sweep = finished
+    grown = tiny_config(seeds=[0, 1, 2])
+    write_config(workdir, grown)
+    try:
+        jobs = planned_jobs(run_snakemake(workdir, "-n").stdout)
+    finally:
+        write_config(workdir, config)
+    cells = len(sweep.experiments) * len(config["sweep"]["widths"]) * len(config["sweep"]["frozen_k"])
+    layers = sum(len(e.layers) for e in sweep.experiments) * len(config["sweep"]["widths"]) \
+        * len(config["sweep"]["frozen_k"])
+    new_pairs_per_layer = 2 + 2 + 1  # cross (0,2),(1,2); floor the same; ceiling (2,2)
+    assert jobs == {
+        "train": cells, "extract": 2 * cells,
+        "moments": new_pairs_per_layer * layers, "measures": new_pairs_per_layer * layers,
+        "runs_table": 1, "measures_table": 1, "figures": 1, "all": 1,
+    }
+
+
+def test_a_store_that_was_not_completed_is_rebuilt(finished, tmp_path):
+    """An extract killed mid-write leaves only its temporary sibling; nothing trusts it."""
+    workdir, config, sweep = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)
+    run = sweep.runs()[0]
+    store = copy / "results" / run.path / "trained.zarr"
+    # what an interrupted writer leaves: the temporary directory, never the final one
+    shutil.move(store, store.with_name(".trained.zarr.tmp-12345"))
+    jobs = planned_jobs(run_snakemake(copy, "-n").stdout)
+    assert jobs["extract"] == 1
