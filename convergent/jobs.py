@@ -72,9 +72,12 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     return metrics
 
 
-def extract_job(*, run: Mapping[str, Any], state: str, settings: Mapping[str, Any], checkpoint: str,
-                data_dir: str, device: str, threads: int, out_store: str) -> None:
-    """Write the activations of one network state on the evaluation split to a Zarr store."""
+def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], settings: Mapping[str, Any],
+                data_dir: str, device: str, threads: int, out_stores: Mapping[str, str]) -> None:
+    """Write the activations of each network state (``trained``, ``init``) on the evaluation split.
+
+    ``checkpoints`` and ``out_stores`` map a state name to its state-dict file and its Zarr store.
+    """
     import torch
 
     from convergent.data import load_dataset
@@ -86,20 +89,21 @@ def extract_job(*, run: Mapping[str, Any], state: str, settings: Mapping[str, An
     set_determinism(int(run["seed"]), threads)
     ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
     data = load_dataset(run["dataset"], data_dir=data_dir)
-    model = build_model(run["arch"], int(run["width"]), data.input_shape, data.num_classes, settings["model"])
-    model.load_state_dict(load_state(checkpoint))
-    model.to(_device(device))
     x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
     if ex["max_samples"]:
         x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
-    attrs = {**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
-             "state": state, "split": ex["split"], "n_samples": int(len(y))}
-    start = time.perf_counter()
-    with torch.no_grad():
-        extract_to_store(model, x, y, list(settings["layers"]), out_store, chunk_rows=int(ex["chunk_rows"]),
-                         attrs=attrs)
-    log.info("extracted %d samples × %d layers in %.1f s", len(y), len(settings["layers"]),
-             time.perf_counter() - start)
+    model = build_model(run["arch"], int(run["width"]), data.input_shape, data.num_classes, settings["model"])
+    model.to(_device(device))
+    for state, checkpoint in checkpoints.items():
+        model.load_state_dict(load_state(checkpoint))
+        attrs = {**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
+                 "state": state, "split": ex["split"], "n_samples": int(len(y))}
+        start = time.perf_counter()
+        with torch.no_grad():
+            extract_to_store(model, x, y, list(settings["layers"]), out_stores[state],
+                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs)
+        log.info("%s: extracted %d samples × %d layers in %.1f s", state, len(y), len(settings["layers"]),
+                 time.perf_counter() - start)
 
 
 def moments_job(*, store_a: str, store_b: str, layer: str, params: Mapping[str, Any], out_path: str) -> None:
@@ -109,8 +113,7 @@ def moments_job(*, store_a: str, store_b: str, layer: str, params: Mapping[str, 
 
     log = get_logger()
     start = time.perf_counter()
-    moments = streaming_moments(ActivationStore(store_a), ActivationStore(store_b), layer,
-                                **dict(params), log=log.info)
+    moments = streaming_moments(ActivationStore(store_a), ActivationStore(store_b), layer, **dict(params))
     save_moments(out_path, moments)
     log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
 

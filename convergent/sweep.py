@@ -6,8 +6,8 @@ compared layer by layer under one of three *controls*:
 
 * ``cross``: trained networks of two different seeds (the quantity of interest);
 * ``floor``: the untrained (initial) networks of the same two seeds;
-* ``ceiling``: a trained network with itself; measures that fit a map do so on one
-  half of the data and evaluate on the other.
+* ``ceiling``: a trained network with itself (the reference seed's, one per cell);
+  measures that fit a map do so on one half of the data and evaluate on the other.
 
 The config has already passed the JSON schema when it arrives here; this module adds
 the checks that need knowledge of the architectures (layer counts and names) and
@@ -132,7 +132,7 @@ class Sweep:
             for w, f in itertools.product(exp.widths, exp.frozen_k):
                 for control in self.controls:
                     out.extend(Pair(exp.dataset, exp.arch, w, f, control, a, b)
-                               for a, b in control_seed_pairs(control, exp.seeds))
+                               for a, b in control_seed_pairs(control, exp.seeds, exp.reference_seed))
         return out
 
     def pair_layers(self) -> list[tuple[Pair, str]]:
@@ -140,11 +140,17 @@ class Sweep:
                 for layer in self.experiment(p.dataset, p.arch).layers]
 
 
-def control_seed_pairs(control: str, seeds: Iterable[int]) -> list[tuple[int, int]]:
-    """Seed pairs compared under ``control``: all unordered pairs, or each seed with itself."""
+def control_seed_pairs(control: str, seeds: Iterable[int], reference_seed: int) -> list[tuple[int, int]]:
+    """Seed pairs compared under ``control``.
+
+    ``cross`` and ``floor``: every unordered pair of seeds. ``ceiling``: one self-pair per
+    cell, the reference seed's (or the first seed's if the reference is not in ``seeds``):
+    a self-pair has no seed-to-seed spread worth paying a job per seed for.
+    """
     seeds = sorted(seeds)
     if control == "ceiling":
-        return [(s, s) for s in seeds]
+        own = reference_seed if reference_seed in seeds else seeds[0]
+        return [(own, own)]
     return list(itertools.combinations(seeds, 2))
 
 

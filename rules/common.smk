@@ -19,7 +19,6 @@ wildcard_constraints:
     seed=r"\d+",
     seed_a=r"\d+",
     seed_b=r"\d+",
-    state="trained|init",
     control="|".join(CONTROLS),
     layer=r"[A-Za-z0-9_.]+",
 
@@ -52,11 +51,6 @@ def training_params(wildcards):
         "frozen_from": exp.frozen_from,
         "reference_seed": exp.reference_seed,
     }
-
-
-def extract_checkpoint(wildcards):
-    name = "model.pt" if wildcards.state == "trained" else "init.pt"
-    return f"results/{run_of(wildcards).path}/{name}"
 
 
 def extract_params(wildcards):

@@ -9,11 +9,10 @@ w = sm.wildcards
 extract_job(
     run={"dataset": w.dataset, "arch": w.arch, "width": int(w.width), "frozen_k": int(w.frozen),
          "seed": int(w.seed)},
-    state=w.state,
+    checkpoints={"trained": sm.input.trained, "init": sm.input.init},
     settings=sm.params.settings,
-    checkpoint=sm.input.checkpoint,
     data_dir=sm.params.data_dir,
     device=sm.params.device,
     threads=sm.threads,
-    out_store=sm.output.store,
+    out_stores={"trained": sm.output.trained, "init": sm.output.init},
 )

@@ -88,7 +88,7 @@ def test_pairs_and_controls():
     by_control = {c: [(p.seed_a, p.seed_b) for p in sweep.pairs() if p.control == c] for c in sweep.controls}
     assert by_control["cross"] == [(0, 1), (0, 2), (1, 2)]
     assert by_control["floor"] == [(0, 1), (0, 2), (1, 2)]
-    assert by_control["ceiling"] == [(0, 0), (1, 1), (2, 2)]
+    assert by_control["ceiling"] == [(0, 0)]
     assert {p.state for p in sweep.pairs() if p.control == "floor"} == {"init"}
 
 

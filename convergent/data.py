@@ -1,0 +1,263 @@
+"""Datasets as in-memory tensors with a fixed, recorded train/test split.
+
+Every loader returns a :class:`DatasetSplits`: float32 inputs of shape
+``(n, *input_shape)`` (channels first: ``(c, h, w)`` images, ``(c, l)`` signals),
+int64 labels in ``[0, num_classes)``, and an ``info`` dict (JSON-serialisable) that
+records where the data came from, how it was split and how it was standardised.
+
+Conventions
+
+* Inputs are standardised per channel with the *training* set's mean and standard
+  deviation (over samples and positions); the test set uses the same statistics.
+* ``max_train`` / ``max_test`` keep the first rows of an already shuffled split, so
+  a smaller dataset is a prefix of the larger one; statistics are computed after
+  this cut (they describe the data actually trained on).
+* Nothing is ever downloaded unless ``download=True`` is passed for CIFAR. MNIST-1D
+  is generated procedurally (optionally cached as ``.npz`` in ``data_dir``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100")
+
+#: MNIST-1D generator settings: the package defaults (4,000 train / 1,000 test, seed 42)
+#: — the standard benchmark — minus the download URL, which we never use.
+MNIST1D_ARGS: dict[str, Any] = {
+    "num_samples": 5000, "train_split": 0.8, "template_len": 12, "padding": [36, 60],
+    "scale_coeff": 0.4, "max_translation": 48, "corr_noise_scale": 0.25,
+    "iid_noise_scale": 2e-2, "shear_scale": 0.75, "shuffle_seq": False,
+    "final_seq_length": 40, "seed": 42,
+}
+
+
+@dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare info['fingerprint']
+class DatasetSplits:
+    """Train and test tensors of one dataset.
+
+    ``x_*``: float32, shape (n, *input_shape), standardised; ``y_*``: int64, shape (n,).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of ``which`` ∈ {"train", "test"}."""
+        if which == "train":
+            return self.x_train, self.y_train
+        if which == "test":
+            return self.x_test, self.y_test
+        raise ValueError(f"unknown split {which!r}; allowed: train, test")
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False,
+                 split_seed: int = 0, test_fraction: float = 0.2, max_train: int | None = None,
+                 max_test: int | None = None) -> DatasetSplits:
+    """Load ``name`` (one of :data:`DATASETS`) as standardised in-memory tensors.
+
+    ``split_seed`` and ``test_fraction`` only apply to ``digits`` (the other datasets
+    ship their own split; ``info`` says which). ``data_dir`` is where CIFAR lives
+    (torchvision layout) and, if given, where the generated MNIST-1D is cached.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name == "digits":
+        xtr, ytr, xte, yte, info = _digits(split_seed, test_fraction)
+        num_classes = 10
+    elif name == "mnist1d":
+        xtr, ytr, xte, yte, info = _mnist1d(data_dir)
+        num_classes = 10
+    else:
+        xtr, ytr, xte, yte, info = _cifar(name, data_dir, download)
+        num_classes = 10 if name == "cifar10" else 100
+    xtr, ytr = _head(xtr, ytr, max_train)
+    xte, yte = _head(xte, yte, max_test)
+    mean, std = channel_stats(xtr)
+    xtr, xte = standardise(xtr, mean, std), standardise(xte, mean, std)
+    info.update({
+        "dataset": name, "n_train": int(len(ytr)), "n_test": int(len(yte)),
+        "max_train": max_train, "max_test": max_test,
+        "normalisation": {"kind": "per-channel, training-set statistics",
+                          "mean": [float(m) for m in mean], "std": [float(s) for s in std]},
+    })
+    info["fingerprint"] = _fingerprint(xtr, ytr, xte, yte)
+    return DatasetSplits(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(xtr)),
+        y_train=torch.from_numpy(ytr.astype(np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(xte)),
+        y_test=torch.from_numpy(yte.astype(np.int64)),
+        num_classes=num_classes,
+        input_shape=tuple(int(s) for s in xtr.shape[1:]),
+        info=json.loads(json.dumps(info)),  # guarantee plain JSON types
+    )
+
+
+# --- statistics ---------------------------------------------------------------------------
+
+def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of ``x`` (n, c, ...) over samples and positions, in float64."""
+    axes = (0, *range(2, x.ndim))
+    mean = x.mean(axis=axes, dtype=np.float64)
+    std = x.std(axis=axes, dtype=np.float64)
+    # a constant channel would divide by zero; leave it centred but unscaled
+    return mean, np.where(std > 1e-12, std, 1.0)
+
+
+def standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(x - mean) / std`` per channel (axis 1), as float32."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return ((x - mean.reshape(shape)) / std.reshape(shape)).astype(np.float32)
+
+
+def _head(x: np.ndarray, y: np.ndarray, n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    if n is None:
+        return x, y
+    if n <= 0:
+        raise ValueError(f"max_train/max_test must be positive, got {n}")
+    return x[:n], y[:n]
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """Short SHA-256 over the arrays' bytes: equal fingerprints mean identical data."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --- digits -------------------------------------------------------------------------------
+
+def _digits(split_seed: int, test_fraction: float):
+    """scikit-learn's 1,797 8×8 digits (bundled, no network), stratified split by ``split_seed``."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    bunch = load_digits()
+    x = bunch.images.astype(np.float32)[:, None, :, :]  # (1797, 1, 8, 8), values 0..16
+    y = bunch.target.astype(np.int64)
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=split_seed)
+    info = {"source": "sklearn.datasets.load_digits",
+            "split": "stratified, sklearn train_test_split (shuffled)",
+            "split_seed": int(split_seed), "test_fraction": float(test_fraction),
+            "train_index_sha": _fingerprint(tr), "test_index_sha": _fingerprint(te)}
+    return x[tr], y[tr], x[te], y[te], info
+
+
+# --- MNIST-1D -----------------------------------------------------------------------------
+
+def _mnist1d(data_dir: str | os.PathLike | None):
+    """MNIST-1D generated with the package's own ``make_dataset`` (never its downloader).
+
+    Shape (1, 40). The package's own 4,000/1,000 split. Cached in ``data_dir`` if given.
+    """
+    key = hashlib.sha256(json.dumps(MNIST1D_ARGS, sort_keys=True).encode()).hexdigest()[:12]
+    cache = Path(data_dir) / f"mnist1d-{key}.npz" if data_dir is not None else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
+        source = f"cache {cache.name}"
+    else:
+        arrays = generate_mnist1d()
+        source = "generated"
+        if cache is not None:
+            _atomic_savez(cache, arrays)
+    info = {"source": f"mnist1d.data.make_dataset ({source})", "generator_args": MNIST1D_ARGS,
+            "split": "the package's own (first 80 % of its shuffled samples train)",
+            "split_seed": None}
+    as_signal = lambda a: a.astype(np.float32)[:, None, :]  # noqa: E731  (n, 40) → (n, 1, 40)
+    return (as_signal(arrays["x"]), arrays["y"].astype(np.int64),
+            as_signal(arrays["x_test"]), arrays["y_test"].astype(np.int64), info)
+
+
+def generate_mnist1d() -> dict[str, np.ndarray]:
+    """Run ``mnist1d.data.make_dataset`` without touching the network or the disk.
+
+    It seeds Python's and NumPy's *global* generators, so their states are saved and
+    restored around the call: loading data must not change a training run's randomness.
+    """
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        d = make_dataset(ObjectView(dict(MNIST1D_ARGS)))
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- CIFAR --------------------------------------------------------------------------------
+
+def _cifar(name: str, data_dir: str | os.PathLike | None, download: bool):
+    """CIFAR-10/100 through torchvision's own reader; official 50,000/10,000 split.
+
+    Images become float32 in [0, 1], (3, 32, 32), before standardisation.
+    """
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    if data_dir is None:
+        raise FileNotFoundError(f"{name} needs data_dir: the folder that holds {cls.base_folder}/ "
+                                "(torchvision layout); set data_dir in the config")
+    root = Path(data_dir)
+    try:
+        train = cls(root=str(root), train=True, download=download)
+        test = cls(root=str(root), train=False, download=download)
+    except RuntimeError as err:
+        raise FileNotFoundError(
+            f"{name} not found or corrupted under data_dir={str(root)!r}: expected "
+            f"{root / cls.base_folder}/ as torchvision writes it (download=True lets "
+            f"torchvision fetch it; needs internet). torchvision said: {err}") from err
+
+    def to_chw(ds) -> tuple[np.ndarray, np.ndarray]:
+        # ds.data is uint8 (n, 32, 32, 3); skip the PIL path of __getitem__ entirely
+        x = np.asarray(ds.data, dtype=np.float32).transpose(0, 3, 1, 2) / 255.0
+        return np.ascontiguousarray(x), np.asarray(ds.targets, dtype=np.int64)
+
+    xtr, ytr = to_chw(train)
+    xte, yte = to_chw(test)
+    info = {"source": f"torchvision.datasets.{cls.__name__}", "root": str(root.resolve()),
+            "split": "official train/test", "split_seed": None, "scale": "uint8 / 255"}
+    return xtr, ytr, xte, yte, info

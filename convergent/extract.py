@@ -1,0 +1,85 @@
+"""Layer activations of a trained network, batch by batch, into an activation store.
+
+Representations are captured with forward hooks on the layer modules of
+:class:`~convergent.models.ConvergentNet` (see :func:`convergent.models.record_layers`),
+in eval mode and without gradients. The forward pass stops after the deepest
+requested layer, so extracting early layers does not pay for the rest of the network.
+
+Shapes: rows are samples, in input order; dense layers give (b, d), conv layers keep
+their spatial axes, (b, c, l) or (b, c, h, w). Values are float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convergent.activations import TARGETS, ActivationStoreWriter
+from convergent.models import ConvergentNet, record_layers
+
+
+def iter_layer_activations(model: ConvergentNet, x: torch.Tensor, layers: Sequence[str],
+                           batch_size: int = 256) -> Iterator[dict[str, np.ndarray]]:
+    """Yield ``{layer: float32 array (b, ...)}`` for consecutive batches of ``x``.
+
+    ``x`` is (n, *input_shape) on any device; batches are moved to the model's device.
+    The model is put in eval mode and left there.
+    """
+    layers = list(layers)
+    if not layers:
+        raise ValueError("no layers requested")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    upto = 1 + max(model.layer_index(name) for name in layers)  # validates the names too
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad(), record_layers(model, layers) as out:
+        for start in range(0, len(x), batch_size):
+            out.clear()
+            model.forward_layers(x[start:start + batch_size].to(device), upto)
+            yield {name: out[name].float().cpu().numpy() for name in layers}
+
+
+def layer_row_shapes(model: ConvergentNet, layers: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Per-sample shape of each layer's representation, from one dummy forward pass."""
+    probe = torch.zeros((2, *model.input_shape))  # 2 rows: any BatchNorm in eval mode is fine anyway
+    was_training = model.training
+    try:
+        first = next(iter_layer_activations(model, probe, layers, batch_size=2))
+    finally:
+        model.train(was_training)
+    return {name: tuple(int(s) for s in a.shape[1:]) for name, a in first.items()}
+
+
+def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np.ndarray,
+                     layers: Sequence[str], path: str | os.PathLike, chunk_rows: int = 1024,
+                     attrs: Mapping[str, Any] | None = None, batch_size: int | None = None) -> Path:
+    """Write the activations of ``layers`` on ``x`` (and the labels ``y``) to a Zarr store.
+
+    The store is built in a temporary sibling directory by
+    :class:`~convergent.activations.ActivationStoreWriter` and renamed to ``path`` only
+    when complete; any exception (or a killed process) leaves nothing at ``path``.
+    ``batch_size`` defaults to ``chunk_rows``. Returns ``path``.
+    """
+    n = int(len(x))
+    if len(y) != n:
+        raise ValueError(f"{n} inputs but {len(y)} targets")
+    layers = list(layers)
+    shapes = layer_row_shapes(model, layers)
+    targets = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
+    meta = {"arch": model.arch, "width": model.width, "layer_names": model.layer_names,
+            "n_samples": n, **dict(attrs or {})}
+    with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta) as writer:
+        for name in layers:
+            writer.create(name, shapes[name])
+        writer.create(TARGETS, (), dtype="int64")
+        writer.append(TARGETS, targets)
+        for batch in iter_layer_activations(model, x, layers, batch_size or chunk_rows):
+            for name in layers:
+                writer.append(name, batch[name])
+        return writer.commit()

@@ -1,0 +1,72 @@
+"""Centred kernel alignment with linear kernels, from moments (Kornblith et al. 2019).
+
+Similarity in [0, 1] for the biased estimator (1 = identical up to rotation and
+isotropic scaling); the debiased estimator (Song et al. unbiased HSIC) is
+approximately in [0, 1] but can be negative and is reported as is, never clamped.
+Invariant to orthogonal transforms, isotropic scaling and translation of either
+representation; not invariant to arbitrary invertible linear maps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from convergent.measures._common import MeasureUnavailable, as_moments
+from convergent.moments import Moments
+
+
+def hsic_unbiased_terms(m: Moments) -> tuple[float, float, float]:
+    """Unbiased linear-kernel HSIC (Song et al.) of (X,Y), (X,X), (Y,Y) from moments.
+
+    With K = XcXcᵀ, L = YcYcᵀ (rows centred at the mean, which leaves the
+    estimator unchanged), a_i = ‖x_i-μx‖², b_i = ‖y_i-μy‖²:
+    tr(K̃L̃) = ‖XcᵀYc‖²_F - Σa_i b_i, 1ᵀK̃1 = -Σa_i, 1ᵀK̃L̃1 = Σa_i b_i, so
+    HSIC₁ = [‖XcᵀYc‖² - Σab + Σa Σb /((n-1)(n-2)) - 2 Σab/(n-2)] / (n(n-3)).
+    """
+    n = m.n
+    if n < 4:
+        raise MeasureUnavailable(f"unbiased HSIC needs n >= 4 rows, got {n}")
+    t = m.centred_debias_terms()
+    c1, c2 = (n - 1) * (n - 2), n - 2
+
+    def h(frob2: float, sab: float, ta: float, tb: float) -> float:
+        return (frob2 - sab + ta * tb / c1 - 2.0 * sab / c2) / (n * (n - 3))
+
+    cxx, cyy, cxy = m.cxx, m.cyy, m.cxy
+    return (h(float(np.sum(cxy * cxy)), t["sum_ab"], t["tr_x"], t["tr_y"]),
+            h(float(np.sum(cxx * cxx)), t["sum_aa"], t["tr_x"], t["tr_x"]),
+            h(float(np.sum(cyy * cyy)), t["sum_bb"], t["tr_y"], t["tr_y"]))
+
+
+def linear_cka(X: np.ndarray | Moments, Y: np.ndarray | None = None, debiased: bool = False) -> float:
+    """Linear CKA of X (n, d1) and Y (n, d2), or of a Moments object.
+
+    Biased: ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F), in [0, 1].
+    Debiased: HSIC₁(X,Y) / sqrt(HSIC₁(X,X) HSIC₁(Y,Y)) — may be negative.
+    Raises :class:`MeasureUnavailable` if either representation is constant.
+    """
+    m = as_moments(X, Y)
+    if debiased:
+        hxy, hxx, hyy = hsic_unbiased_terms(m)
+        if not (hxx > 0 and hyy > 0):
+            raise MeasureUnavailable(f"unbiased self-HSIC not positive (X: {hxx:.3g}, Y: {hyy:.3g}); "
+                                     "debiased CKA undefined (constant representation or n too small)")
+        return float(hxy / np.sqrt(hxx * hyy))
+    cxx, cyy, cxy = m.cxx, m.cyy, m.cxy
+    nx, ny = np.linalg.norm(cxx), np.linalg.norm(cyy)
+    if not (nx > 0 and ny > 0):
+        raise MeasureUnavailable("a representation is constant over the samples; CKA undefined")
+    return float(np.sum(cxy * cxy) / (nx * ny))
+
+
+def minibatch_cka(m: Moments) -> float:
+    """Minibatch linear CKA (Nguyen et al. 2021) from the streamed minibatch sums.
+
+    mean_b HSIC₁(X_b,Y_b) / sqrt(mean_b HSIC₁(X_b,X_b) · mean_b HSIC₁(Y_b,Y_b)),
+    minibatches of consecutive rows (``meta['minibatch_size']``); may be negative.
+    """
+    if m.mb_count == 0:
+        raise MeasureUnavailable("no complete minibatch was accumulated (minibatch_size 0 or > rows per fold)")
+    if not (m.mb_xx > 0 and m.mb_yy > 0):
+        raise MeasureUnavailable("minibatch self-HSIC not positive; minibatch CKA undefined")
+    return float(m.mb_xy / np.sqrt(m.mb_xx * m.mb_yy))

@@ -1,0 +1,440 @@
+"""The four architectures as one sequential container, :class:`ConvergentNet`.
+
+A network is ``layers`` (an ``nn.ModuleList``, one module per named layer of
+:func:`convergent.archspec.layer_names`) followed by ``head`` (pooling + linear
+classifier). Layer module ``i`` maps the output of layer ``i-1`` (or the input) to the
+representation of layer ``i``, so
+
+* the representation of a layer is the *output* of its module (forward hooks go there);
+* the parameters and buffers computing the first ``k`` layers are exactly those of
+  ``layers[:k]`` — freezing, copying and permuting work on that prefix.
+
+Per architecture (``width`` as in :mod:`convergent.archspec`):
+
+* ``mlp``: flatten → ``depth`` × [Linear(width) → ReLU] → Linear head. Layer ``fc{i}``
+  is a :class:`Block` (``pre`` = Flatten for the first, ``linear``, ``norm`` = Identity,
+  ``act``).
+* ``cnn``: ``depth`` × [Conv 3 → BatchNorm (option) → ReLU]; channels ``width·2^(i//2)``
+  for block ``i`` (0-based); a 2×2 max-pool (``ceil_mode``, so size-1 maps survive) at
+  the *start* of every block after the second, fourth, … — i.e. after every second
+  block, placed so that a layer's output is the un-pooled post-ReLU map. Head: global
+  average pool → Linear. 1-D inputs (c, l) use Conv1d, 2-D inputs (c, h, w) Conv2d.
+* ``resnet18``: CIFAR ResNet-18 (He et al. 2016): 3×3 stem Conv-BN-ReLU with ``width``
+  channels (``stem``), then 4 stages × 2 post-activation BasicBlocks with
+  ``width·(1, 2, 4, 8)`` channels, stride 2 at the start of stages 2-4 (``layer{s}.{b}``).
+  Each block's output is post-ReLU (after the residual sum).
+* ``wrn``: WideResNet-depth-k (Zagoruyko & Komodakis 2016), k = ``width``: 3×3 stem
+  conv with 16 channels (no BN/ReLU: the pre-activation blocks apply them), 3 stages
+  of (depth-4)/6 pre-activation blocks with 16k, 32k, 64k channels, then BN-ReLU
+  (part of the head) → pool → Linear. A pre-activation block outputs the residual
+  stream ``x + f(x)``, which is therefore the extracted representation of ``stem`` and
+  ``block{s}.{b}`` (not post-ReLU; the non-negativity some measures assume does not hold).
+
+Option ``linear=True`` (mlp, cnn) replaces every hidden activation by the identity.
+For the rotation experiment (Brown et al.): in mlp/cnn a layer's pre-activation is the
+input of ``layers[i].act`` and the post-activation its output, so a rotation between
+the linear map and the nonlinearity is ``layers[i].act = nn.Sequential(rotation, act)``.
+
+Initialisation: He-normal (fan-in for mlp/cnn with the activation's gain, fan-out for
+ResNets as in torchvision), zero biases, BatchNorm weight 1 / bias 0, and PyTorch's
+default for the classifier. Seed torch's global generator before :func:`build_model`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from convergent import archspec
+
+#: option keys each architecture accepts (defaults in archspec.ARCH_DEFAULTS, plus ``linear``)
+ALLOWED_OPTIONS: dict[str, set[str]] = {
+    "mlp": {"depth", "linear"},
+    "cnn": {"depth", "batchnorm", "linear"},
+    "resnet18": set(),
+    "wrn": {"depth"},
+}
+
+
+# --- building blocks ----------------------------------------------------------------------
+
+def _conv_cls(spatial_dims: int) -> type[nn.Module]:
+    return {1: nn.Conv1d, 2: nn.Conv2d}[spatial_dims]
+
+
+def _bn_cls(spatial_dims: int) -> type[nn.Module]:
+    return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial_dims]
+
+
+def _pool_cls(spatial_dims: int) -> type[nn.Module]:
+    return {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial_dims]
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over all spatial axes: (b, c, ...) → (b, c).
+
+    Used instead of ``nn.AdaptiveAvgPool2d(1)``, whose CUDA backward has no
+    deterministic implementation and raises under ``use_deterministic_algorithms``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).mean(dim=2)
+
+
+def _adaptive_avg(spatial_dims: int) -> nn.Module:
+    del spatial_dims  # the same module pools 1-D and 2-D maps
+    return GlobalAvgPool()
+
+
+class Block(nn.Module):
+    """``act(norm(linear(pre(x))))``: one dense layer or conv block.
+
+    ``pre`` is Flatten / max-pool / Identity; ``norm`` is BatchNorm or Identity; the
+    pre-activation is the input of ``act``.
+    """
+
+    def __init__(self, linear: nn.Module, act: nn.Module, pre: nn.Module | None = None,
+                 norm: nn.Module | None = None):
+        super().__init__()
+        self.pre = pre if pre is not None else nn.Identity()
+        self.linear = linear
+        self.norm = norm if norm is not None else nn.Identity()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(self.linear(self.pre(x))))
+
+
+class BasicBlock(nn.Module):
+    """Post-activation ResNet block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dims: int):
+        super().__init__()
+        conv, bn = _conv_cls(dims), _bn_cls(dims)
+        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = bn(cout)
+        self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.bn2 = bn(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.act(out + self.shortcut(x))
+
+
+class PreActBlock(nn.Module):
+    """WideResNet block: ``x + conv2(relu(bn2(conv1(relu(bn1(x))))))``.
+
+    When the shape changes, the shortcut is a 1×1 conv of the pre-activated input, as
+    in the authors' implementation.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, dims: int):
+        super().__init__()
+        conv, bn = _conv_cls(dims), _bn_cls(dims)
+        self.bn1 = bn(cin)
+        self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = bn(cout)
+        self.conv2 = conv(cout, cout, 3, stride=1, padding=1, bias=False)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.shortcut = conv(cin, cout, 1, stride=stride, bias=False)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.act(self.bn1(x))
+        out = self.conv2(self.act(self.bn2(self.conv1(pre))))
+        skip = x if self.shortcut is None else self.shortcut(pre)
+        return out + skip
+
+
+class Head(nn.Module):
+    """``linear(flatten(pool(pre(x))))``: the classifier after the last named layer."""
+
+    def __init__(self, linear: nn.Linear, pool: nn.Module | None = None, pre: nn.Module | None = None):
+        super().__init__()
+        self.pre = pre if pre is not None else nn.Identity()
+        self.pool = pool if pool is not None else nn.Identity()
+        self.linear = linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.flatten(self.pool(self.pre(x)), 1))
+
+
+# --- the network --------------------------------------------------------------------------
+
+class ConvergentNet(nn.Module):
+    """Named layers in sequence, then a head. ``forward(x)`` → logits (b, num_classes).
+
+    ``frozen_k`` layers (see :func:`freeze_first_layers`) stay in eval mode whatever
+    :meth:`train` is asked, so their BatchNorm running statistics never change.
+    """
+
+    def __init__(self, arch: str, width: int, input_shape: Sequence[int], num_classes: int,
+                 options: Mapping[str, Any], layer_names: Sequence[str],
+                 layers: Sequence[nn.Module], head: nn.Module):
+        super().__init__()
+        if len(layer_names) != len(layers):
+            raise ValueError("one module per layer name")
+        self.arch, self.width, self.options = arch, int(width), dict(options)
+        self.input_shape, self.num_classes = tuple(int(s) for s in input_shape), int(num_classes)
+        self.layer_names: list[str] = list(layer_names)
+        self.layers = nn.ModuleList(layers)
+        self.head = head
+        self.frozen_k = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x)
+
+    def forward_layers(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """Output of the first ``upto`` layers only (no head): cheap partial forward."""
+        for layer in self.layers[:upto]:
+            x = layer(x)
+        return x
+
+    def train(self, mode: bool = True) -> "ConvergentNet":
+        super().train(mode)
+        for layer in self.layers[:self.frozen_k]:
+            layer.eval()  # frozen BatchNorm keeps its running statistics
+        return self
+
+    # -- layer bookkeeping --
+
+    def layer_index(self, name: str) -> int:
+        """0-based position of layer ``name``."""
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise KeyError(f"{self.arch} has no layer {name!r}; layers: {self.layer_names}") from None
+
+    def layer_module(self, name: str) -> nn.Module:
+        """The module whose output is the representation of layer ``name``."""
+        return self.layers[self.layer_index(name)]
+
+    def layer_modules(self, name: str) -> list[nn.Module]:
+        """Every module computing layer ``name`` from the previous layer's output."""
+        return list(self.layer_module(name).modules())
+
+    def first_layers(self, k: int) -> list[nn.Module]:
+        """The modules computing the first ``k`` layers."""
+        if not 0 <= k <= len(self.layers):
+            raise ValueError(f"k must be in [0, {len(self.layers)}] for {self.arch}, got {k}")
+        return list(self.layers[:k])
+
+    def parameters_of_first(self, k: int) -> Iterator[nn.Parameter]:
+        for layer in self.first_layers(k):
+            yield from layer.parameters()
+
+    def state_keys_of_first(self, k: int) -> list[str]:
+        """``state_dict`` keys (parameters *and* buffers) of the first ``k`` layers."""
+        self.first_layers(k)  # validates k
+        prefixes = tuple(f"layers.{i}." for i in range(k))
+        return [key for key in self.state_dict() if key.startswith(prefixes)] if k else []
+
+    def freeze_first(self, k: int) -> None:
+        freeze_first_layers(self, k)
+
+    def named_layer_outputs(self, x: torch.Tensor, names: Sequence[str] | None = None
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(logits, {layer: representation})`` from one forward pass, via forward hooks."""
+        names = list(self.layer_names if names is None else names)
+        with record_layers(self, names) as out:
+            logits = self(x)
+        return logits, dict(out)
+
+
+@contextmanager
+def record_layers(model: ConvergentNet, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks that store each named layer's output (detached) in the yielded dict.
+
+    The dict is overwritten by every forward pass inside the ``with`` block. Outputs
+    are stored without copying; this is safe because no layer of these networks
+    modifies its input in place (keep it so: an in-place ReLU after a hooked layer would
+    silently change what was recorded).
+    """
+    out: dict[str, torch.Tensor] = {}
+    handles = []
+    for name in names:
+        def hook(_mod, _inp, output, name=name):  # bind name now, not at call time
+            out[name] = output.detach()
+        handles.append(model.layer_module(name).register_forward_hook(hook))
+    try:
+        yield out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --- builders -----------------------------------------------------------------------------
+
+def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: int,
+                options: Mapping[str, Any] | None = None) -> ConvergentNet:
+    """A freshly initialised network (seed torch beforehand for reproducibility).
+
+    ``input_shape`` excludes the batch axis: (features,), (c, l) or (c, h, w).
+    ``options`` override :data:`convergent.archspec.ARCH_DEFAULTS`; unknown keys raise.
+    """
+    opts = archspec.arch_options(arch, options)
+    unknown = set(opts) - ALLOWED_OPTIONS[arch]
+    if unknown:
+        raise ValueError(f"unknown {arch} options {sorted(unknown)}; allowed: {sorted(ALLOWED_OPTIONS[arch])}")
+    if int(width) < 1:
+        raise ValueError(f"width must be a positive integer, got {width}")
+    input_shape = tuple(int(s) for s in input_shape)
+    names = archspec.layer_names(arch, opts)
+    builder = {"mlp": _mlp, "cnn": _cnn, "resnet18": _resnet18, "wrn": _wrn}[arch]
+    layers, head = builder(int(width), input_shape, int(num_classes), opts)
+    model = ConvergentNet(arch, width, input_shape, num_classes, opts, names, layers, head)
+    _check_names(model, names)
+    return model
+
+
+def _check_names(model: ConvergentNet, names: list[str]) -> None:
+    if model.layer_names != names or len(model.layers) != len(names):
+        raise AssertionError(f"{model.arch}: built layers do not match archspec {names}")
+
+
+def _activation(opts: Mapping[str, Any]) -> nn.Module:
+    return nn.Identity() if opts.get("linear", False) else nn.ReLU()
+
+
+def _he_init(module: nn.Module, nonlinearity: str, mode: str) -> None:
+    """He-normal weights, zero biases for every conv/linear in ``module``; BN to (1, 0)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity=nonlinearity)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _spatial_dims(input_shape: tuple[int, ...], arch: str) -> int:
+    if len(input_shape) not in (2, 3):
+        raise ValueError(f"{arch} needs input (c, l) or (c, h, w), got {input_shape}")
+    return len(input_shape) - 1
+
+
+def _mlp(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
+    depth = int(opts["depth"])
+    nonlin = "linear" if opts.get("linear", False) else "relu"
+    fan_in = 1
+    for s in input_shape:
+        fan_in *= s
+    layers = []
+    for i in range(depth):
+        pre = nn.Flatten() if i == 0 else None
+        layers.append(Block(nn.Linear(fan_in if i == 0 else width, width), _activation(opts), pre=pre))
+    for layer in layers:
+        _he_init(layer, nonlin, "fan_in")
+    return layers, Head(nn.Linear(width, num_classes))
+
+
+def _cnn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
+    dims = _spatial_dims(input_shape, "cnn")
+    conv, bn, pool = _conv_cls(dims), _bn_cls(dims), _pool_cls(dims)
+    use_bn = bool(opts.get("batchnorm", False))
+    nonlin = "linear" if opts.get("linear", False) else "relu"
+    layers, cin = [], input_shape[0]
+    for i in range(int(opts["depth"])):
+        cout = width * 2 ** (i // 2)
+        # pooling "after every second block" sits at the start of the next block so
+        # that block i's output (its representation) is the un-pooled post-ReLU map
+        pre = pool(2, ceil_mode=True) if i >= 2 and i % 2 == 0 else None
+        layers.append(Block(conv(cin, cout, 3, padding=1, bias=not use_bn), _activation(opts),
+                            pre=pre, norm=bn(cout) if use_bn else None))
+        cin = cout
+    for layer in layers:
+        _he_init(layer, nonlin, "fan_in")
+    return layers, Head(nn.Linear(cin, num_classes), pool=_adaptive_avg(dims))
+
+
+def _resnet18(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
+    dims = _spatial_dims(input_shape, "resnet18")
+    conv, bn = _conv_cls(dims), _bn_cls(dims)
+    stem = Block(conv(input_shape[0], width, 3, padding=1, bias=False), nn.ReLU(), norm=bn(width))
+    layers: list[nn.Module] = [stem]
+    cin = width
+    for s in range(4):
+        cout = width * 2 ** s
+        for b in range(2):
+            stride = 2 if (s > 0 and b == 0) else 1
+            layers.append(BasicBlock(cin, cout, stride, dims))
+            cin = cout
+    for layer in layers:
+        _he_init(layer, "relu", "fan_out")
+    return layers, Head(nn.Linear(cin, num_classes), pool=_adaptive_avg(dims))
+
+
+def _wrn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
+    dims = _spatial_dims(input_shape, "wrn")
+    conv, bn = _conv_cls(dims), _bn_cls(dims)
+    n = archspec.wrn_blocks_per_stage(int(opts["depth"]))
+    stem = Block(conv(input_shape[0], 16, 3, padding=1, bias=False), nn.Identity())
+    layers: list[nn.Module] = [stem]
+    cin = 16
+    for s in range(3):
+        cout = 16 * width * 2 ** s
+        for b in range(n):
+            stride = 2 if (s > 0 and b == 0) else 1
+            layers.append(PreActBlock(cin, cout, stride, dims))
+            cin = cout
+    for layer in layers:
+        _he_init(layer, "relu", "fan_out")
+    final = nn.Sequential(bn(cin), nn.ReLU())
+    _he_init(final, "relu", "fan_out")
+    return layers, Head(nn.Linear(cin, num_classes), pool=_adaptive_avg(dims), pre=final)
+
+
+# --- freezing and copying -----------------------------------------------------------------
+
+def copy_first_layers(dst: ConvergentNet, src_state_dict: Mapping[str, torch.Tensor], k: int) -> list[str]:
+    """Copy every parameter and buffer of ``dst``'s first ``k`` layers from ``src_state_dict``.
+
+    Returns the copied keys. Raises if a key is missing or a shape differs (the source
+    must be the same architecture, width and options up to layer ``k``).
+    """
+    keys = dst.state_keys_of_first(k)
+    missing = [key for key in keys if key not in src_state_dict]
+    if missing:
+        raise KeyError(f"reference state lacks {len(missing)} keys of the first {k} layers, e.g. {missing[:3]}")
+    own = dst.state_dict()
+    with torch.no_grad():
+        for key in keys:
+            src = src_state_dict[key]
+            if tuple(src.shape) != tuple(own[key].shape):
+                raise ValueError(f"{key}: reference shape {tuple(src.shape)} != model shape {tuple(own[key].shape)}")
+            own[key].copy_(src)  # state_dict tensors share storage with the module
+    return keys
+
+
+def freeze_first_layers(model: ConvergentNet, k: int) -> None:
+    """Freeze the first ``k`` layers: no gradients, and BatchNorm kept in eval mode.
+
+    Layers after ``k`` are made trainable again, so calling this twice with different
+    ``k`` leaves exactly the last ``k`` frozen.
+    """
+    model.first_layers(k)  # validates k
+    for i, layer in enumerate(model.layers):
+        for p in layer.parameters():
+            p.requires_grad_(i >= k)
+    model.frozen_k = int(k)
+    model.train(model.training)  # re-apply the eval mode of the frozen prefix
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(all, trainable)`` parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return int(total), int(trainable)

@@ -1,0 +1,799 @@
+"""Joint sufficient statistics of two layers, accumulated in one streaming pass.
+
+Conventions
+-----------
+* Rows are samples, columns are units: ``X`` is (n, d1) for network A, ``Y`` is
+  (n, d2) for network B, both in the same *view* of the same layer (see
+  :mod:`convergent.activations`). ``labels`` are integer classes, one per row.
+* Everything is accumulated in float64 **about a fixed shift** ``c`` (the mean of
+  the first block that is seen): the stored sums are of ``x - c_x`` and
+  ``y - c_y``. Centred moments then lose almost nothing to cancellation even
+  when activations carry a large common offset; raw (uncentred) moments are
+  reconstructed exactly from the shifted ones. Use the properties, never the
+  ``s*`` fields directly:
+
+  ========================  ==========================================  =========
+  property / method         meaning                                     centred?
+  ========================  ==========================================  =========
+  ``n``                     rows                                         -
+  ``sum_x``, ``sum_y``      Σ x_i, Σ y_i                                 raw
+  ``mean_x``, ``mean_y``    column means                                 -
+  ``xx``, ``yy``, ``xy``    XᵀX, YᵀY, XᵀY (subspace match, Wang et al.)  raw
+  ``cxx``, ``cyy``, ``cxy`` XcᵀXc … (scatter, *not* divided by n)        centred
+  ``xt``, ``yt``            XᵀT, YᵀT with T one-hot (n, c)               raw
+  ``cxt``, ``cyt``          XcᵀT, YcᵀT                                   centred
+  ``sum_t``                 class counts (c,)                            -
+  ========================  ==========================================  =========
+
+* The extra terms that make **debiased** linear CKA exact (Song et al. 2012
+  unbiased HSIC; see :func:`convergent.measures.cka.hsic_unbiased_terms`):
+  Σ‖x̃‖²‖ỹ‖², Σ x̃‖ỹ‖², Σ ỹ‖x̃‖², Σ‖x̃‖⁴, Σ x̃‖x̃‖², Σ‖ỹ‖⁴, Σ ỹ‖ỹ‖² on shifted rows
+  x̃ = x - c_x; :meth:`Moments.centred_debias_terms` re-centres them exactly.
+* **Alignment** terms (Imani et al. 2022): every row [x, 1] is scaled to unit
+  length before its outer product is accumulated, so Φ̃ᵀΦ̃ and Φ̃ᵀT are separate
+  sums (``ax``, ``axt``, ``ay``, ``ayt``; (d+1) × (d+1) and (d+1) × c; the
+  constant feature is the *last* column).
+* **Minibatch HSIC** (Nguyen et al. 2021): consecutive rows form minibatches of
+  ``minibatch_size`` within each fold; incomplete trailing batches are dropped
+  (``mb_dropped`` counts their rows). For each batch the unbiased linear HSIC of
+  (X,Y), (X,X), (Y,Y) is computed in sample space (b × b Gram) and summed.
+* **Folds**: the rows are split, in order, into fold 0 = the first
+  ``fold_split`` images and fold 1 = the rest (default ``n_images // 2``; in the
+  ``positions`` view a fold holds all positions of its images). A top-level
+  :class:`Moments` is the *total* (sum of its folds) and keeps the folds in
+  ``folds``: ``m.total() is m``, ``m.fold(0)``, ``m.fold(1)``. Measures that fit
+  something fit on fold 0 and evaluate on fold 1.
+* **Subsample** for kernel measures (RBF CKA, mutual k-NN), which need n × n: a
+  declared random subset of rows (``subsample_seed``, ``subsample_size``, drawn
+  once with ``numpy.random.default_rng(seed).choice(n_rows, size, replace=False)``
+  and sorted). To keep the moments file independent of the width, the file stores
+  the subsample's **Gram matrices of centred rows** (``sub_kx = X̄ₛX̄ₛᵀ``,
+  ``sub_ky``; s × s, centred by the subsample mean) rather than the rows: every
+  kernel measure here needs only pairwise distances or centred inner products.
+
+Precision: ``precision="float64"`` multiplies in float64 (default). ``"mixed"``
+forms each block's products in float32 (faster BLAS) and accumulates the block
+results in float64 across blocks; errors are then ~1e-6 relative per entry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convergent.activations import ActivationStore, apply_view, repeat_targets, view_shape
+
+FORMAT_VERSION = 1
+
+#: Defaults of the moments pass (the pipeline's ``config["moments"]`` overrides them).
+DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
+    "views": ["positions", "flatten", "pool"],  # conv views computed in the one pass
+    "max_features": 4096,        # refuse a view with more features (d×d float64 matrices)
+    "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
+    "subsample_seed": 0,
+    "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
+    "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
+    "precision": "float64",      # or "mixed"
+    "images_per_chunk": None,    # default: the stores' Zarr chunking
+}
+
+# Stored array fields (per fold) in order; shapes use d1, d2, c.
+_STAT_FIELDS = ("sx", "sy", "sxx", "syy", "sxy", "st", "sxt", "syt",
+                "s_pxpy", "s_x_py", "s_y_px", "s_px2", "s_x_px", "s_py2", "s_y_py",
+                "ax", "axt", "ay", "ayt",
+                "mb_xy", "mb_xx", "mb_yy")
+_INT_FIELDS = ("n", "mb_count", "mb_dropped")
+
+
+@dataclass
+class Moments:
+    """Joint moments of X (n, d1) and Y (n, d2) about shifts ``shift_x``, ``shift_y``.
+
+    All arrays are float64. Fields starting with ``s`` are sums over *shifted*
+    rows; read the documented properties instead (module docstring).
+    ``ax``/``axt``/``ay``/``ayt`` are ``None`` when alignment terms were not
+    accumulated. ``folds`` holds the two fold Moments of a total (else ``None``).
+    """
+
+    n: int
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+    sx: np.ndarray
+    sy: np.ndarray
+    sxx: np.ndarray
+    syy: np.ndarray
+    sxy: np.ndarray
+    st: np.ndarray
+    sxt: np.ndarray
+    syt: np.ndarray
+    s_pxpy: float
+    s_x_py: np.ndarray
+    s_y_px: np.ndarray
+    s_px2: float
+    s_x_px: np.ndarray
+    s_py2: float
+    s_y_py: np.ndarray
+    ax: np.ndarray | None = None
+    axt: np.ndarray | None = None
+    ay: np.ndarray | None = None
+    ayt: np.ndarray | None = None
+    mb_count: int = 0
+    mb_dropped: int = 0
+    mb_xy: float = 0.0
+    mb_xx: float = 0.0
+    mb_yy: float = 0.0
+    folds: tuple["Moments", "Moments"] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    # subsample for kernel measures (only on totals): centred Gram matrices and bookkeeping
+    sub_kx: np.ndarray | None = None
+    sub_ky: np.ndarray | None = None
+    sub_idx: np.ndarray | None = None
+    sub_labels: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- shapes
+    @property
+    def d1(self) -> int:
+        return int(self.sx.shape[0])
+
+    @property
+    def d2(self) -> int:
+        return int(self.sy.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.st.shape[0])
+
+    @property
+    def view(self) -> str:
+        return str(self.meta.get("view", ""))
+
+    # ---------------------------------------------------------------- folds
+    def total(self) -> "Moments":
+        """The moments of all rows (a top-level Moments already is the total)."""
+        return self
+
+    def fold(self, i: int) -> "Moments":
+        """Moments of fold ``i`` (0: first half of the images in order, 1: the rest)."""
+        if self.folds is None:
+            raise ValueError("these moments carry no folds (they are a fold themselves)")
+        return self.folds[i]
+
+    def __add__(self, other: "Moments") -> "Moments":
+        """Moments of the union of two disjoint row sets accumulated about the same shift."""
+        if not (np.array_equal(self.shift_x, other.shift_x) and np.array_equal(self.shift_y, other.shift_y)):
+            raise ValueError("cannot add moments accumulated about different shifts")
+        kw: dict[str, Any] = {"n": self.n + other.n, "shift_x": self.shift_x, "shift_y": self.shift_y,
+                              "mb_count": self.mb_count + other.mb_count,
+                              "mb_dropped": self.mb_dropped + other.mb_dropped,
+                              "meta": dict(self.meta)}
+        for f in _STAT_FIELDS:
+            a, b = getattr(self, f), getattr(other, f)
+            kw[f] = None if a is None or b is None else a + b
+        return Moments(**kw)
+
+    # ---------------------------------------------------------------- raw moments
+    @property
+    def mean_x(self) -> np.ndarray:
+        return self.shift_x + self.sx / self.n
+
+    @property
+    def mean_y(self) -> np.ndarray:
+        return self.shift_y + self.sy / self.n
+
+    @property
+    def sum_x(self) -> np.ndarray:
+        return self.sx + self.n * self.shift_x
+
+    @property
+    def sum_y(self) -> np.ndarray:
+        return self.sy + self.n * self.shift_y
+
+    @property
+    def sum_t(self) -> np.ndarray:
+        return self.st
+
+    @staticmethod
+    def _raw(s_ab: np.ndarray, ca: np.ndarray, sa: np.ndarray, cb: np.ndarray, sb: np.ndarray, n: int
+             ) -> np.ndarray:
+        # Σ (a~+ca)(b~+cb)ᵀ = Σa~b~ᵀ + ca Σb~ᵀ + Σa~ cbᵀ + n ca cbᵀ
+        return s_ab + np.outer(ca, sb) + np.outer(sa, cb) + n * np.outer(ca, cb)
+
+    @property
+    def xx(self) -> np.ndarray:
+        """Raw (uncentred) XᵀX, (d1, d1)."""
+        return self._raw(self.sxx, self.shift_x, self.sx, self.shift_x, self.sx, self.n)
+
+    @property
+    def yy(self) -> np.ndarray:
+        """Raw (uncentred) YᵀY, (d2, d2)."""
+        return self._raw(self.syy, self.shift_y, self.sy, self.shift_y, self.sy, self.n)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """Raw (uncentred) XᵀY, (d1, d2)."""
+        return self._raw(self.sxy, self.shift_x, self.sx, self.shift_y, self.sy, self.n)
+
+    @property
+    def xt(self) -> np.ndarray:
+        """Raw XᵀT, (d1, c)."""
+        return self.sxt + np.outer(self.shift_x, self.st)
+
+    @property
+    def yt(self) -> np.ndarray:
+        """Raw YᵀT, (d2, c)."""
+        return self.syt + np.outer(self.shift_y, self.st)
+
+    # ---------------------------------------------------------------- centred moments
+    @property
+    def cxx(self) -> np.ndarray:
+        """Centred scatter Σ(x-μx)(x-μx)ᵀ, (d1, d1); divide by n for the covariance."""
+        return self.sxx - np.outer(self.sx, self.sx) / self.n
+
+    @property
+    def cyy(self) -> np.ndarray:
+        return self.syy - np.outer(self.sy, self.sy) / self.n
+
+    @property
+    def cxy(self) -> np.ndarray:
+        """Centred cross scatter Σ(x-μx)(y-μy)ᵀ, (d1, d2)."""
+        return self.sxy - np.outer(self.sx, self.sy) / self.n
+
+    @property
+    def cxt(self) -> np.ndarray:
+        """Σ(x-μx)tᵀ, (d1, c)."""
+        return self.sxt - np.outer(self.sx, self.st) / self.n
+
+    @property
+    def cyt(self) -> np.ndarray:
+        return self.syt - np.outer(self.sy, self.st) / self.n
+
+    @property
+    def var_x(self) -> np.ndarray:
+        """Population variance of each unit of X, (d1,), clipped at 0 against rounding."""
+        return np.maximum(np.diag(self.sxx) - self.sx ** 2 / self.n, 0.0) / self.n
+
+    @property
+    def var_y(self) -> np.ndarray:
+        return np.maximum(np.diag(self.syy) - self.sy ** 2 / self.n, 0.0) / self.n
+
+    def centred_debias_terms(self) -> dict[str, float]:
+        """Terms of the unbiased HSIC on rows centred at the mean (a_i=‖x_i-μx‖², b_i=‖y_i-μy‖²).
+
+        Returns ``sum_ab`` = Σ a_i b_i, ``sum_aa`` = Σ a_i², ``sum_bb`` = Σ b_i²,
+        ``tr_x`` = Σ a_i, ``tr_y`` = Σ b_i, obtained by expanding
+        a_i = p_i - 2δxᵀx̃_i + ‖δx‖² (p_i = ‖x̃_i‖², δx = mean of x̃) exactly.
+        """
+        n = self.n
+        dx, dy = self.sx / n, self.sy / n
+        nx2, ny2 = float(dx @ dx), float(dy @ dy)
+        sp, sq = float(np.trace(self.sxx)), float(np.trace(self.syy))   # Σp_i, Σq_i
+        tr_x = sp - n * nx2          # Σ a_i = Σp - 2δᵀs + n‖δ‖² with s = nδ
+        tr_y = sq - n * ny2
+        sx_dx, sy_dy = float(self.sx @ dx), float(self.sy @ dy)
+        sum_ab = (self.s_pxpy
+                  - 2 * float(dy @ self.s_y_px) + ny2 * sp
+                  - 2 * float(dx @ self.s_x_py) + 4 * float(dx @ self.sxy @ dy) - 2 * ny2 * sx_dx
+                  + nx2 * sq - 2 * nx2 * sy_dy + n * nx2 * ny2)
+        sum_aa = (self.s_px2 - 4 * float(dx @ self.s_x_px) + 2 * nx2 * sp
+                  + 4 * float(dx @ self.sxx @ dx) - 4 * nx2 * sx_dx + n * nx2 ** 2)
+        sum_bb = (self.s_py2 - 4 * float(dy @ self.s_y_py) + 2 * ny2 * sq
+                  + 4 * float(dy @ self.syy @ dy) - 4 * ny2 * sy_dy + n * ny2 ** 2)
+        return {"sum_ab": sum_ab, "sum_aa": sum_aa, "sum_bb": sum_bb, "tr_x": tr_x, "tr_y": tr_y}
+
+    def swapped(self) -> "Moments":
+        """The same moments with the roles of X and Y exchanged."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for a, b in [("shift_x", "shift_y"), ("sx", "sy"), ("sxx", "syy"), ("sxt", "syt"),
+                     ("s_x_py", "s_y_px"), ("s_px2", "s_py2"), ("s_x_px", "s_y_py"),
+                     ("ax", "ay"), ("axt", "ayt"), ("mb_xx", "mb_yy"), ("sub_kx", "sub_ky")]:
+            kw[a], kw[b] = kw[b], kw[a]
+        kw["sxy"] = self.sxy.T
+        kw["folds"] = None if self.folds is None else tuple(f.swapped() for f in self.folds)
+        return Moments(**kw)
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_arrays(cls, X: np.ndarray, Y: np.ndarray, labels: np.ndarray | None = None,
+                    n_classes: int | None = None, fold_split: int | None = None, *,
+                    subsample_size: int = 0, subsample_seed: int = 0, minibatch_size: int = 0,
+                    alignment: bool = True, precision: str = "float64", chunk_rows: int | None = None,
+                    meta: dict[str, Any] | None = None) -> "Moments":
+        """Moments of in-memory X (n, d1), Y (n, d2); rows are samples.
+
+        ``labels``: int classes (n,) or None (then a single class 0). ``fold_split``:
+        first row of fold 1 (default n // 2). ``chunk_rows`` feeds the rows in
+        blocks (for testing that blocking does not change anything).
+        """
+        X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+        n = X.shape[0]
+        if Y.shape[0] != n:
+            raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}; rows must be the same samples")
+        labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
+        if labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+        n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+        acc = MomentAccumulator(X.shape[1], Y.shape[1], n_classes, n_rows=n,
+                                fold_split=n // 2 if fold_split is None else int(fold_split),
+                                subsample=subsample_indices(n, subsample_size, subsample_seed),
+                                minibatch_size=minibatch_size, alignment=alignment, precision=precision)
+        step = chunk_rows or max(n, 1)
+        for s in range(0, n, step):
+            acc.update(X[s:s + step], Y[s:s + step], labels[s:s + step])
+        info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
+                "minibatch_size": int(minibatch_size)}
+        return acc.result({**info, **(meta or {})})
+
+
+def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows = samples, columns = units), got shape {a.shape}")
+    if a.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def subsample_indices(n_rows: int, size: int, seed: int) -> np.ndarray:
+    """The declared subsample: sorted row indices, ``min(size, n_rows)`` of them, seeded."""
+    size = int(min(max(size, 0), n_rows))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=size, replace=False)).astype(np.int64)
+
+
+def _unbiased_hsic_gram(K: np.ndarray, L: np.ndarray) -> float:
+    """Song et al. unbiased HSIC of two b × b Gram matrices (diagonals are ignored)."""
+    b = K.shape[0]
+    K = K.copy()
+    L = L.copy()
+    np.fill_diagonal(K, 0.0)
+    np.fill_diagonal(L, 0.0)
+    k1, l1 = K.sum(axis=0), L.sum(axis=0)
+    return float(((K * L).sum() + k1.sum() * l1.sum() / ((b - 1) * (b - 2)) - 2.0 / (b - 2) * (k1 @ l1))
+                 / (b * (b - 3)))
+
+
+class _FoldAccumulator:
+    """Running float64 sums for one fold; see :class:`Moments` for the fields."""
+
+    def __init__(self, d1: int, d2: int, c: int, alignment: bool, mb: int):
+        d = d1 + d2
+        self.d1, self.d2, self.c, self.mb = d1, d2, c, mb
+        self.n = 0
+        self.g = np.zeros((d, d))              # Σ z̃ z̃ᵀ with z̃ = [x̃, ỹ]
+        self.s = np.zeros(d)
+        self.st = np.zeros(c)
+        self.zt = np.zeros((d, c))
+        self.z_p = np.zeros(d)                 # Σ z̃ ‖x̃‖²
+        self.z_q = np.zeros(d)                 # Σ z̃ ‖ỹ‖²
+        self.pq = self.p2 = self.q2 = 0.0
+        self.alignment = alignment
+        if alignment:
+            self.ax, self.ay = np.zeros((d1 + 1, d1 + 1)), np.zeros((d2 + 1, d2 + 1))
+            self.axt, self.ayt = np.zeros((d1 + 1, c)), np.zeros((d2 + 1, c))
+        self.mb_count = 0
+        self.mb_sums = np.zeros(3)
+        self._carry: list[np.ndarray] = []     # rows of an incomplete minibatch, [x̃, ỹ] float64
+
+    def update(self, z: np.ndarray, zlow: np.ndarray, x_raw: np.ndarray, y_raw: np.ndarray,
+               t: np.ndarray) -> None:
+        d1 = self.d1
+        b = z.shape[0]
+        if b == 0:
+            return
+        self.n += b
+        g = zlow.T @ zlow                      # numpy uses syrk for aᵀa
+        self.g += g
+        self.s += z.sum(axis=0)
+        onehot = np.zeros((b, self.c))
+        onehot[np.arange(b), t] = 1.0
+        self.st += onehot.sum(axis=0)
+        self.zt += z.T @ onehot
+        p = np.einsum("ij,ij->i", z[:, :d1], z[:, :d1])
+        q = np.einsum("ij,ij->i", z[:, d1:], z[:, d1:])
+        self.z_p += z.T @ p
+        self.z_q += z.T @ q
+        self.pq += float(p @ q)
+        self.p2 += float(p @ p)
+        self.q2 += float(q @ q)
+        if self.alignment:
+            for raw, a, at in ((x_raw, self.ax, self.axt), (y_raw, self.ay, self.ayt)):
+                phi = np.empty((b, raw.shape[1] + 1), dtype=zlow.dtype)
+                phi[:, :-1] = raw
+                phi[:, -1] = 1.0
+                phi /= np.sqrt(np.einsum("ij,ij->i", phi, phi))[:, None]
+                a += phi.T @ phi
+                at += phi.T.astype(np.float64) @ onehot if phi.dtype != np.float64 else phi.T @ onehot
+        if self.mb:
+            self._minibatches(z)
+
+    def _minibatches(self, z: np.ndarray) -> None:
+        # minibatches are consecutive rows of the fold, independent of the block size
+        if self._carry:
+            z = np.concatenate([*self._carry, z])
+            self._carry = []
+        d1, mb = self.d1, self.mb
+        full = (z.shape[0] // mb) * mb
+        for s in range(0, full, mb):
+            xb, yb = z[s:s + mb, :d1], z[s:s + mb, d1:]
+            K, L = xb @ xb.T, yb @ yb.T
+            self.mb_sums += (_unbiased_hsic_gram(K, L), _unbiased_hsic_gram(K, K), _unbiased_hsic_gram(L, L))
+            self.mb_count += 1
+        if full < z.shape[0]:
+            self._carry = [z[full:].copy()]
+
+    def result(self, shift_x: np.ndarray, shift_y: np.ndarray, meta: dict[str, Any]) -> Moments:
+        d1 = self.d1
+        g = self.g
+        al = self.alignment
+        return Moments(
+            n=int(self.n), shift_x=shift_x, shift_y=shift_y, sx=self.s[:d1].copy(), sy=self.s[d1:].copy(),
+            sxx=g[:d1, :d1].copy(), syy=g[d1:, d1:].copy(), sxy=g[:d1, d1:].copy(), st=self.st.copy(),
+            sxt=self.zt[:d1].copy(), syt=self.zt[d1:].copy(), s_pxpy=float(self.pq),
+            s_x_py=self.z_q[:d1].copy(), s_y_px=self.z_p[d1:].copy(), s_px2=float(self.p2),
+            s_x_px=self.z_p[:d1].copy(), s_py2=float(self.q2), s_y_py=self.z_q[d1:].copy(),
+            ax=self.ax.copy() if al else None, axt=self.axt.copy() if al else None,
+            ay=self.ay.copy() if al else None, ayt=self.ayt.copy() if al else None,
+            mb_count=int(self.mb_count), mb_dropped=int(sum(len(c) for c in self._carry)),
+            mb_xy=float(self.mb_sums[0]), mb_xx=float(self.mb_sums[1]), mb_yy=float(self.mb_sums[2]),
+            meta=dict(meta))
+
+
+class MomentAccumulator:
+    """Feed row blocks of X (b, d1), Y (b, d2), labels (b,) in order; get :class:`Moments`.
+
+    ``n_rows`` (total rows, for checking) and ``fold_split`` (first row of fold 1)
+    are fixed up front so a block straddling the split is divided exactly.
+    ``subsample``: sorted global row indices whose rows are kept for the kernel
+    Gram matrices.
+    """
+
+    def __init__(self, d1: int, d2: int, n_classes: int, n_rows: int, fold_split: int,
+                 subsample: np.ndarray | None = None, minibatch_size: int = 0, alignment: bool = True,
+                 precision: str = "float64"):
+        if precision not in ("float64", "mixed"):
+            raise ValueError(f"precision must be 'float64' or 'mixed', got {precision!r}")
+        if not 0 <= fold_split <= n_rows:
+            raise ValueError(f"fold_split {fold_split} outside [0, {n_rows}]")
+        if minibatch_size and minibatch_size < 4:
+            raise ValueError("minibatch_size must be 0 (off) or >= 4 (unbiased HSIC needs 4 rows)")
+        self.d1, self.d2, self.c = int(d1), int(d2), int(n_classes)
+        self.n_rows, self.fold_split = int(n_rows), int(fold_split)
+        self.precision = precision
+        self.folds = [_FoldAccumulator(self.d1, self.d2, self.c, alignment, int(minibatch_size)) for _ in range(2)]
+        self.offset = 0
+        self.shift_x: np.ndarray | None = None
+        self.shift_y: np.ndarray | None = None
+        self.sub = np.zeros(0, np.int64) if subsample is None else np.asarray(subsample, dtype=np.int64)
+        self._sub_x: list[np.ndarray] = []
+        self._sub_y: list[np.ndarray] = []
+        self._sub_t: list[np.ndarray] = []
+
+    def update(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
+        """Add the next block of rows (same rows of both networks, same labels)."""
+        b = x.shape[0]
+        if y.shape[0] != b or t.shape[0] != b:
+            raise ValueError(f"block row counts differ: X {x.shape[0]}, Y {y.shape[0]}, labels {t.shape[0]}")
+        if x.shape[1] != self.d1 or y.shape[1] != self.d2:
+            raise ValueError(f"block widths {x.shape[1]}, {y.shape[1]} != declared {self.d1}, {self.d2}")
+        if self.offset + b > self.n_rows:
+            raise ValueError(f"more than the declared {self.n_rows} rows were fed")
+        if b == 0:
+            return
+        t = np.asarray(t)
+        if t.min() < 0 or t.max() >= self.c:
+            raise ValueError(f"labels must lie in [0, {self.c}); got range [{t.min()}, {t.max()}]")
+        t = t.astype(np.intp)
+        mixed = self.precision == "mixed"
+        if self.shift_x is None:
+            # shift = mean of the first block: later sums are of small, centred-ish numbers
+            sx, sy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
+            if mixed:  # a float32 shift makes x - shift a single float32 rounding
+                sx, sy = sx.astype(np.float32).astype(np.float64), sy.astype(np.float32).astype(np.float64)
+            self.shift_x, self.shift_y = sx, sy
+            if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
+                self._raise_nonfinite(x, y)
+        z = np.empty((b, self.d1 + self.d2))
+        np.subtract(x, self.shift_x, out=z[:, :self.d1])
+        np.subtract(y, self.shift_y, out=z[:, self.d1:])
+        rowsq = np.einsum("ij,ij->i", z, z)
+        if not np.isfinite(rowsq).all():     # a NaN/Inf anywhere in a row poisons its squared norm
+            self._raise_nonfinite(x, y)
+        if mixed:
+            zlow = np.empty((b, self.d1 + self.d2), dtype=np.float32)
+            np.subtract(x, self.shift_x.astype(np.float32), out=zlow[:, :self.d1], casting="unsafe")
+            np.subtract(y, self.shift_y.astype(np.float32), out=zlow[:, self.d1:], casting="unsafe")
+            xr, yr = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+        else:
+            zlow = z
+            xr, yr = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        # split at the fold boundary
+        cut = min(max(self.fold_split - self.offset, 0), b)
+        for f, sl in ((0, slice(0, cut)), (1, slice(cut, b))):
+            if sl.stop > sl.start:
+                self.folds[f].update(z[sl], zlow[sl], xr[sl], yr[sl], t[sl])
+        # subsample rows in this block
+        if self.sub.size:
+            lo, hi = np.searchsorted(self.sub, [self.offset, self.offset + b])
+            if hi > lo:
+                local = self.sub[lo:hi] - self.offset
+                self._sub_x.append(np.asarray(x[local], dtype=np.float64))
+                self._sub_y.append(np.asarray(y[local], dtype=np.float64))
+                self._sub_t.append(t[local])
+        self.offset += b
+
+    def _raise_nonfinite(self, x: np.ndarray, y: np.ndarray) -> None:
+        for name, a in (("X (network A)", x), ("Y (network B)", y)):
+            bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
+            if bad.any():
+                r = int(np.argwhere(bad)[0][0])
+                raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
+                                 f"at row {self.offset}; first at row {self.offset + r}")
+        raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {self.offset}")
+
+    def result(self, meta: dict[str, Any] | None = None) -> Moments:
+        """The total :class:`Moments` (with both folds); checks every declared row was fed."""
+        if self.offset != self.n_rows:
+            raise ValueError(f"{self.offset} rows fed but {self.n_rows} declared")
+        if self.n_rows == 0:
+            raise ValueError("no rows")
+        meta = dict(meta or {})
+        meta.update(fold_split=self.fold_split, n_rows=self.n_rows, precision=self.precision)
+        folds = tuple(f.result(self.shift_x, self.shift_y, {**meta, "fold": i}) for i, f in enumerate(self.folds))
+        if any(f.n == 0 for f in folds):
+            raise ValueError(f"a fold is empty (n={self.n_rows}, fold_split={self.fold_split})")
+        total = folds[0] + folds[1]
+        total.meta = meta
+        total.folds = folds
+        if self.sub.size:
+            xs, ys = np.concatenate(self._sub_x), np.concatenate(self._sub_y)
+            total.sub_kx, total.sub_ky = _centred_gram(xs), _centred_gram(ys)
+            total.sub_idx, total.sub_labels = self.sub.copy(), np.concatenate(self._sub_t).astype(np.int64)
+        return total
+
+
+def _centred_gram(a: np.ndarray) -> np.ndarray:
+    """X̄X̄ᵀ of rows centred by their mean, (s, s)."""
+    a = a - a.mean(axis=0)
+    return a @ a.T
+
+
+# ------------------------------------------------------------------------- streaming
+
+def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``it`` in a background thread so Zarr decoding overlaps the products."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in it:
+                q.put(item)
+        except BaseException as err:  # forwarded to the consumer
+            q.put(err)
+        q.put(done)
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    th.join()
+
+
+def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
+                      views: Sequence[str] | None = None, *, layer_b: str | None = None,
+                      max_features: int = DEFAULT_MOMENT_PARAMS["max_features"],
+                      subsample_size: int = DEFAULT_MOMENT_PARAMS["subsample_size"],
+                      subsample_seed: int = DEFAULT_MOMENT_PARAMS["subsample_seed"],
+                      minibatch_size: int = DEFAULT_MOMENT_PARAMS["minibatch_size"],
+                      alignment: bool = DEFAULT_MOMENT_PARAMS["alignment"],
+                      precision: str = DEFAULT_MOMENT_PARAMS["precision"],
+                      images_per_chunk: int | None = None, fold_split: int | None = None,
+                      prefetch: bool = True) -> dict[str, Moments]:
+    """One pass over ``layer`` of both stores, in lockstep, computing every view.
+
+    Returns ``{view: Moments}`` (totals with folds). For a dense layer all views
+    are the same data: it is accumulated once, every requested view maps to the
+    same object and its ``meta['view']`` is ``"dense"``. ``fold_split`` is in *images* (default n_images // 2).
+
+    Raises ``ValueError`` for different numbers of images, different targets,
+    different view shapes, a view wider than ``max_features`` (message names
+    the view and suggests ``pool``/``positions``), or non-finite activations.
+    """
+    views = list(DEFAULT_MOMENT_PARAMS["views"] if views is None else views)
+    layer_b = layer if layer_b is None else layer_b
+    arr_a, arr_b = store_a.raw(layer), store_b.raw(layer_b)
+    n = store_a.n_images
+    if store_b.n_images != n or arr_a.shape[0] != n or arr_b.shape[0] != n:
+        raise ValueError(f"stores disagree on the number of images: {store_a.path}: {arr_a.shape[0]}, "
+                         f"{store_b.path}: {arr_b.shape[0]} (targets {n}, {store_b.n_images})")
+    labels = store_a.targets()
+    if not np.array_equal(labels, store_b.targets()):
+        bad = int(np.sum(labels != store_b.targets()))
+        raise ValueError(f"targets differ between {store_a.path} and {store_b.path} ({bad} of {n} images): "
+                         "the stores do not hold the same samples in the same order")
+    if labels.size and labels.min() < 0:
+        raise ValueError("targets must be non-negative class labels")
+    n_classes = int(labels.max()) + 1 if labels.size else 1
+    n_classes = max(n_classes, int(store_a.attrs.get("n_classes", 0) or 0))
+    dense = arr_a.ndim == 2 and arr_b.ndim == 2
+    compute = views[:1] if dense else views
+    split_img = n // 2 if fold_split is None else int(fold_split)
+    accs: dict[str, MomentAccumulator] = {}
+    for v in compute:
+        rows_a, da = view_shape(arr_a.shape, v)
+        rows_b, db = view_shape(arr_b.shape, v)
+        if rows_a != rows_b:
+            raise ValueError(f"view {v!r}: {layer} has {rows_a} rows in A but {rows_b} in B "
+                             f"(raw shapes {arr_a.shape}, {arr_b.shape})")
+        if max(da, db) > max_features:
+            raise ValueError(f"view {v!r} of layer {layer!r} has {max(da, db)} features (raw shape "
+                             f"{arr_a.shape}), more than max_features={max_features}: its d×d float64 "
+                             f"moments would need {8 * (da + db) ** 2 * 2 / 2**30:.1f} GiB. Use the 'pool' "
+                             f"or 'positions' view for this layer, or raise max_features.")
+        per_image = rows_a // n
+        acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
+                                subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
+                                minibatch_size=minibatch_size, alignment=alignment, precision=precision)
+        accs[v] = acc
+    step = int(images_per_chunk or arr_a.chunks[0])
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for s in range(0, n, step):
+            e = min(s + step, n)
+            yield np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e]
+
+    for a, b, t in (_prefetch(blocks()) if prefetch else blocks()):
+        for v, acc in accs.items():
+            acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v))
+    out: dict[str, Moments] = {}
+    for v, acc in accs.items():
+        out[v] = acc.result({"layer": layer, "layer_b": layer_b, "view": "dense" if dense else v,
+                             "kind": "dense" if dense else "conv", "raw_shape_a": list(arr_a.shape),
+                             "raw_shape_b": list(arr_b.shape), "dtype_a": str(arr_a.dtype),
+                             "dtype_b": str(arr_b.dtype), "n_images": n, "fold_split_images": split_img,
+                             "subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
+                             "minibatch_size": int(minibatch_size), "store_a": str(store_a.path),
+                             "store_b": str(store_b.path)})
+    if dense:
+        for v in views[1:]:
+            out[v] = out[views[0]]
+    return out
+
+
+def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_rows: int, n_classes: int,
+               fold_split: int | None = None, **kw: Any) -> Moments:
+    """Moments from an iterable of ``(X_block, Y_block, labels_block)`` in row order.
+
+    ``n_rows`` is the total number of rows (needed up front for the fold split,
+    default ``n_rows // 2``); ``kw`` as for :class:`MomentAccumulator`
+    (``subsample_size``/``subsample_seed`` are turned into indices).
+    """
+    size, seed = kw.pop("subsample_size", 0), kw.pop("subsample_seed", 0)
+    acc = None
+    for x, y, t in chunks:
+        if acc is None:
+            acc = MomentAccumulator(x.shape[1], y.shape[1], n_classes, n_rows=n_rows,
+                                    fold_split=n_rows // 2 if fold_split is None else fold_split,
+                                    subsample=subsample_indices(n_rows, size, seed), **kw)
+        acc.update(x, y, t)
+    if acc is None:
+        raise ValueError("no chunks")
+    return acc.result({"subsample_seed": int(seed), "subsample_size": int(size),
+                       "minibatch_size": int(kw.get("minibatch_size", 0))})
+
+
+# ------------------------------------------------------------------------- files
+
+def _moments_to_arrays(m: Moments, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    arrays: dict[str, np.ndarray] = {}
+    for i, f in enumerate(m.folds or (m,)):
+        p = f"{prefix}fold{i}/"
+        arrays[p + "shift_x"], arrays[p + "shift_y"] = f.shift_x, f.shift_y
+        for name in _STAT_FIELDS:
+            val = getattr(f, name)
+            if val is not None:
+                arrays[p + name] = np.asarray(val, dtype=np.float64)
+        for name in _INT_FIELDS:
+            arrays[p + name] = np.asarray(getattr(f, name), dtype=np.int64)
+    for name in ("sub_kx", "sub_ky", "sub_idx", "sub_labels"):
+        val = getattr(m, name)
+        if val is not None:
+            arrays[prefix + name] = val
+    return arrays, {"meta": m.meta, "n_folds": len(m.folds or (m,))}
+
+
+def _arrays_to_moments(z: Any, prefix: str, info: dict[str, Any]) -> Moments:
+    folds = []
+    for i in range(info["n_folds"]):
+        p = f"{prefix}fold{i}/"
+        kw: dict[str, Any] = {"shift_x": z[p + "shift_x"], "shift_y": z[p + "shift_y"]}
+        for name in _STAT_FIELDS:
+            key = p + name
+            if key in z.files:
+                arr = z[key]
+                kw[name] = float(arr) if arr.ndim == 0 else arr
+        for name in _INT_FIELDS:
+            kw[name] = int(z[p + name])
+        folds.append(Moments(**kw, meta={**info["meta"], "fold": i}))
+    if len(folds) == 1:
+        total = folds[0]
+        total.meta = dict(info["meta"])
+    else:
+        total = folds[0] + folds[1]
+        total.folds = (folds[0], folds[1])
+        total.meta = dict(info["meta"])
+    for name in ("sub_kx", "sub_ky", "sub_idx", "sub_labels"):
+        if prefix + name in z.files:
+            setattr(total, name, z[prefix + name])
+    return total
+
+
+def save_moments(path: str | os.PathLike, obj: Moments | dict[str, Moments]) -> Path:
+    """Write moments (one Moments, or ``{view: Moments}``) to an ``.npz``, atomically.
+
+    Objects shared between views (dense layers) are stored once. The header
+    (JSON, key ``__header__``) records the format version, views, aliases and
+    each view's meta (layer, view, dtypes, counts, subsample seed, fold split).
+    """
+    path = Path(path)
+    views = obj if isinstance(obj, dict) else {obj.meta.get("view", "") or "default": obj}
+    arrays: dict[str, np.ndarray] = {}
+    header: dict[str, Any] = {"format_version": FORMAT_VERSION, "views": {}, "aliases": {},
+                              "single": not isinstance(obj, dict)}
+    stored: dict[int, str] = {}
+    for v, m in views.items():
+        if id(m) in stored:
+            header["aliases"][v] = stored[id(m)]
+            continue
+        stored[id(m)] = v
+        a, info = _moments_to_arrays(m, f"{v}/")
+        arrays.update(a)
+        header["views"][v] = info
+    arrays["__header__"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def load_moments(path: str | os.PathLike) -> dict[str, Moments] | Moments:
+    """Read what :func:`save_moments` wrote: ``{view: Moments}`` (or the single Moments)."""
+    with np.load(path, allow_pickle=False) as z:
+        header = json.loads(bytes(z["__header__"]).decode())
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path}: moments format {header.get('format_version')} != {FORMAT_VERSION}")
+        out = {v: _arrays_to_moments(z, f"{v}/", info) for v, info in header["views"].items()}
+    for alias, target in header["aliases"].items():
+        out[alias] = out[target]
+    if header.get("single"):
+        return next(iter(out.values()))
+    return out

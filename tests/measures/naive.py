@@ -1,0 +1,127 @@
+"""Independent, deliberately naive reference implementations (n × n, loops, lstsq).
+
+Nothing here imports convergent; each function is the textbook formula.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+
+def centre(X):
+    return X - X.mean(axis=0)
+
+
+def hsic_biased(K, L):
+    n = K.shape[0]
+    H = np.eye(n) - np.ones((n, n)) / n
+    return np.trace(K @ H @ L @ H) / (n - 1) ** 2
+
+
+def cka_linear(X, Y):
+    K, L = X @ X.T, Y @ Y.T
+    return hsic_biased(K, L) / np.sqrt(hsic_biased(K, K) * hsic_biased(L, L))
+
+
+def hsic_song(K, L):
+    """Song et al. (2012) unbiased HSIC, literally as in SPEC paper 3."""
+    n = K.shape[0]
+    Kt, Lt = K.copy(), L.copy()
+    np.fill_diagonal(Kt, 0)
+    np.fill_diagonal(Lt, 0)
+    one = np.ones(n)
+    return (np.trace(Kt @ Lt) + (one @ Kt @ one) * (one @ Lt @ one) / ((n - 1) * (n - 2))
+            - 2.0 / (n - 2) * (one @ Kt @ Lt @ one)) / (n * (n - 3))
+
+
+def cka_debiased(X, Y):
+    K, L = X @ X.T, Y @ Y.T
+    return hsic_song(K, L) / np.sqrt(hsic_song(K, K) * hsic_song(L, L))
+
+
+def cka_minibatch(X, Y, b):
+    """Nguyen et al.: average unbiased HSIC over consecutive minibatches of b rows."""
+    hs = []
+    for s in range(0, X.shape[0] - b + 1, b):
+        K, L = X[s:s + b] @ X[s:s + b].T, Y[s:s + b] @ Y[s:s + b].T
+        hs.append((hsic_song(K, L), hsic_song(K, K), hsic_song(L, L)))
+    h = np.mean(hs, axis=0)
+    return h[0] / np.sqrt(h[1] * h[2])
+
+
+def corr(X, Y):
+    d1 = X.shape[1]
+    return np.corrcoef(X.T, Y.T)[:d1, d1:]
+
+
+def best_assignment_bruteforce(R):
+    """Max-sum one-to-one assignment of rows to columns of a small square matrix by enumeration."""
+    d = R.shape[0]
+    best, arg = -np.inf, None
+    for perm in itertools.permutations(range(d)):
+        s = R[np.arange(d), perm].sum()
+        if s > best:
+            best, arg = s, np.array(perm)
+    return arg
+
+
+def rbf_cka(X, Y, t):
+    def k(A):
+        D2 = ((A[:, None, :] - A[None, :, :]) ** 2).sum(-1)
+        D = np.sqrt(D2)
+        med = np.median(D[np.triu_indices(A.shape[0], 1)])
+        sigma = t * med
+        return np.exp(-D2 / (2 * sigma ** 2))
+    K, L = k(X), k(Y)
+    return hsic_biased(K, L) / np.sqrt(hsic_biased(K, K) * hsic_biased(L, L))
+
+
+def mutual_knn(X, Y, k):
+    def nn(A):
+        D = ((A[:, None, :] - A[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(D, np.inf)
+        return [set(np.argsort(D[i], kind="stable")[:k]) for i in range(A.shape[0])]
+    a, b = nn(X), nn(Y)
+    return np.mean([len(p & q) / k for p, q in zip(a, b)])
+
+
+def rel_dist_to_span(z, Z):
+    """‖z - proj_span(Z) z‖ / ‖z‖ by least squares; Z columns span the subspace."""
+    if Z.shape[1] == 0:
+        return 1.0
+    coef, *_ = np.linalg.lstsq(Z, z, rcond=None)
+    return np.linalg.norm(z - Z @ coef) / np.linalg.norm(z)
+
+
+def max_match(X, Y, eps, norm_tol=1e-16):
+    """Wang et al. maximum ε-match by repeated lstsq on the raw activation vectors (columns)."""
+    xs = [i for i in range(X.shape[1]) if np.linalg.norm(X[:, i]) > norm_tol]
+    ys = [j for j in range(Y.shape[1]) if np.linalg.norm(Y[:, j]) > norm_tol]
+    while True:
+        nx = [i for i in xs if rel_dist_to_span(X[:, i], Y[:, ys]) <= eps]
+        ny = [j for j in ys if rel_dist_to_span(Y[:, j], X[:, nx]) <= eps]
+        if nx == xs and ny == ys:
+            return xs, ys
+        xs, ys = nx, ny
+
+
+def alignment_curve(Phi, labels, n_classes):
+    P = np.hstack([Phi, np.ones((Phi.shape[0], 1))])
+    P = P / np.linalg.norm(P, axis=1, keepdims=True)
+    U, S, Vt = np.linalg.svd(P, full_matrices=False)
+    T = np.eye(n_classes)[labels]
+    a = ((U.T @ T) ** 2).sum(axis=1) / (T ** 2).sum()
+    return np.cumsum(a), S
+
+
+def lasso_r2(Xtr, ytr, Xte, yte, alpha):
+    """sklearn Lasso on raw (centred by the training mean) data: validation R² and non-zeros."""
+    from sklearn.linear_model import Lasso, LinearRegression
+    if alpha == 0:
+        model = LinearRegression().fit(Xtr, ytr)
+    else:
+        model = Lasso(alpha=alpha, fit_intercept=True, tol=1e-12, max_iter=100000).fit(Xtr, ytr)
+    pred = model.predict(Xte)
+    return pred, model.coef_

@@ -1,0 +1,204 @@
+import numpy as np
+import pytest
+
+from convergent.activations import ActivationStore, apply_view
+from convergent.moments import Moments, accumulate, load_moments, save_moments, streaming_moments
+from measures_helpers import write_store
+
+TIGHT = dict(rtol=1e-10, atol=1e-10)
+
+
+def _data(rng, n=97, d1=5, d2=4, offset=0.0):
+    X = rng.standard_normal((n, d1)) + offset
+    Y = X[:, :min(d1, d2)] @ rng.standard_normal((min(d1, d2), d2)) + 0.3 * rng.standard_normal((n, d2)) + offset
+    t = rng.integers(0, 3, n)
+    return X, Y, t
+
+
+def test_raw_and_centred_moments(rng):
+    X, Y, t = _data(rng)
+    m = Moments.from_arrays(X, Y, t, n_classes=4)
+    T = np.eye(4)[t]
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    np.testing.assert_allclose(m.xx, X.T @ X, **TIGHT)
+    np.testing.assert_allclose(m.yy, Y.T @ Y, **TIGHT)
+    np.testing.assert_allclose(m.xy, X.T @ Y, **TIGHT)
+    np.testing.assert_allclose(m.cxy, Xc.T @ Yc, **TIGHT)
+    np.testing.assert_allclose(m.cxx, Xc.T @ Xc, **TIGHT)
+    np.testing.assert_allclose(m.xt, X.T @ T, **TIGHT)
+    np.testing.assert_allclose(m.cyt, Yc.T @ T, **TIGHT)
+    np.testing.assert_allclose(m.sum_t, T.sum(0), **TIGHT)
+    np.testing.assert_allclose(m.sum_x, X.sum(0), **TIGHT)
+    np.testing.assert_allclose(m.var_y, Y.var(0), **TIGHT)
+    a, b = (Xc ** 2).sum(1), (Yc ** 2).sum(1)
+    terms = m.centred_debias_terms()
+    np.testing.assert_allclose(terms["sum_ab"], a @ b, rtol=1e-10)
+    np.testing.assert_allclose(terms["sum_aa"], a @ a, rtol=1e-10)
+    np.testing.assert_allclose(terms["sum_bb"], b @ b, rtol=1e-10)
+    np.testing.assert_allclose(terms["tr_x"], a.sum(), rtol=1e-10)
+
+
+def test_folds_partition_rows(rng):
+    X, Y, t = _data(rng, n=50)
+    m = Moments.from_arrays(X, Y, t, fold_split=20)
+    f0 = Moments.from_arrays(X[:20], Y[:20], t[:20], n_classes=3)
+    assert (m.fold(0).n, m.fold(1).n, m.n) == (20, 30, 50)
+    np.testing.assert_allclose(m.fold(0).cxy, f0.cxy, **TIGHT)
+    np.testing.assert_allclose(m.fold(1).xx, X[20:].T @ X[20:], **TIGHT)
+    assert m.total() is m
+    assert Moments.from_arrays(X, Y, t).fold(0).n == 25      # default split n // 2
+
+
+def test_large_offset_does_not_cancel(rng):
+    X, Y, t = _data(rng, n=400, offset=1e7)
+    m = Moments.from_arrays(X, Y, t, chunk_rows=64)
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    # a naive raw-moment formula would lose ~all digits at offset 1e7 (1e14 vs O(1) variances)
+    np.testing.assert_allclose(m.cxy, Xc.T @ Yc, rtol=1e-6, atol=1e-6 * np.abs(Xc.T @ Yc).max())
+    np.testing.assert_allclose(m.var_x, X.var(0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 32, 97])
+def test_chunking_is_invisible(rng, chunk):
+    X, Y, t = _data(rng)
+    ref = Moments.from_arrays(X, Y, t, subsample_size=30, minibatch_size=8)
+    m = Moments.from_arrays(X, Y, t, subsample_size=30, minibatch_size=8, chunk_rows=chunk)
+    # the shift (first block's mean) depends on the blocking; shift-free quantities must not
+    for f in ("cxx", "cxy", "cyy", "xx", "xy", "cxt", "ax", "ayt", "mb_xy", "mb_yy", "sub_kx", "sub_ky"):
+        np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-9, atol=1e-9, err_msg=f)
+    np.testing.assert_allclose(list(m.centred_debias_terms().values()),
+                               list(ref.centred_debias_terms().values()), rtol=1e-9)
+    assert m.mb_count == ref.mb_count == (48 // 8) + (49 // 8)
+    np.testing.assert_array_equal(m.sub_idx, ref.sub_idx)
+
+
+def test_alignment_terms_are_row_normalised(rng):
+    X, Y, t = _data(rng)
+    m = Moments.from_arrays(X, Y, t)
+    P = np.hstack([X, np.ones((len(X), 1))])
+    P /= np.linalg.norm(P, axis=1, keepdims=True)
+    np.testing.assert_allclose(m.ax, P.T @ P, **TIGHT)
+    np.testing.assert_allclose(m.axt, P.T @ np.eye(3)[t], **TIGHT)
+
+
+def test_subsample_gram(rng):
+    X, Y, t = _data(rng)
+    m = Moments.from_arrays(X, Y, t, subsample_size=20, subsample_seed=3)
+    idx = np.sort(np.random.default_rng(3).choice(len(X), 20, replace=False))
+    np.testing.assert_array_equal(m.sub_idx, idx)
+    Xs = X[idx] - X[idx].mean(0)
+    np.testing.assert_allclose(m.sub_kx, Xs @ Xs.T, **TIGHT)
+    np.testing.assert_array_equal(m.sub_labels, t[idx])
+
+
+def test_mixed_precision_close(rng):
+    X, Y, t = _data(rng, n=300, offset=3.0)
+    X, Y = X.astype(np.float32), Y.astype(np.float32)
+    a = Moments.from_arrays(X, Y, t, precision="mixed", chunk_rows=50)
+    b = Moments.from_arrays(X, Y, t)
+    np.testing.assert_allclose(a.cxy, b.cxy, rtol=1e-4, atol=1e-4 * np.abs(b.cxy).max())
+    np.testing.assert_allclose(a.ax, b.ax, rtol=1e-5, atol=1e-5)
+
+
+def test_accumulate_matches_from_arrays(rng):
+    X, Y, t = _data(rng)
+    m = accumulate(((X[s:s + 10], Y[s:s + 10], t[s:s + 10]) for s in range(0, 97, 10)), n_rows=97, n_classes=3)
+    np.testing.assert_allclose(m.cxy, Moments.from_arrays(X, Y, t).cxy, **TIGHT)
+
+
+# ----------------------------------------------------------------------------- degenerate
+
+def test_nonfinite_rejected(rng):
+    X, Y, t = _data(rng)
+    X[40, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite.*row 40"):
+        Moments.from_arrays(X, Y, t, chunk_rows=16)
+    X[40, 2] = np.inf
+    with pytest.raises(ValueError, match="non-finite"):
+        Moments.from_arrays(X, Y, t)
+
+
+def test_mismatched_rows_rejected(rng):
+    X, Y, t = _data(rng)
+    with pytest.raises(ValueError, match="rows"):
+        Moments.from_arrays(X, Y[:-1], t)
+    with pytest.raises(ValueError, match="2-D"):
+        Moments.from_arrays(X[:, 0], Y, t)
+
+
+# ----------------------------------------------------------------------------- Zarr streaming
+
+@pytest.fixture
+def stores(tmp_path, rng):
+    n = 23
+    t = rng.integers(0, 4, n)
+    conv_a = rng.standard_normal((n, 3, 2, 3)).astype(np.float32) + 2
+    conv_b = (np.einsum("nchw,cd->ndhw", conv_a, rng.standard_normal((3, 4))) + rng.standard_normal((n, 4, 2, 3))
+              ).astype(np.float32)
+    dense_a = rng.standard_normal((n, 6)).astype(np.float32)
+    dense_b = np.maximum(dense_a @ rng.standard_normal((6, 5)), 0).astype(np.float32)
+    a = write_store(tmp_path / "a.zarr", {"conv": conv_a, "fc": dense_a}, t, chunk_rows=5)
+    b = write_store(tmp_path / "b.zarr", {"conv": conv_b, "fc": dense_b}, t, chunk_rows=5)
+    return ActivationStore(a), ActivationStore(b), {"conv": (conv_a, conv_b), "fc": (dense_a, dense_b)}, t
+
+
+@pytest.mark.parametrize("ipc", [None, 1, 4, 23, 50])
+@pytest.mark.parametrize("layer", ["conv", "fc"])
+def test_streaming_equals_in_memory(stores, ipc, layer):
+    sa, sb, raw, t = stores
+    out = streaming_moments(sa, sb, layer, ["positions", "flatten", "pool"], images_per_chunk=ipc,
+                            subsample_size=10, minibatch_size=4, prefetch=ipc != 4)
+    a, b = raw[layer]
+    for view, m in out.items():
+        X, Y = apply_view(a, view).astype(np.float64), apply_view(b, view).astype(np.float64)
+        rows_per_image = X.shape[0] // len(t)
+        labels = np.repeat(t, rows_per_image)
+        ref = Moments.from_arrays(X, Y, labels, n_classes=4, fold_split=(len(t) // 2) * rows_per_image,
+                                  subsample_size=10, minibatch_size=4)
+        assert m.n == ref.n and m.fold(0).n == ref.fold(0).n
+        for f in ("cxx", "cxy", "cyy", "xy", "xt", "ax", "ayt"):
+            np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-9, atol=1e-9, err_msg=f"{view} {f}")
+        for f in ("mb_xy", "mb_xx", "sub_kx", "sub_ky"):
+            np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-9, atol=1e-9, err_msg=f"{view} {f}")
+        np.testing.assert_allclose(m.fold(1).cxy, ref.fold(1).cxy, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(list(m.centred_debias_terms().values()),
+                                   list(ref.centred_debias_terms().values()), rtol=1e-9)
+        assert m.meta["layer"] == layer and m.meta["view"] == (view if layer == "conv" else "dense")
+    if layer == "fc":
+        assert out["positions"] is out["flatten"] is out["pool"]
+
+
+def test_save_load_roundtrip(stores, tmp_path):
+    sa, sb, _, _ = stores
+    out = {**streaming_moments(sa, sb, "conv", ["positions", "pool"], subsample_size=5, minibatch_size=4),
+           **{"dense_" + k: v for k, v in streaming_moments(sa, sb, "fc", ["flatten", "pool"]).items()}}
+    path = save_moments(tmp_path / "x" / "m.npz", out)
+    back = load_moments(path)
+    assert set(back) == set(out)
+    assert back["dense_flatten"] is back["dense_pool"]
+    for k in out:
+        np.testing.assert_array_equal(back[k].cxy, out[k].cxy)
+        np.testing.assert_array_equal(back[k].fold(1).syy, out[k].fold(1).syy)
+        assert back[k].meta == out[k].meta
+        assert back[k].mb_count == out[k].mb_count
+    np.testing.assert_array_equal(back["positions"].sub_kx, out["positions"].sub_kx)
+    assert back["positions"].meta["subsample_seed"] == 0
+    assert not list((tmp_path / "x").glob(".*tmp*"))
+
+
+def test_streaming_rejects_mismatch(tmp_path, rng, stores):
+    sa, _, raw, t = stores
+    c = ActivationStore(write_store(tmp_path / "c.zarr", {"conv": raw["conv"][1][:-1]}, t[:-1]))
+    with pytest.raises(ValueError, match="number of images"):
+        streaming_moments(sa, c, "conv", ["pool"])
+    t2 = t.copy()
+    t2[0] = (t2[0] + 1) % 4
+    d = ActivationStore(write_store(tmp_path / "d.zarr", {"conv": raw["conv"][1]}, t2))
+    with pytest.raises(ValueError, match="targets differ"):
+        streaming_moments(sa, d, "conv", ["pool"])
+
+
+def test_flatten_too_wide_refused(stores):
+    sa, sb, _, _ = stores
+    with pytest.raises(ValueError, match="'flatten'.*max_features=10.*'pool'"):
+        streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
