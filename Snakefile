@@ -5,6 +5,7 @@
 #   extract  -> results/runs/.../{trained,init}.zarr   (one Zarr array per layer)
 #   compare  -> results/pairs/.../{layer}.moments.npz -> {layer}.measures.csv
 #   aggregate-> results/summary/*.csv, results/figures/*.png
+#   weights  -> results/lmc/... (per cross pair), results/rotation/... (per reference run)
 # All logic lives in the importable package convergent/; scripts/ are thin entry points.
 
 from snakemake.utils import min_version, validate
@@ -23,6 +24,7 @@ include: "rules/train.smk"
 include: "rules/extract.smk"
 include: "rules/compare.smk"
 include: "rules/aggregate.smk"
+include: "rules/weights.smk"
 
 
 rule all:
@@ -31,3 +33,4 @@ rule all:
         "results/summary/runs.csv",
         "results/summary/measures.csv",
         figure_paths(),
+        weight_space_targets(),

@@ -68,8 +68,10 @@ class ActivationStoreWriter:
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.n_samples = int(n_samples)
         self.chunk_rows = int(chunk_rows)
-        if self.tmp_path.exists():
-            shutil.rmtree(self.tmp_path)
+        # a writer killed earlier (another pid) leaves its temporary sibling; nothing ever
+        # reads one, so clear them all rather than let them pile up
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
         self._root = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         self._root.attrs.update(dict(attrs or {}))

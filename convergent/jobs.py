@@ -152,3 +152,91 @@ def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
         if list(frame.columns) != columns:
             raise ValueError(f"{path} has columns {list(frame.columns)}, expected {columns}")
     return pd.concat(frames, ignore_index=True)
+
+
+LMC_DEFAULTS: dict[str, Any] = {"enabled": True, "alphas": 11,
+                                "variants": ["naive", "bn_reset", "permuted_activation", "permuted_weight",
+                                             "permuted_activation_bn_reset", "permuted_weight_bn_reset"]}
+ROTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "layers": "all", "strengths": [0.0, 0.25, 0.5, 1.0],
+                                     "retrain_epochs": 5, "lr": 0.01}
+
+
+def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_a: str, checkpoint_b: str,
+            params: Mapping[str, Any], data_dir: str, device: str, threads: int,
+            out_curve: str, out_barriers: str) -> None:
+    """Linear mode connectivity of one cross-seed pair, every configured variant.
+
+    Variants that permute B onto A need a permutation spec, which exists for mlp and cnn;
+    for residual architectures they are skipped and the log says so.
+    """
+    from convergent.data import load_dataset
+    from convergent.models import build_model
+    from convergent.train import load_state, set_determinism
+    from convergent.weights.lmc import default_alphas, lmc_pair
+
+    log = get_logger()
+    p = {**LMC_DEFAULTS, **params}
+    set_determinism(int(pair["seed_a"]), threads)
+    data = load_dataset(pair["dataset"], data_dir=data_dir)
+    model = build_model(pair["arch"], int(pair["width"]), data.input_shape, data.num_classes, settings["model"])
+    model.to(_device(device))
+    variants = list(p["variants"])
+    if pair["arch"] in ("resnet18", "wrn"):
+        skipped = [v for v in variants if v.startswith("permuted")]
+        variants = [v for v in variants if v not in skipped]
+        log.info("skipping %s: permutation alignment is implemented for mlp and cnn only", skipped)
+    curve, bars, timings = lmc_pair(model, load_state(checkpoint_a), load_state(checkpoint_b), data,
+                                    default_alphas(int(p["alphas"])), variants, seed=int(pair["seed_a"]))
+    log.info("lmc timings (s): %s", {k: round(v, 3) for k, v in timings.items()})
+    for frame in (curve, bars):
+        for i, (key, value) in enumerate(pair.items()):
+            frame.insert(i, key, value)
+    write_csv(out_curve, curve)
+    write_csv(out_barriers, bars)
+
+
+def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpoint: str,
+                 params: Mapping[str, Any], data_dir: str, device: str, threads: int, out_csv: str) -> pd.DataFrame:
+    """Brown et al.'s privileged-basis test on one trained network, with its linear control.
+
+    For every configured layer and rotation strength t (R = expm(t·A), A random
+    skew-symmetric; t = 0 is the identity control), rotate the layer's pre-activation,
+    retrain the layers above, and record accuracy. The linear control trains the same
+    architecture without nonlinearities from the same seed and applies the same test.
+    """
+    from convergent.data import load_dataset
+    from convergent.train import TrainConfig, init_model, load_state, set_determinism, train
+    from convergent.weights.rotation import layer_width, rotation_path, rotation_test
+
+    import tempfile
+
+    log = get_logger()
+    p = {**ROTATION_DEFAULTS, **params}
+    seed = int(run["seed"])
+    set_determinism(seed, threads)
+    data = load_dataset(run["dataset"], data_dir=data_dir)
+    training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
+    relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
+    relu.load_state_dict(load_state(checkpoint))
+    linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
+              log_path=Path(tmp) / "linear.csv", log=lambda s: None)
+    layers = relu.layer_names if p["layers"] == "all" else list(p["layers"])
+    rows = []
+    for model in (relu, linear):
+        for layer in layers:
+            d = layer_width(model, layer)
+            for t in p["strengths"]:
+                R = rotation_path(d, float(t), seed)
+                row = rotation_test(model, data, layer, R, int(p["retrain_epochs"]), float(p["lr"]), seed,
+                                    cfg=training)
+                rows.append({**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
+                             "strength": float(t), "rotation": "expm(t*A), A random skew-symmetric",
+                             **{k: v for k, v in row.items() if k not in ("arch", "width", "seed")},
+                             "units": d})
+                log.info("%s %s t=%.2f: %.3f -> %.3f -> %.3f", "linear" if row["linear"] else "relu", layer, t,
+                         row["original_test_acc"], row["rotated_test_acc"], row["retrained_test_acc"])
+    table = pd.DataFrame(rows)
+    write_csv(out_csv, table)
+    return table

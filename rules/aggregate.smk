@@ -27,7 +27,7 @@ rule measures_table:
     conda:
         "../envs/analysis.yaml"
     script:
-        "../scripts/measures_table.py"
+        "../scripts/concat_table.py"
 
 
 rule figures:

@@ -93,3 +93,22 @@ def all_measure_tables(wildcards):
 def figure_paths():
     return [f"results/figures/{exp.dataset}_{exp.arch}_{kind}.png"
             for exp in SWEEP.experiments for kind in FIGURE_KINDS]
+
+
+def all_lmc_barriers(wildcards):
+    return [f"results/lmc/{p.dataset}/{p.arch}/w{p.width}/f{p.frozen_k}/s{p.seed_a}-s{p.seed_b}/barriers.csv"
+            for p in SWEEP.pairs() if p.control == "cross"]
+
+
+def all_rotation_tables(wildcards):
+    return [f"results/rotation/{e.dataset}/{e.arch}/w{w}/s{e.reference_seed}.csv"
+            for e in SWEEP.experiments for w in e.widths]
+
+
+def weight_space_targets():
+    targets = []
+    if config["lmc"]["enabled"]:
+        targets.append("results/summary/lmc.csv")
+    if config["rotation"]["enabled"]:
+        targets.append("results/summary/rotation.csv")
+    return targets

@@ -231,23 +231,33 @@ def _alive(pid: int, starttime: int) -> bool:
     return ident is not None and ident[1] == starttime
 
 
+def _exists(pid: int, starttime: int) -> bool:
+    """True while /proc still lists this process, zombies included."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(text[text.rindex(")") + 2 :].split()[19]) == starttime
+
+
 def _stop_pid(name: str, pid: int, starttime: int, timeout: float = 15.0) -> None:
     """SIGTERM, wait, SIGKILL exactly this process (same pid *and* start time)."""
-    if not _alive(pid, starttime):
-        return
-    _log(f"stopping {name} (pid {pid})")
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _alive(pid, starttime):
-                return
-            time.sleep(0.1)
     if _alive(pid, starttime):
-        _log(f"WARNING: {name} (pid {pid}) survived SIGKILL")
+        _log(f"stopping {name} (pid {pid})")
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+            if _wait_for(lambda: not _alive(pid, starttime), wait, 0.1):
+                break
+        if _alive(pid, starttime):
+            _log(f"WARNING: {name} (pid {pid}) survived SIGKILL")
+            return
+    # Daemons are reparented to init; give it a moment to reap the zombie so
+    # that `pgrep` right after the tests shows nothing (some container inits
+    # reap only every second or so).
+    _wait_for(lambda: not _exists(pid, starttime), 5.0, 0.1)
 
 
 def _port_open(port: int) -> bool:
@@ -301,10 +311,13 @@ def _registry_load() -> list[dict]:
 
 
 def _registry_save(entries: list[dict]) -> None:
-    if entries:
-        REGISTRY.write_text(json.dumps(entries))
-    else:
-        REGISTRY.unlink(missing_ok=True)
+    try:
+        if entries:
+            REGISTRY.write_text(json.dumps(entries))
+        else:
+            REGISTRY.unlink(missing_ok=True)
+    except OSError as exc:  # best effort: only needed to clean up after a SIGKILL
+        _log(f"cannot update {REGISTRY}: {exc}")
 
 
 def cleanup_stale() -> None:
@@ -336,6 +349,7 @@ class ClusterInfo:
     started: list[dict] = dataclasses.field(default_factory=list)  # daemons we started
     preexisting_stepds: set[int] = dataclasses.field(default_factory=set)
     munged_log: Path = Path("/var/log/munge/munged.log")
+    extra_dirs: list[Path] = dataclasses.field(default_factory=list)  # removed on stop
 
     @property
     def slurmctld_log(self) -> Path:
@@ -563,6 +577,8 @@ def _stop_cluster(info: ClusterInfo) -> None:
                 path.unlink()
         except OSError:
             pass
+    for d in info.extra_dirs:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 _ACTIVE: ClusterInfo | None = None
@@ -595,12 +611,19 @@ def slurm_cluster(
     if root.exists():
         shutil.rmtree(root)
     state, spool, run, logs, dev = (root / d for d in ("state", "spool", "run", "log", "dev"))
-    for d in (state, spool, run, logs):
+    for d in (state, run, logs):
         d.mkdir(parents=True)
+    extra_dirs = []
+    if len(str(spool)) > 60:
+        # slurmd puts unix sockets (<= 108 chars) for every job step in its spool dir
+        spool = Path(tempfile.mkdtemp(prefix="cvg-slurmd-", dir="/tmp"))
+        extra_dirs.append(spool)
+    else:
+        spool.mkdir()
     cpus, mem_mb = _node_resources()
     info = ClusterInfo(
         root=root, hostname=socket.gethostname().split(".")[0], cpus=cpus, mem_mb=mem_mb, gpus=0,
-        partition=PARTITION, slurm_conf=SLURM_CONF, log_dir=logs,
+        partition=PARTITION, slurm_conf=SLURM_CONF, log_dir=logs, extra_dirs=extra_dirs,
     )
     info.preexisting_stepds = _stepd_pids()
 

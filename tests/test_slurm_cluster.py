@@ -82,6 +82,16 @@ def test_test_profile_overlay(tmp_path):
     assert out["groups"] == _profile("slurm")["groups"]
 
 
+def test_missing_slurm_gives_a_reason_instead_of_installing(monkeypatch):
+    monkeypatch.setattr(sc, "missing_binaries", lambda: ["slurmctld", "munged"])
+    monkeypatch.setattr(sc, "install_packages", lambda: pytest.fail("must not install"))
+    monkeypatch.setattr(sc.os, "geteuid", lambda: 0)
+    with pytest.raises(sc.SlurmUnavailable, match="CONVERGENT_INSTALL_SLURM=1"):
+        sc.ensure_slurm_available(allow_install=False)
+    assert sc.install_allowed({"CI": "true"}) and sc.install_allowed({"CONVERGENT_INSTALL_SLURM": "1"})
+    assert not sc.install_allowed({"CI": "false"})
+
+
 # --------------------------------------------------------------------------- #
 # the real thing
 # --------------------------------------------------------------------------- #

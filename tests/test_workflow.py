@@ -80,11 +80,35 @@ def test_figures_logs_and_benchmarks_exist(finished):
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logs = list((workdir / "results/logs").rglob("*.log"))
     bench = list((workdir / "results/benchmarks").rglob("*.tsv"))
-    n_jobs = len(sweep.runs()) * 2 + 2 * len(sweep.pair_layers()) + 3
+    n_cross = sum(p.control == "cross" for p in sweep.pairs())
+    n_rotation = sum(len(e.widths) for e in sweep.experiments)
+    n_jobs = len(sweep.runs()) * 2 + 2 * len(sweep.pair_layers()) + n_cross + n_rotation + 5
     assert len(logs) == n_jobs and len(bench) == n_jobs
     train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()
     assert "epoch" in train_log
     assert not list((workdir / "results").rglob("*.tmp*")), "temporary files left behind"
+
+
+def test_lmc_table(finished):
+    workdir, config, sweep = finished
+    lmc = pd.read_csv(workdir / "results/summary/lmc.csv")
+    n_cross = sum(p.control == "cross" for p in sweep.pairs())
+    assert len(lmc.groupby(["arch", "width", "frozen_k", "seed_a", "seed_b"])) == n_cross
+    applicable = lmc[lmc["applicable"]]
+    assert np.isfinite(applicable[["loss_barrier", "error_barrier"]]).all().all()
+    # an mlp has no BatchNorm: its bn_reset rows say so instead of inventing numbers
+    assert not lmc[(lmc["arch"] == "mlp") & (lmc["variant"] == "bn_reset")]["applicable"].any()
+    assert lmc[(lmc["arch"] == "cnn") & (lmc["variant"] == "bn_reset")]["applicable"].all()
+
+
+def test_rotation_table(finished):
+    workdir, config, sweep = finished
+    rot = pd.read_csv(workdir / "results/summary/rotation.csv")
+    layers = sum(len(e.layers) * len(e.widths) for e in sweep.experiments)
+    assert len(rot) == layers * 2 * len(config["rotation"]["strengths"])  # relu and linear control
+    identity = rot[rot["strength"] == 0]
+    assert identity["rotation_identity"].all()
+    np.testing.assert_allclose(identity["rotated_test_acc"], identity["original_test_acc"], atol=1e-12)
 
 
 def test_second_run_does_nothing(finished):
@@ -113,6 +137,7 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
     assert jobs == {
         "train": cells, "extract": cells,
         "moments": new_pairs_per_layer * layers, "measures": new_pairs_per_layer * layers,
+        "lmc": 2 * cells, "lmc_table": 1,
         "runs_table": 1, "measures_table": 1, "figures": 1, "all": 1,
     }
 

@@ -35,6 +35,8 @@ TINY_CONFIG: dict[str, Any] = {
     "controls": {"cross": True, "floor": True, "ceiling": True},
     "moments": {},
     "measures": {},
+    "lmc": {"alphas": 3},
+    "rotation": {"layers": "all", "strengths": [0.0, 1.0], "retrain_epochs": 1},
 }
 
 

@@ -16,28 +16,49 @@ import numpy as np
 import pandas as pd
 
 from convergent.measures._common import MeasureUnavailable, dead_units
+from convergent.measures.alignment import alignment_curve
 from convergent.measures.cka import linear_cka, minibatch_cka
+from convergent.measures.kernels import linear_cka_subsample, mutual_knn, rbf_cka
 from convergent.measures.matching import (correlation_matrix, cross_validated_match, hungarian_match,
                                           semi_equals_hungarian, semi_match, sorted_curve)
+from convergent.measures.sparse import sparse_prediction
+from convergent.measures.spectral import spectral_groups
+from convergent.measures.subspace import max_match, minimal_matches
 from convergent.moments import Moments
 
-__all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "compute_measures", "correlation_matrix",
-           "cross_validated_match", "dead_units", "hungarian_match", "linear_cka", "minibatch_cka",
-           "semi_match"]
+__all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve", "compute_measures",
+           "correlation_matrix", "cross_validated_match", "dead_units", "hungarian_match", "linear_cka",
+           "linear_cka_subsample", "max_match", "minibatch_cka", "minimal_matches", "mutual_knn", "rbf_cka",
+           "semi_match", "sparse_prediction", "spectral_groups"]
 
 #: Output columns of :func:`compute_measures`, in order.
 COLUMNS = ["measure", "view", "parameter", "parameter_value", "value", "note"]
 
 #: Parameters of :func:`compute_measures` (the pipeline's ``config["measures"]`` overrides keys).
 DEFAULT_PARAMS: dict[str, Any] = {
-    "enabled": ["cka", "matching"],
+    "enabled": ["cka", "matching", "kernels", "sparse", "spectral", "subspace", "alignment"],
     # which view each family uses for conv layers (dense layers look the same in every view)
-    "views": {"cka": "flatten", "matching": "positions"},
+    "views": {"cka": "flatten", "kernels": "flatten", "alignment": "flatten", "matching": "positions",
+              "sparse": "positions", "spectral": "positions", "subspace": "positions"},
     "dead_tol": 1e-8,            # dead if variance <= dead_tol * max variance in the layer ...
     "dead_atol": 0.0,            # ... or <= dead_atol
     "sorted_grid": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],   # rank fractions of matched_corr_sorted
+    "rbf_sigma_scales": [0.2, 0.4, 0.8],   # σ = t × median pairwise distance (subsample)
+    "knn_k": [10],                         # mutual k-NN (subsample)
+    "lasso_alphas": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+    "lasso_max_targets": 64,     # B units predicted (evenly spaced alive units); null = all
+    "lasso_max_iter": 1000,
+    "lasso_tol": 1e-4,           # sklearn's duality-gap tolerance (targets are standardised)
+    "spectral_k": [2, 8, 32],
+    "spectral_seed": 0,
+    "subspace_eps": [0.15, 0.2, 0.25, 0.3, 0.5],
+    "subspace_rank_tol": 1e-10,  # pivoted-Cholesky stop: squared relative residual of a spanning neuron
+    "subspace_norm_tol": 1e-16,  # neurons with ‖z‖ <= this are unmatched
+    "minimal_eps": [0.25],       # ε values for which minimal matches are computed (costly)
+    "minimal_max_neurons": 8,    # neurons whose minimal match is computed, per ε
+    "alignment_rank_tol": 1e-10, # directions with s² <= tol · s₁² are dropped
+    "alignment_fraction": 0.9,   # alignment_k_a/b = smallest k with A(k) >= this
 }
-
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     p = copy.deepcopy(DEFAULT_PARAMS)
@@ -103,11 +124,103 @@ def _matching(m: Moments, p: dict[str, Any]) -> list[dict]:
     return rows
 
 
+def _kernels(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    if m.sub_kx is None:
+        return [_row(name, np.nan, note="unavailable: no subsample in the moments (subsample_size 0)")
+                for name in ("cka_linear_subsample", "cka_rbf_subsample", "mutual_knn_subsample")]
+    rows.append(_row("subsample_rows", m.sub_kx.shape[0]))
+    _try(rows, "cka_linear_subsample", lambda: linear_cka_subsample(m))
+    for t in p["rbf_sigma_scales"]:
+        _try(rows, "cka_rbf_subsample", lambda t=t: rbf_cka(m, sigma_scale=t), "sigma_scale", t)
+    for k in p["knn_k"]:
+        _try(rows, "mutual_knn_subsample", lambda k=k: mutual_knn(m, k=k), "k", k)
+    return rows
+
+
+def _sparse(m: Moments, p: dict[str, Any]) -> list[dict]:
+    names = ("sparse_val_r2", "sparse_val_mse", "sparse_nonzero")
+    try:
+        fit = sparse_prediction(m, alphas=p["lasso_alphas"], max_targets=p["lasso_max_targets"],
+                                max_iter=p["lasso_max_iter"], tol=p["lasso_tol"], dead_tol=p["dead_tol"],
+                                dead_atol=p["dead_atol"])
+    except MeasureUnavailable as err:
+        return [_row(n, np.nan, "alpha", a, f"unavailable: {err}") for a in p["lasso_alphas"] for n in names]
+    rows = [_row("sparse_targets", fit.targets.size)]
+    for i, a in enumerate(fit.alphas):
+        note = ""
+        if float(a) in fit.unavailable:
+            note = f"unavailable: {fit.unavailable[float(a)]}"
+        elif fit.not_converged[i]:
+            note = (f"{fit.not_converged[i]} of {fit.targets.size} fits stopped at max_iter="
+                    f"{p['lasso_max_iter']} with duality gap > tol={p['lasso_tol']}")
+        for n, vals in zip(names, (fit.r2, fit.mse, fit.nonzero)):
+            rows.append(_row(n, np.mean(vals[i]), "alpha", a, note))
+    return rows
+
+
+def _spectral(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    for k in p["spectral_k"]:
+        try:
+            g = spectral_groups(m, k=k, seed=p["spectral_seed"], dead_tol=p["dead_tol"], dead_atol=p["dead_atol"])
+            rows += [_row("spectral_mixing", g.mixing, "k", k), _row("spectral_mixed_clusters", g.mixed_clusters,
+                                                                      "k", k)]
+        except MeasureUnavailable as err:
+            rows += [_row(n, np.nan, "k", k, f"unavailable: {err}")
+                     for n in ("spectral_mixing", "spectral_mixed_clusters")]
+    return rows
+
+
+def _subspace(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    kw = {"rank_tol": p["subspace_rank_tol"], "norm_tol": p["subspace_norm_tol"]}
+    for eps in p["subspace_eps"]:
+        mm = max_match(m, eps=eps, **kw)
+        rows += [_row("subspace_similarity", mm.similarity, "eps", eps),
+                 _row("subspace_matched_a", mm.a.size, "eps", eps),
+                 _row("subspace_matched_b", mm.b.size, "eps", eps)]
+    for eps in p["minimal_eps"]:
+        mins = minimal_matches(m, eps=eps, max_neurons=p["minimal_max_neurons"], **kw)
+        names = ("minimal_match_size_mean", "minimal_match_size_median", "minimal_match_size_max")
+        if mins.sizes.size == 0:
+            rows += [_row(n, np.nan, "eps", eps, "unavailable: the maximum match is empty") for n in names]
+            continue
+        rows += [_row(n, f(mins.sizes), "eps", eps) for n, f in zip(names, (np.mean, np.median, np.max))]
+        rows.append(_row("minimal_match_neurons", mins.sizes.size, "eps", eps,
+                         f"minimal matches of {mins.sizes.size} of the {mins.n_in_max} neurons in the maximum match"))
+    return rows
+
+
+def _alignment(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    frac = p["alignment_fraction"]
+    for side in ("a", "b"):
+        try:
+            al = alignment_curve(m, side, rank_tol=p["alignment_rank_tol"])
+        except MeasureUnavailable as err:
+            rows.append(_row(f"alignment_top_c_{side}", np.nan, note=f"unavailable: {err}"))
+            continue
+        c = al.n_classes
+        rows.append(_row(f"alignment_top_c_{side}", al.top(c), "k", c))
+        k = al.k_for(frac)
+        rows.append(_row(f"alignment_k_{side}", np.nan if k is None else k, "fraction", frac,
+                         "" if k is not None else f"unavailable: A(k) never reaches {frac} (max {al.curve[-1]:.4g})"))
+        r = al.curve.size
+        ks = sorted({*[2 ** i for i in range(int(np.log2(r)) + 1)], c if c <= r else r, r})
+        rows += [_row(f"alignment_curve_{side}", al.top(k), "k", k) for k in ks]
+    return rows
+
+
 _FAMILIES: dict[str, Callable[[Moments, dict[str, Any]], list[dict]]] = {
     "cka": _cka,
     "matching": _matching,
+    "kernels": _kernels,
+    "sparse": _sparse,
+    "spectral": _spectral,
+    "subspace": _subspace,
+    "alignment": _alignment,
 }
-
 
 def compute_measures(m: Moments | Mapping[str, Moments], params: Mapping[str, Any] | None = None
                      ) -> pd.DataFrame:

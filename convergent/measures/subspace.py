@@ -15,12 +15,13 @@ neurons are handled explicitly rather than by a failing factorisation.
 Neurons with ‖z‖ ≤ ``norm_tol`` (1e-16) are unmatched from the start but count in
 the denominator of the similarity.
 
-Similarity (|X*| + |Y*|) / (|𝒳| + |𝒴|) is in [0, 1]. Invariant to any
-invertible linear map *within* the span of each net's neurons? No — to maps that
-keep each neuron's vector inside the same span only as far as the match of the
-transformed neurons goes; it *is* invariant to scaling of individual neurons and
-to permutations, and a neuron set whose span is shared matches regardless of
-the basis each net uses for it (e.g. Y = X A with A invertible gives similarity 1).
+Similarity (|X*| + |Y*|) / (|𝒳| + |𝒴|) is in [0, 1] (1: every neuron matched).
+Invariances: permutation of neurons and scaling of individual neurons (the
+cosine Gram is unchanged); within a matched group, any invertible linear map
+of one net's neurons that keeps them inside the group's span (e.g. Y = X A with
+A invertible gives similarity 1). Not invariant to maps that mix neurons across
+spans (e.g. a rotation of all of Y that mixes shared and private units), and not
+to translation (vectors are not centred).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Snakemake entry point of rule `measures_table`: every (pair, layer, measure) row."""
+"""Snakemake entry point of the table rules: concatenate tidy per-job CSVs into one."""
 
 from convergent.io import write_csv
 from convergent.jobs import concat_tables

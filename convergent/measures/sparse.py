@@ -1,0 +1,133 @@
+"""Sparse (one-to-many) prediction of B's units from A's units (Li et al. 2016).
+
+Each alive unit y_j of B, standardised, is predicted from all alive units of A,
+standardised, by an L1-penalised linear map (sklearn's Lasso objective):
+
+    min_w  (1/2n₀) Σ_i (ỹ_ij - x̃_iᵀ w)² + α ‖w‖₁
+
+fitted on **fold 0** from the covariance form (the objective is ½wᵀRw - wᵀr_j +
+const with R, r_j the fold-0 correlation matrices), with sklearn's coordinate
+descent on the Gram (``lasso_path(..., precompute=R, Xy=r_j)``), warm-started
+along the α path; α = 0 is ordinary least squares (needs n₀ > d₁; min-norm
+``lstsq`` if R is singular). Standardisation and intercept use fold-0 means and
+standard deviations. The fit is evaluated on **fold 1** exactly, from the
+fold-1 moments re-centred at the fold-0 means (a quadratic form):
+
+    MSE_j = E₁[ỹ_j²] - 2 wᵀ E₁[x̃ ỹ_j] + wᵀ E₁[x̃ x̃ᵀ] w,   R²_j = 1 - MSE_j / Var₁(ỹ_j).
+
+R² is a similarity (1 = perfectly predicted, can be negative); MSE is a
+distance-like loss; ``nonzero`` counts weights ≠ 0 per predicted unit.
+Units dead in either fold are excluded from predictors and targets.
+Invariant to per-unit affine maps of either net; not to rotations of B
+(for α > 0, not of A either).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import lasso_path
+
+from convergent.measures._common import DEFAULT_DEAD_TOL, MeasureUnavailable, as_moments, dead_units
+from convergent.moments import Moments
+
+DEFAULT_ALPHAS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+@dataclass(frozen=True)
+class SparseFit:
+    """Per α: ``r2[i, j]``, ``mse[i, j]``, ``nonzero[i, j]`` for α ``alphas[i]`` and target unit ``targets[j]``.
+
+    Rows of an α that could not be fitted (α = 0 with n₀ ≤ d₁) are NaN and listed in ``unavailable``.
+    ``weights[i]`` is (d_alive_A, n_targets); ``not_converged[i]`` counts fits that hit ``max_iter``.
+    """
+
+    alphas: np.ndarray
+    targets: np.ndarray
+    predictors: np.ndarray
+    r2: np.ndarray
+    mse: np.ndarray
+    nonzero: np.ndarray
+    weights: list[np.ndarray | None]
+    not_converged: np.ndarray
+    unavailable: dict[float, str]
+
+
+def _std_problem(f0: Moments, ia: np.ndarray, ib: np.ndarray):
+    n0 = f0.n
+    mx, my = f0.mean_x[ia], f0.mean_y[ib]
+    sx, sy = np.sqrt(f0.var_x[ia]), np.sqrt(f0.var_y[ib])
+    R = f0.cxx[np.ix_(ia, ia)] / n0 / np.outer(sx, sx)
+    r = f0.cxy[np.ix_(ia, ib)] / n0 / np.outer(sx, sy)
+    return R, r, mx, my, sx, sy
+
+
+def sparse_prediction(X: np.ndarray | Moments, Y: np.ndarray | None = None,
+                      alphas: Sequence[float] = DEFAULT_ALPHAS, max_targets: int | None = 64,
+                      max_iter: int = 1000, tol: float = 1e-4, dead_tol: float = DEFAULT_DEAD_TOL,
+                      dead_atol: float = 0.0) -> SparseFit:
+    """Validation R², MSE and non-zero counts of the lasso prediction of Y's units from X (see module doc).
+
+    ``max_targets``: predict at most this many alive units of B, evenly spaced in
+    unit order (None = all); the cost is one coordinate-descent path per target.
+    """
+    m = as_moments(X, Y)
+    dead = dead_units(m, dead_tol, dead_atol, folds=True)
+    ia, ib = np.flatnonzero(~dead.a), np.flatnonzero(~dead.b)
+    if ia.size == 0 or ib.size == 0:
+        raise MeasureUnavailable("no units alive in both folds")
+    if max_targets is not None and ib.size > max_targets:
+        ib = ib[np.unique(np.linspace(0, ib.size - 1, max_targets).round().astype(int))]
+    f0, f1 = m.fold(0), m.fold(1)
+    R, r, mx, my, sx, sy = _std_problem(f0, ia, ib)
+    # fold-1 moments about the fold-0 means, in fold-0 standardised units
+    dx, dy = f1.mean_x[ia] - mx, f1.mean_y[ib] - my
+    Exx = (f1.cxx[np.ix_(ia, ia)] / f1.n + np.outer(dx, dx)) / np.outer(sx, sx)
+    Exy = (f1.cxy[np.ix_(ia, ib)] / f1.n + np.outer(dx, dy)) / np.outer(sx, sy)
+    var1 = f1.var_y[ib] / sy ** 2
+    Eyy = var1 + (dy / sy) ** 2
+
+    alphas = np.asarray(alphas, dtype=float)
+    if np.any(alphas < 0):
+        raise ValueError("alphas must be >= 0")
+    k, t = alphas.size, ib.size
+    W: list[np.ndarray | None] = [None] * k
+    not_conv = np.zeros(k, dtype=int)
+    unavailable: dict[float, str] = {}
+    pos = np.flatnonzero(alphas > 0)
+    if pos.size:
+        order = pos[np.argsort(alphas[pos])[::-1]]          # path from large to small α (warm starts)
+        coefs = np.zeros((order.size, ia.size, t))
+        Rf = np.ascontiguousarray(R)
+        fake_x, unit_y = np.zeros((1, ia.size)), np.ones(1)  # n_samples = 1 and ‖y‖² = 1: objective as above
+        for j in range(t):
+            with warnings.catch_warnings():
+                # convergence is read off the returned duality gaps instead (stopping rule: gap < tol·‖y‖², ‖y‖² = 1)
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                _, c, gaps = lasso_path(fake_x, unit_y, alphas=alphas[order], precompute=Rf,
+                                        Xy=np.ascontiguousarray(r[:, j]), check_input=False, max_iter=max_iter,
+                                        tol=tol)
+            coefs[:, :, j] = c.T
+            not_conv[order[np.asarray(gaps) > tol]] += 1
+        for i, a in enumerate(order):
+            W[a] = coefs[i]
+    for a in np.flatnonzero(alphas == 0):
+        if f0.n <= ia.size:
+            unavailable[float(alphas[a])] = (f"least squares needs more fold-0 rows than predictors "
+                                             f"(n0={f0.n} <= d={ia.size})")
+            continue
+        W[a] = np.linalg.lstsq(R, r, rcond=None)[0]
+    r2 = np.full((k, t), np.nan)
+    mse = np.full((k, t), np.nan)
+    nz = np.full((k, t), np.nan)
+    for i, w in enumerate(W):
+        if w is None:
+            continue
+        mse[i] = Eyy - 2 * np.einsum("ij,ij->j", w, Exy) + np.einsum("ij,ij->j", w, Exx @ w)
+        r2[i] = 1.0 - mse[i] / var1
+        nz[i] = np.count_nonzero(w, axis=0)
+    return SparseFit(alphas, ib, ia, r2, mse, nz, W, not_conv, unavailable)
