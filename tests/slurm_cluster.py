@@ -84,8 +84,11 @@ LOCAL_CLUSTER_PROFILE_KEYS = {
     "slurm-status-command": "squeue",
     # No accounts exist on the test cluster.
     "slurm-no-account": True,
-    # First status check after 2 s (default 40 s); must stay < MinJobAge / 3.
-    "slurm-init-seconds-before-status-checks": 2,
+    # First status check after 5 s (default 40 s); must stay < MinJobAge / 3.
+    # The plugin adds 10 s to the interval after every check that finds no job
+    # finished, so a first check that comes too early costs 10 s per stage:
+    # 5 s is just above how long a trivial job takes here (two snakemake starts).
+    "slurm-init-seconds-before-status-checks": 5,
     # Keep the per-job logs as evidence that jobs went through SLURM.
     "slurm-keep-successful-logs": True,
     "latency-wait": 5,
@@ -820,7 +823,7 @@ def run_snakemake_on_slurm(
     make_test_profile), written to ``workdir/.test-slurm-profile``. The
     workflow profile (``profiles/default``) is disabled unless
     ``workflow_profile`` names one: it would override the SLURM profile's keys.
-    stdout+stderr are captured (text) and also saved to
+    stdout+stderr are captured (text) and also appended to
     ``workdir/snakemake-slurm.log``. On timeout, snakemake gets SIGINT (it
     cancels its SLURM jobs), then SIGKILL, and SnakemakeTimeout is raised with
     diagnostics.
@@ -840,26 +843,33 @@ def run_snakemake_on_slurm(
     _log("running: " + " ".join(cmd))
     logfile = workdir / "snakemake-slurm.log"
     t0 = time.monotonic()
-    with open(logfile, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=snakemake_env(env), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    # Output goes straight to the log file (tail -f it while a long run is going)
+    # and is read back afterwards.
+    with open(logfile, "a") as log:
+        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(cmd)}\n")
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen(cmd, cwd=workdir, env=snakemake_env(env), stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        timed_out = False
         try:
-            out, _ = proc.communicate(timeout=timeout)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGINT)  # snakemake cancels its SLURM jobs on SIGINT
             try:
-                out, _ = proc.communicate(timeout=60)
+                proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-                out, _ = proc.communicate()
-            log.write(out or "")
-            raise SnakemakeTimeout(
-                f"snakemake did not finish within {timeout:.0f}s\n"
-                + describe_run(subprocess.CompletedProcess(cmd, proc.returncode, out, ""), workdir, cluster)
-            )
-        log.write(out or "")
+                proc.wait()
+    with open(logfile, "rb") as f:
+        f.seek(offset)
+        out = f.read().decode(errors="replace")
+    result = subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    if timed_out:
+        raise SnakemakeTimeout(f"snakemake did not finish within {timeout:.0f}s\n" + describe_run(result, workdir, cluster))
     _log(f"snakemake finished with rc={proc.returncode} in {time.monotonic() - t0:.1f}s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    return result
 
 
 def slurm_log_files(workdir: os.PathLike | str) -> list[Path]:
@@ -883,16 +893,16 @@ def completed_jobs(cluster: ClusterInfo | None = None) -> dict[str, dict[str, st
     """Every job slurmctld still remembers (finished ones for MinJobAge s; no sacct here).
 
     job id -> {"state", "cpus", "tres" (allocated, e.g. "cpu=1,mem=3000M,node=1,billing=1"),
-    "gres" (requested per job/node, e.g. "gres:gpu:1"), "name"}
+    "gres" (requested per job/node, e.g. "gres:gpu:1"), "time_limit" (e.g. "1:30:00"), "name"}
     """
     p = _run(["squeue", "-h", "-t", "all", "-O",
-              "JobID:|,State:|,NumCPUs:|,tres-alloc:|,tres-per-job:|,tres-per-node:|,Name"], timeout=15)
+              "JobID:|,State:|,NumCPUs:|,tres-alloc:|,tres-per-job:|,tres-per-node:|,TimeLimit:|,Name"], timeout=15)
     jobs = {}
     for line in p.stdout.splitlines():
         f = [x.strip() for x in line.split("|")]
-        if len(f) >= 7 and f[0]:
+        if len(f) >= 8 and f[0]:
             gres = ",".join(x for x in (f[4], f[5]) if x and x.upper() != "N/A")
-            jobs[f[0]] = {"state": f[1], "cpus": f[2], "tres": f[3], "gres": gres, "name": f[6]}
+            jobs[f[0]] = {"state": f[1], "cpus": f[2], "tres": f[3], "gres": gres, "time_limit": f[6], "name": f[7]}
     return jobs
 
 

@@ -112,3 +112,23 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path):
     assert proc.returncode != 0
     assert "datasets" in proc.stderr + proc.stdout and "cifar100" in proc.stderr + proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_schema_knows_every_measure_and_moment_parameter():
+    """The schema lists exactly the parameters the code reads, so typos fail before any job."""
+    from convergent.measures import DEFAULT_PARAMS
+    from convergent.moments import DEFAULT_MOMENT_PARAMS
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    assert set(schema["properties"]["measures"]["properties"]) == set(DEFAULT_PARAMS)
+    assert set(schema["properties"]["moments"]["properties"]) == set(DEFAULT_MOMENT_PARAMS)
+    config = tiny_config()
+    config["measures"] = {**DEFAULT_PARAMS}
+    config["moments"] = {**DEFAULT_MOMENT_PARAMS}
+    check(config)
+    config["measures"] = {"subspace_epsilon": [0.2]}
+    with pytest.raises(Exception, match="subspace_epsilon"):
+        check(config)
+    config["measures"] = {"views": {"cka": "pooled"}}
+    with pytest.raises(Exception, match="positions"):
+        check(config)

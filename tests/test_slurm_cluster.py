@@ -164,8 +164,15 @@ def test_toy_workflow_runs_through_slurm(slurm_cluster_info, tmp_path, record_pr
     all_ids = {r["SLURM_JOB_ID"] for r in records + [lmc]}
     assert all_ids <= set(jobs), (all_ids, jobs)
     assert all(jobs[j]["state"] == "COMPLETED" for j in all_ids), jobs
-    for gid in group_ids:  # the pairslot trick: a group job asks for 1 CPU, not one per member
+    # the pairslot trick: the group job is sized for members run one at a time:
+    # 1 CPU, the largest member's memory, the summed runtime
+    used = yaml.safe_load((workdir / ".test-slurm-profile" / "config.yaml").read_text())["set-resources"]
+    mem = max(used["moments"]["mem_mb"], used["measures"]["mem_mb"])
+    minutes = len(pairs) * (used["moments"]["runtime"] + used["measures"]["runtime"])
+    for gid in group_ids:
         assert jobs[gid]["cpus"] == "1", jobs[gid]
+        assert f"mem={mem}M" in jobs[gid]["tres"], jobs[gid]
+        assert jobs[gid]["time_limit"] == f"{minutes // 60}:{minutes % 60:02d}:00", jobs[gid]
     if use_gpu:
         assert "gpu" in jobs[lmc["SLURM_JOB_ID"]]["gres"], jobs[lmc["SLURM_JOB_ID"]]
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from convergent.activations import ActivationStore
+from convergent.activations import ActivationStore, ActivationStoreWriter, IncompleteStoreError
 from convergent.sweep import plan_sweep
 from tests.workflow import planned_jobs, run_snakemake, tiny_config, write_config
 
@@ -142,14 +142,37 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
     }
 
 
-def test_a_store_that_was_not_completed_is_rebuilt(finished, tmp_path):
+def test_changing_a_measure_parameter_reruns_only_measures(finished):
+    workdir, config, sweep = finished
+    changed = tiny_config()
+    changed["measures"] = {"dead_tol": 1e-6}
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(run_snakemake(workdir, "-n").stdout)
+    finally:
+        write_config(workdir, config)
+    assert jobs == {"measures": len(sweep.pair_layers()), "measures_table": 1, "figures": 1, "all": 1}
+
+
+def test_an_interrupted_extract_leaves_nothing_trusted(finished, tmp_path):
     """An extract killed mid-write leaves only its temporary sibling; nothing trusts it."""
     workdir, config, sweep = finished
     copy = tmp_path / "copy"
     shutil.copytree(workdir, copy, symlinks=True)
-    run = sweep.runs()[0]
+    run = next(r for r in sweep.runs() if r.arch == "mlp")
     store = copy / "results" / run.path / "trained.zarr"
-    # what an interrupted writer leaves: the temporary directory, never the final one
-    shutil.move(store, store.with_name(".trained.zarr.tmp-12345"))
-    jobs = planned_jobs(run_snakemake(copy, "-n").stdout)
-    assert jobs["extract"] == 1
+    shutil.rmtree(store)
+    # what a writer killed half-way leaves behind: some chunks in its temporary directory
+    writer = ActivationStoreWriter(store, n_samples=150, chunk_rows=64)
+    writer.create("fc1", (4,))
+    writer.append("fc1", np.ones((64, 4), dtype=np.float32))
+    del writer
+    leftovers = list(store.parent.glob(".trained.zarr.tmp-*"))
+    assert len(leftovers) == 1 and not store.exists()
+    with pytest.raises(IncompleteStoreError):
+        ActivationStore(leftovers[0])
+    target = f"results/{run.path}/trained.zarr"
+    assert planned_jobs(run_snakemake(copy, "-n", target).stdout) == {"extract": 1}
+    run_snakemake(copy, target)
+    assert ActivationStore(store).layers == sweep.experiment(run.dataset, run.arch).layers
+    assert not list(store.parent.glob(".trained.zarr.tmp-*"))

@@ -125,3 +125,21 @@ def lasso_r2(Xtr, ytr, Xte, yte, alpha):
         model = Lasso(alpha=alpha, fit_intercept=True, tol=1e-12, max_iter=100000).fit(Xtr, ytr)
     pred = model.predict(Xte)
     return pred, model.coef_
+
+
+def minimal_match(X, Y, eps, v):
+    """Wang et al. minimal match of neuron id v (A: j, B: d1 + j) by brute re-running max_match."""
+    d1 = X.shape[1]
+    xs, ys = max_match(X, Y, eps)
+    cur = sorted(xs + [d1 + j for j in ys])
+    for u in list(cur):
+        if u == v or u not in cur:
+            continue
+        trial = [w for w in cur if w != u]
+        ax = [w for w in trial if w < d1]
+        by = [w - d1 for w in trial if w >= d1]
+        mx, my = max_match(X[:, ax], Y[:, by], eps)
+        got = [ax[i] for i in mx] + [d1 + by[j] for j in my]
+        if v in got:
+            cur = sorted(got)
+    return cur

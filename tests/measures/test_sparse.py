@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+from convergent.measures import MeasureUnavailable, sparse_prediction
+from convergent.moments import Moments
+
+
+def _pair(rng, n=300, d1=6, d2=4):
+    X = rng.standard_normal((n, d1)) * rng.uniform(0.5, 2, d1) + 1.0
+    W = rng.standard_normal((d1, d2)) * (rng.random((d1, d2)) < 0.5)
+    Y = X @ W + 0.5 * rng.standard_normal((n, d2)) + 2.0
+    return X, Y
+
+
+def _reference(X, Y, alpha):
+    """sklearn Lasso on raw fold-0 rows (standardised with fold-0 stats), evaluated on raw fold-1 rows."""
+    h = X.shape[0] // 2
+    mx, sx, my, sy = X[:h].mean(0), X[:h].std(0), Y[:h].mean(0), Y[:h].std(0)
+    Xtr, Ytr = (X[:h] - mx) / sx, (Y[:h] - my) / sy
+    Xte, Yte = (X[h:] - mx) / sx, (Y[h:] - my) / sy
+    if alpha == 0:
+        W = np.linalg.lstsq(Xtr, Ytr, rcond=None)[0]
+    else:
+        W = np.stack([Lasso(alpha=alpha, fit_intercept=False, tol=1e-14, max_iter=1_000_000)
+                      .fit(Xtr, Ytr[:, j]).coef_ for j in range(Y.shape[1])], axis=1)
+    mse = ((Yte - Xte @ W) ** 2).mean(0)
+    r2 = 1 - mse / Yte.var(0)
+    return W, mse, r2
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-3, 1e-2, 1e-1, 0.5])
+def test_lasso_vs_sklearn_raw(rng, alpha):
+    X, Y = _pair(rng)
+    fit = sparse_prediction(X, Y, alphas=[alpha], tol=1e-14, max_iter=100000)
+    W, mse, r2 = _reference(X, Y, alpha)
+    np.testing.assert_allclose(fit.weights[0], W, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.mse[0], mse, rtol=1e-6)
+    np.testing.assert_allclose(fit.r2[0], r2, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(fit.nonzero[0], np.count_nonzero(np.abs(W) > 1e-10, axis=0))
+    assert fit.not_converged[0] == 0
+
+
+def test_path_and_moments_equal_arrays(rng):
+    X, Y = _pair(rng)
+    alphas = [0.0, 1e-5, 1e-3, 1e-1]
+    a = sparse_prediction(X, Y, alphas=alphas, tol=1e-12, max_iter=100000)
+    b = sparse_prediction(Moments.from_arrays(X, Y, chunk_rows=41), alphas=alphas, tol=1e-12, max_iter=100000)
+    np.testing.assert_allclose(a.r2, b.r2, rtol=1e-8)
+    assert np.all(np.diff(a.nonzero.mean(1)) <= 0)        # more penalty, fewer weights
+
+
+def test_n_less_than_d(rng):
+    X, Y = _pair(rng, n=10, d1=8)
+    fit = sparse_prediction(X, Y, alphas=[0.0, 0.1])
+    assert 0.0 in fit.unavailable and "n0=5" in fit.unavailable[0.0]
+    assert np.isnan(fit.r2[0]).all() and np.isfinite(fit.r2[1]).all()
+
+
+def test_self_pair_and_dead_units(rng):
+    X, _ = _pair(rng)
+    X[:, 2] = 0.0
+    fit = sparse_prediction(X, X, alphas=[0.0, 1e-4])
+    assert 2 not in fit.targets and 2 not in fit.predictors
+    np.testing.assert_allclose(fit.r2[0], 1.0, atol=1e-10)
+    with pytest.raises(MeasureUnavailable):
+        sparse_prediction(np.zeros((20, 2)), X[:20])
+
+
+def test_max_targets(rng):
+    X, Y = _pair(rng, d2=10)
+    fit = sparse_prediction(X, Y, alphas=[1e-2], max_targets=3)
+    np.testing.assert_array_equal(fit.targets, [0, 4, 9])
