@@ -81,8 +81,10 @@ DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
     "subsample_seed": 0,
     "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
+    "minibatch_views": ["flatten"],   # conv views that get minibatch HSIC (dense layers: always)
     "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
-    "precision": "float64",      # or "mixed"
+    "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
+    "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
     "images_per_chunk": None,    # default: the stores' Zarr chunking
 }
 
@@ -350,100 +352,145 @@ def subsample_indices(n_rows: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_rows, size=size, replace=False)).astype(np.int64)
 
 
-def _unbiased_hsic_gram(K: np.ndarray, L: np.ndarray) -> float:
-    """Song et al. unbiased HSIC of two b × b Gram matrices (diagonals are ignored)."""
-    b = K.shape[0]
-    K = K.copy()
-    L = L.copy()
-    np.fill_diagonal(K, 0.0)
-    np.fill_diagonal(L, 0.0)
-    k1, l1 = K.sum(axis=0), L.sum(axis=0)
-    return float(((K * L).sum() + k1.sum() * l1.sum() / ((b - 1) * (b - 2)) - 2.0 / (b - 2) * (k1 @ l1))
-                 / (b * (b - 3)))
+class _Layout:
+    """Columns of the augmented block B = [x̃ | ỹ | p | q | T | 1] whose BᵀB holds every sum.
+
+    x̃ = x - c_x, ỹ = y - c_y (shifted rows), p = ‖x̃‖², q = ‖ỹ‖² (per row), T one-hot
+    labels, 1 a constant: one symmetric product per block gives XᵀX, XᵀY, YᵀY, the
+    column sums, XᵀT, the class counts and every debiasing term (Σ x̃p, Σ pq, Σ p², …),
+    so the only passes over the data are forming B and the BLAS product.
+    """
+
+    def __init__(self, d1: int, d2: int, c: int):
+        self.d1, self.d2, self.c = d1, d2, c
+        self.x = slice(0, d1)
+        self.y = slice(d1, d1 + d2)
+        self.p = d1 + d2
+        self.q = d1 + d2 + 1
+        self.t = slice(d1 + d2 + 2, d1 + d2 + 2 + c)
+        self.one = d1 + d2 + 2 + c
+        self.width = d1 + d2 + 3 + c
+
+
+def _unbiased_hsic_batch(g: np.ndarray, L: _Layout) -> tuple[float, float, float]:
+    """Song et al. unbiased linear HSIC of (X,Y), (X,X), (Y,Y) of one minibatch, from its BᵀB (float64).
+
+    Feature-space form (K = x̃x̃ᵀ is never formed; the estimator is translation invariant,
+    so the common shift does not matter): with s = Σx̃, K1 = x̃s,
+    tr(K̃L̃) = ‖x̃ᵀỹ‖² - Σpq,  1ᵀK̃1 = ‖s_x‖² - Σp,
+    1ᵀK̃L̃1 = (K1 - p)ᵀ(L1 - q) = s_xᵀ(x̃ᵀỹ)s_y - s_xᵀ(x̃ᵀq) - (pᵀỹ)s_y + pᵀq.
+    """
+    b = g[L.one, L.one]
+    x, y, p, q, one = L.x, L.y, L.p, L.q, L.one
+    sx, sy = g[one, x], g[one, y]
+    gxx, gyy, gxy = g[x, x], g[y, y], g[x, y]
+    ok, ol = float(sx @ sx - g[one, p]), float(sy @ sy - g[one, q])
+    kl = float(sx @ gxy @ sy - sx @ g[x, q] - g[p, y] @ sy + g[p, q])
+    kk = float(sx @ gxx @ sx - 2 * sx @ g[x, p] + g[p, p])
+    ll = float(sy @ gyy @ sy - 2 * sy @ g[y, q] + g[q, q])
+    c1, c2, c3 = (b - 1) * (b - 2), 2.0 / (b - 2), b * (b - 3)
+
+    def h(frob2: float, diag: float, sa: float, sb: float, cross: float) -> float:
+        return (frob2 - diag + sa * sb / c1 - c2 * cross) / c3
+
+    sq = np.square(g[:one, :one])       # one pass; Frobenius norms of the three blocks from it
+    return (h(float(sq[x, y].sum()), g[p, q], ok, ol, kl),
+            h(float(sq[x, x].sum()), g[p, p], ok, ok, kk),
+            h(float(sq[y, y].sum()), g[q, q], ol, ol, ll))
 
 
 class _FoldAccumulator:
-    """Running float64 sums for one fold; see :class:`Moments` for the fields."""
+    """Running float64 sums for one fold.
 
-    def __init__(self, d1: int, d2: int, c: int, alignment: bool, mb: int):
-        d = d1 + d2
-        self.d1, self.d2, self.c, self.mb = d1, d2, c, mb
-        self.n = 0
-        self.g = np.zeros((d, d))              # Σ z̃ z̃ᵀ with z̃ = [x̃, ỹ]
-        self.s = np.zeros(d)
-        self.st = np.zeros(c)
-        self.zt = np.zeros((d, c))
-        self.z_p = np.zeros(d)                 # Σ z̃ ‖x̃‖²
-        self.z_q = np.zeros(d)                 # Σ z̃ ‖ỹ‖²
-        self.pq = self.p2 = self.q2 = 0.0
-        self.alignment = alignment
+    Blocks arrive as the augmented rows ``B`` (see :class:`_Layout`; float32 for
+    ``mixed`` precision, else float64) and, with alignment on, the row-normalised
+    blocks ``[φ | T]`` of each net. Block products are added into float64
+    accumulators. With minibatches on, BᵀB is formed per minibatch (its minibatch
+    HSIC then costs O(d²) extra) and rows of an incomplete batch wait in ``_carry``.
+    """
+
+    #: rows per product when minibatches are off: bounds float32 accumulation error in ``mixed``
+    block_rows = 4096
+
+    def __init__(self, L: _Layout, alignment: bool, mb: int):
+        self.L, self.mb, self.alignment = L, mb, alignment
+        self.g = np.zeros((L.width, L.width))
         if alignment:
-            self.ax, self.ay = np.zeros((d1 + 1, d1 + 1)), np.zeros((d2 + 1, d2 + 1))
-            self.axt, self.ayt = np.zeros((d1 + 1, c)), np.zeros((d2 + 1, c))
+            self.ax = np.zeros((L.d1 + 1 + L.c, L.d1 + 1 + L.c))
+            self.ay = np.zeros((L.d2 + 1 + L.c, L.d2 + 1 + L.c))
         self.mb_count = 0
         self.mb_sums = np.zeros(3)
-        self._carry: list[np.ndarray] = []     # rows of an incomplete minibatch, [x̃, ỹ] float64
+        self._carry: list[np.ndarray] | None = None
+        self.dropped = 0
 
-    def update(self, z: np.ndarray, zlow: np.ndarray, x_raw: np.ndarray, y_raw: np.ndarray,
-               t: np.ndarray) -> None:
-        d1 = self.d1
-        b = z.shape[0]
+    def update(self, parts: list[np.ndarray]) -> None:
+        """``parts`` = [B] or [B, Φx, Φy], same rows."""
+        b = parts[0].shape[0]
         if b == 0:
             return
-        self.n += b
-        g = zlow.T @ zlow                      # numpy uses syrk for aᵀa
-        self.g += g
-        self.s += z.sum(axis=0)
-        onehot = np.zeros((b, self.c))
-        onehot[np.arange(b), t] = 1.0
-        self.st += onehot.sum(axis=0)
-        self.zt += z.T @ onehot
-        p = np.einsum("ij,ij->i", z[:, :d1], z[:, :d1])
-        q = np.einsum("ij,ij->i", z[:, d1:], z[:, d1:])
-        self.z_p += z.T @ p
-        self.z_q += z.T @ q
-        self.pq += float(p @ q)
-        self.p2 += float(p @ p)
-        self.q2 += float(q @ q)
-        if self.alignment:
-            for raw, a, at in ((x_raw, self.ax, self.axt), (y_raw, self.ay, self.ayt)):
-                phi = np.empty((b, raw.shape[1] + 1), dtype=zlow.dtype)
-                phi[:, :-1] = raw
-                phi[:, -1] = 1.0
-                phi /= np.sqrt(np.einsum("ij,ij->i", phi, phi))[:, None]
-                a += phi.T @ phi
-                at += phi.T.astype(np.float64) @ onehot if phi.dtype != np.float64 else phi.T @ onehot
-        if self.mb:
-            self._minibatches(z)
+        if not self.mb:
+            self._block(parts, batches=False)
+            return
+        i = 0
+        if self._carry is not None:       # complete the pending minibatch first
+            take = min(self.mb - self._carry[0].shape[0], b)
+            merged = [np.concatenate([c, a[:take]]) for c, a in zip(self._carry, parts)]
+            i = take
+            if merged[0].shape[0] < self.mb:
+                self._carry = merged
+                return
+            self._carry = None
+            self._block(merged, batches=True)
+        full = ((b - i) // self.mb) * self.mb
+        if full:
+            self._block([a[i:i + full] for a in parts], batches=True)
+        if i + full < b:
+            self._carry = [np.array(a[i + full:]) for a in parts]
 
-    def _minibatches(self, z: np.ndarray) -> None:
-        # minibatches are consecutive rows of the fold, independent of the block size
-        if self._carry:
-            z = np.concatenate([*self._carry, z])
-            self._carry = []
-        d1, mb = self.d1, self.mb
-        full = (z.shape[0] // mb) * mb
-        for s in range(0, full, mb):
-            xb, yb = z[s:s + mb, :d1], z[s:s + mb, d1:]
-            K, L = xb @ xb.T, yb @ yb.T
-            self.mb_sums += (_unbiased_hsic_gram(K, L), _unbiased_hsic_gram(K, K), _unbiased_hsic_gram(L, L))
-            self.mb_count += 1
-        if full < z.shape[0]:
-            self._carry = [z[full:].copy()]
+    def finish(self) -> None:
+        """Accumulate rows of an incomplete trailing minibatch (moments only, no minibatch HSIC)."""
+        if self._carry is not None:
+            self.dropped = self._carry[0].shape[0]
+            self._block(self._carry, batches=False)
+            self._carry = None
+
+    def _block(self, parts: list[np.ndarray], batches: bool) -> None:
+        B = parts[0]
+        step = self.mb if batches else self.block_rows
+        for s in range(0, B.shape[0], step):
+            Bs = B[s:s + step]
+            g = Bs.T @ Bs                   # numpy dispatches aᵀa to BLAS syrk
+            if g.dtype != np.float64:
+                g = g.astype(np.float64)
+            self.g += g
+            if batches:
+                self.mb_sums += _unbiased_hsic_batch(g, self.L)
+                self.mb_count += 1
+        if self.alignment:                  # no minibatch structure needed: big products are faster
+            for acc, phi in ((self.ax, parts[1]), (self.ay, parts[2])):
+                for s in range(0, phi.shape[0], self.block_rows):
+                    ps = phi[s:s + self.block_rows]
+                    acc += ps.T @ ps
 
     def result(self, shift_x: np.ndarray, shift_y: np.ndarray, meta: dict[str, Any]) -> Moments:
-        d1 = self.d1
-        g = self.g
+        self.finish()
+        L, g = self.L, self.g
+        x, y, p, q, t, one = L.x, L.y, L.p, L.q, L.t, L.one
         al = self.alignment
+
+        def phi_parts(a: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+            return a[:d + 1, :d + 1].copy(), a[:d + 1, d + 1:].copy()
+
+        ax, axt = phi_parts(self.ax, L.d1) if al else (None, None)
+        ay, ayt = phi_parts(self.ay, L.d2) if al else (None, None)
         return Moments(
-            n=int(self.n), shift_x=shift_x, shift_y=shift_y, sx=self.s[:d1].copy(), sy=self.s[d1:].copy(),
-            sxx=g[:d1, :d1].copy(), syy=g[d1:, d1:].copy(), sxy=g[:d1, d1:].copy(), st=self.st.copy(),
-            sxt=self.zt[:d1].copy(), syt=self.zt[d1:].copy(), s_pxpy=float(self.pq),
-            s_x_py=self.z_q[:d1].copy(), s_y_px=self.z_p[d1:].copy(), s_px2=float(self.p2),
-            s_x_px=self.z_p[:d1].copy(), s_py2=float(self.q2), s_y_py=self.z_q[d1:].copy(),
-            ax=self.ax.copy() if al else None, axt=self.axt.copy() if al else None,
-            ay=self.ay.copy() if al else None, ayt=self.ayt.copy() if al else None,
-            mb_count=int(self.mb_count), mb_dropped=int(sum(len(c) for c in self._carry)),
+            n=int(round(g[one, one])), shift_x=shift_x, shift_y=shift_y, sx=g[one, x].copy(), sy=g[one, y].copy(),
+            sxx=g[x, x].copy(), syy=g[y, y].copy(), sxy=g[x, y].copy(), st=g[one, t].copy(),
+            sxt=g[x, t].copy(), syt=g[y, t].copy(), s_pxpy=float(g[p, q]),
+            s_x_py=g[x, q].copy(), s_y_px=g[y, p].copy(), s_px2=float(g[p, p]),
+            s_x_px=g[x, p].copy(), s_py2=float(g[q, q]), s_y_py=g[y, q].copy(),
+            ax=ax, axt=axt, ay=ay, ayt=ayt,
+            mb_count=int(self.mb_count), mb_dropped=int(self.dropped),
             mb_xy=float(self.mb_sums[0]), mb_xx=float(self.mb_sums[1]), mb_yy=float(self.mb_sums[2]),
             meta=dict(meta))
 
@@ -466,10 +513,13 @@ class MomentAccumulator:
             raise ValueError(f"fold_split {fold_split} outside [0, {n_rows}]")
         if minibatch_size and minibatch_size < 4:
             raise ValueError("minibatch_size must be 0 (off) or >= 4 (unbiased HSIC needs 4 rows)")
-        self.d1, self.d2, self.c = int(d1), int(d2), int(n_classes)
+        self.L = _Layout(int(d1), int(d2), int(n_classes))
+        self.d1, self.d2, self.c = self.L.d1, self.L.d2, self.L.c
         self.n_rows, self.fold_split = int(n_rows), int(fold_split)
         self.precision = precision
-        self.folds = [_FoldAccumulator(self.d1, self.d2, self.c, alignment, int(minibatch_size)) for _ in range(2)]
+        self.dtype = np.float32 if precision == "mixed" else np.float64
+        self.alignment = bool(alignment)
+        self.folds = [_FoldAccumulator(self.L, self.alignment, int(minibatch_size)) for _ in range(2)]
         self.offset = 0
         self.shift_x: np.ndarray | None = None
         self.shift_y: np.ndarray | None = None
@@ -493,34 +543,41 @@ class MomentAccumulator:
         if t.min() < 0 or t.max() >= self.c:
             raise ValueError(f"labels must lie in [0, {self.c}); got range [{t.min()}, {t.max()}]")
         t = t.astype(np.intp)
-        mixed = self.precision == "mixed"
+        L, dt = self.L, self.dtype
         if self.shift_x is None:
             # shift = mean of the first block: later sums are of small, centred-ish numbers
             sx, sy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
-            if mixed:  # a float32 shift makes x - shift a single float32 rounding
-                sx, sy = sx.astype(np.float32).astype(np.float64), sy.astype(np.float32).astype(np.float64)
-            self.shift_x, self.shift_y = sx, sy
+            # in the product dtype, so that x - shift is one rounding and the shift is exactly recorded
+            self.shift_x, self.shift_y = sx.astype(dt).astype(np.float64), sy.astype(dt).astype(np.float64)
             if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
                 self._raise_nonfinite(x, y)
-        z = np.empty((b, self.d1 + self.d2))
-        np.subtract(x, self.shift_x, out=z[:, :self.d1])
-        np.subtract(y, self.shift_y, out=z[:, self.d1:])
-        rowsq = np.einsum("ij,ij->i", z, z)
-        if not np.isfinite(rowsq).all():     # a NaN/Inf anywhere in a row poisons its squared norm
+        B = np.empty((b, L.width), dtype=dt)
+        np.subtract(x, self.shift_x.astype(dt), out=B[:, L.x], casting="unsafe")
+        np.subtract(y, self.shift_y.astype(dt), out=B[:, L.y], casting="unsafe")
+        p = np.einsum("ij,ij->i", B[:, L.x], B[:, L.x])
+        q = np.einsum("ij,ij->i", B[:, L.y], B[:, L.y])
+        if not (np.isfinite(p).all() and np.isfinite(q).all()):   # a NaN/Inf poisons its row's norm
             self._raise_nonfinite(x, y)
-        if mixed:
-            zlow = np.empty((b, self.d1 + self.d2), dtype=np.float32)
-            np.subtract(x, self.shift_x.astype(np.float32), out=zlow[:, :self.d1], casting="unsafe")
-            np.subtract(y, self.shift_y.astype(np.float32), out=zlow[:, self.d1:], casting="unsafe")
-            xr, yr = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
-        else:
-            zlow = z
-            xr, yr = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        B[:, L.p], B[:, L.q] = p, q
+        B[:, L.t] = 0
+        B[np.arange(b), L.t.start + t] = 1
+        B[:, L.one] = 1
+        parts = [B]
+        if self.alignment:
+            for raw, d in ((x, self.d1), (y, self.d2)):
+                # rows [x, 1] scaled to unit length, then the labels: [φ | T]
+                Phi = np.empty((b, d + 1 + self.c), dtype=dt)
+                inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", raw, raw, dtype=np.float64) + 1.0)
+                np.multiply(raw, inv.astype(dt)[:, None], out=Phi[:, :d], casting="unsafe")
+                Phi[:, d] = inv
+                Phi[:, d + 1:] = B[:, L.t]
+                parts.append(Phi)
         # split at the fold boundary
         cut = min(max(self.fold_split - self.offset, 0), b)
-        for f, sl in ((0, slice(0, cut)), (1, slice(cut, b))):
-            if sl.stop > sl.start:
-                self.folds[f].update(z[sl], zlow[sl], xr[sl], yr[sl], t[sl])
+        if cut:
+            self.folds[0].update([a[:cut] for a in parts])
+        if cut < b:
+            self.folds[1].update([a[cut:] for a in parts])
         # subsample rows in this block
         if self.sub.size:
             lo, hi = np.searchsorted(self.sub, [self.offset, self.offset + b])
@@ -600,7 +657,9 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                       subsample_size: int = DEFAULT_MOMENT_PARAMS["subsample_size"],
                       subsample_seed: int = DEFAULT_MOMENT_PARAMS["subsample_seed"],
                       minibatch_size: int = DEFAULT_MOMENT_PARAMS["minibatch_size"],
+                      minibatch_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["minibatch_views"]),
                       alignment: bool = DEFAULT_MOMENT_PARAMS["alignment"],
+                      alignment_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["alignment_views"]),
                       precision: str = DEFAULT_MOMENT_PARAMS["precision"],
                       images_per_chunk: int | None = None, fold_split: int | None = None,
                       prefetch: bool = True) -> dict[str, Moments]:
@@ -648,7 +707,8 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
         per_image = rows_a // n
         acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
                                 subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
-                                minibatch_size=minibatch_size, alignment=alignment, precision=precision)
+                                minibatch_size=minibatch_size if (dense or v in minibatch_views) else 0,
+                                alignment=alignment and (dense or v in alignment_views), precision=precision)
         accs[v] = acc
     step = int(images_per_chunk or arr_a.chunks[0])
 
@@ -667,7 +727,8 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                              "raw_shape_b": list(arr_b.shape), "dtype_a": str(arr_a.dtype),
                              "dtype_b": str(arr_b.dtype), "n_images": n, "fold_split_images": split_img,
                              "subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
-                             "minibatch_size": int(minibatch_size), "store_a": str(store_a.path),
+                             "minibatch_size": int(minibatch_size) if (dense or v in minibatch_views) else 0,
+                             "store_a": str(store_a.path),
                              "store_b": str(store_b.path)})
     if dense:
         for v in views[1:]:

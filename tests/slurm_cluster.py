@@ -1,6 +1,6 @@
 """A real single-node SLURM cluster for tests (SLURM 22.05 from Debian packages).
 
-What it does (see /work/shared/CLUSTER.md for why each step is needed):
+What it does (each step was needed on Debian 12 / SLURM 22.05 in a container):
 
 * makes sure ``slurmctld slurmd slurm-client munge`` are installed, installing
   them with apt-get only when allowed (``CI=true`` or ``CONVERGENT_INSTALL_SLURM=1``);
@@ -23,7 +23,7 @@ Use from Python::
 
 Use from pytest: add to ``tests/conftest.py``::
 
-    from slurm_cluster import slurm_cluster_info  # noqa: F401  (session fixture)
+    from tests.slurm_cluster import slurm_cluster_info  # noqa: F401  (session fixture)
 
 and request the ``slurm_cluster_info`` fixture (it skips, or fails under
 ``CI=true``, when a cluster cannot be had).
@@ -362,7 +362,6 @@ class ClusterInfo:
     def slurmd_log(self) -> Path:
         return self.log_dir / "slurmd.log"
 
-
     def diagnostics(self, n: int = 30) -> str:
         parts = []
         for cmd in (["sinfo", "-N", "-l"], ["squeue", "-t", "all", "-o", "%i %j %T %r %C %m %b"]):
@@ -584,12 +583,20 @@ def _stop_cluster(info: ClusterInfo) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-_ACTIVE: ClusterInfo | None = None
+# The running cluster is remembered on the `sys` module, not in a module
+# global: this file may be imported twice under two names (`slurm_cluster`
+# with tests/ on sys.path, `tests.slurm_cluster` from the repository root), and
+# both copies must see the same cluster.
+_ACTIVE_ATTR = "_convergent_test_slurm_cluster"
 
 
 def active_cluster() -> ClusterInfo | None:
     """The cluster started by slurm_cluster() in this process, if any."""
-    return _ACTIVE
+    return getattr(sys, _ACTIVE_ATTR, None)
+
+
+def _set_active(info: ClusterInfo | None) -> None:
+    setattr(sys, _ACTIVE_ATTR, info)
 
 
 @contextlib.contextmanager
@@ -605,8 +612,7 @@ def slurm_cluster(
     Raises SlurmUnavailable if it cannot run here (the caller decides to skip),
     SlurmStartupError if starting failed (message has daemon log tails).
     """
-    global _ACTIVE
-    if _ACTIVE is not None:
+    if active_cluster() is not None:
         raise SlurmStartupError("a test SLURM cluster is already running in this process; use active_cluster()")
     ensure_slurm_available(allow_install)
     t0 = time.monotonic()
@@ -706,10 +712,10 @@ def slurm_cluster(
         info.startup_seconds = time.monotonic() - t0
         _log(f"cluster up in {info.startup_seconds:.1f}s: node {info.hostname}, {info.cpus} CPUs, "
              f"{info.mem_mb} MB, {info.gpus} fake GPUs, state in {root}")
-        _ACTIVE = info
+        _set_active(info)
         yield info
     finally:
-        _ACTIVE = None
+        _set_active(None)
         try:
             _stop_cluster(info)
         finally:
@@ -828,7 +834,7 @@ def run_snakemake_on_slurm(
     cancels its SLURM jobs), then SIGKILL, and SnakemakeTimeout is raised with
     diagnostics.
     """
-    cluster = cluster or _ACTIVE
+    cluster = cluster or active_cluster()
     if cluster is None:
         raise RuntimeError("no test SLURM cluster is running: use slurm_cluster() or the slurm_cluster_info fixture")
     workdir = Path(workdir).resolve()
@@ -883,7 +889,7 @@ def describe_run(proc: subprocess.CompletedProcess, workdir: os.PathLike | str, 
              "--- snakemake output (tail) ---", _tail_text(proc.stdout, 80), _tail_text(proc.stderr, 40)]
     for log in slurm_log_files(workdir)[-6:]:
         parts.append(f"--- {log} ---\n{tail(log, 25)}")
-    cluster = cluster or _ACTIVE
+    cluster = cluster or active_cluster()
     if cluster is not None:
         parts.append(cluster.diagnostics(20))
     return "\n".join(parts)
@@ -925,8 +931,8 @@ if pytest is not None:
         is already running in this process, so importing this fixture into
         several modules/conftests never starts two.
         """
-        if _ACTIVE is not None:
-            yield _ACTIVE
+        if active_cluster() is not None:
+            yield active_cluster()
             return
         try:
             ensure_slurm_available()
@@ -934,5 +940,13 @@ if pytest is not None:
             if is_ci():
                 pytest.fail(f"CI=true but no SLURM test cluster can be started: {exc}", pytrace=False)
             pytest.skip(f"no SLURM test cluster: {exc}")
-        with slurm_cluster(tmp_path_factory.mktemp("slurm")) as info:
+        with contextlib.ExitStack() as stack:
+            for attempt in (1, 2):  # one retry: a failed start cleans up after itself
+                try:
+                    info = stack.enter_context(slurm_cluster(tmp_path_factory.mktemp("slurm")))
+                    break
+                except SlurmStartupError as exc:
+                    if attempt == 2:
+                        pytest.fail(f"could not start the SLURM test cluster:\n{exc}", pytrace=False)
+                    _log(f"cluster start failed, retrying once:\n{exc}")
             yield info

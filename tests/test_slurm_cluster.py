@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
-import slurm_cluster as sc
-from slurm_cluster import slurm_cluster_info  # noqa: F401  (session fixture)
+from tests import slurm_cluster as sc
+from tests.slurm_cluster import slurm_cluster_info  # noqa: F401  (session fixture)
 
 GPU_KEYS = {"gpu", "gpus", "gpu_model", "gres", "cpus_per_gpu", "slurm_partition"}
-GPU_RULES = {"train", "extract", "lmc"}
-PIPELINE_RULES = {"train", "extract", "moments", "measures", "aggregate", "lmc", "rotation", "figures"}
+GPU_RULES = {"train", "extract", "lmc", "rotation"}  # the rules that run networks on config["device"]
+# rule names of the real pipeline (Snakefile + rules/*.smk)
+PIPELINE_RULES = {"train", "extract", "moments", "measures", "lmc", "rotation",
+                  "runs_table", "measures_table", "lmc_table", "rotation_table", "figures"}
 TEST_ONLY_KEYS = {"slurm-status-command", "slurm-no-account", "slurm-init-seconds-before-status-checks", "cores"}
 
 
@@ -68,6 +71,29 @@ def test_gpu_profile_is_cpu_profile_plus_gpus():
         assert "gpu" not in gpu["set-resources"][rule], rule
 
 
+def _pipeline_rules() -> set[str]:
+    import re
+
+    files = [sc.REPO_ROOT / "Snakefile", *sorted((sc.REPO_ROOT / "rules").glob("*.smk"))]
+    return {m for f in files if f.exists() for m in re.findall(r"^(?:rule|checkpoint)\s+(\w+)\s*:", f.read_text(), re.M)}
+
+
+def test_profiles_name_only_real_rules():
+    """A renamed rule would silently lose its SLURM size/group: keep the profiles in step."""
+    rules = _pipeline_rules()
+    if not rules:
+        pytest.skip("no Snakefile/rules/*.smk in this checkout")
+    for name in ("slurm", "slurm-gpu"):
+        prof = _profile(name)
+        for key in ("set-resources", "set-threads", "groups"):
+            stale = set(prof[key]) - rules
+            assert not stale, f"profiles/{name} {key} names rules the pipeline does not have: {sorted(stale)}"
+    assert PIPELINE_RULES <= rules, sorted(PIPELINE_RULES - rules)
+    unsized = rules - set(_profile("slurm")["set-resources"]) - {"all"}
+    if unsized:  # not an error: they get default-resources
+        warnings.warn(f"rules without their own SLURM size in profiles/slurm: {sorted(unsized)}")
+
+
 def test_test_profile_overlay(tmp_path):
     info = sc.ClusterInfo(root=tmp_path, hostname="h", cpus=2, mem_mb=4000, gpus=0, partition="debug",
                           slurm_conf=tmp_path / "slurm.conf", log_dir=tmp_path)
@@ -102,6 +128,9 @@ def _load(path: Path):
 @pytest.mark.slurm
 def test_toy_workflow_runs_through_slurm(slurm_cluster_info, tmp_path, record_property):
     info = slurm_cluster_info
+    assert (sc.TOY_WORKFLOW_DIR / "Snakefile").is_file(), (
+        f"{sc.TOY_WORKFLOW_DIR} is missing: .gitignore's `data/` pattern also matches tests/data/, "
+        "so it must be added with `git add -f` (or un-ignored with `!tests/data/`)")
     record_property("slurm_startup_seconds", round(info.startup_seconds, 2))
     print(f"\nSLURM cluster startup: {info.startup_seconds:.1f}s "
           f"({info.cpus} CPUs, {info.mem_mb} MB, {info.gpus} fake GPUs)")
@@ -133,7 +162,7 @@ def test_toy_workflow_runs_through_slurm(slurm_cluster_info, tmp_path, record_pr
     for r in records + [lmc]:
         by_rule.setdefault(r["rule"], []).append(r)
     assert {r: len(v) for r, v in by_rule.items()} == {
-        "train": 3, "extract": 3, "moments": 3, "measures": 3, "aggregate": 1, "lmc": 1}
+        "train": 3, "extract": 3, "moments": 3, "measures": 3, "measures_table": 1, "lmc": 1}
 
     # every job ran inside a SLURM allocation, in the partition from the profile
     for r in records + [lmc]:

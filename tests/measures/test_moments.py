@@ -146,8 +146,9 @@ def stores(tmp_path, rng):
 @pytest.mark.parametrize("layer", ["conv", "fc"])
 def test_streaming_equals_in_memory(stores, ipc, layer):
     sa, sb, raw, t = stores
-    out = streaming_moments(sa, sb, layer, ["positions", "flatten", "pool"], images_per_chunk=ipc,
-                            subsample_size=10, minibatch_size=4, prefetch=ipc != 4)
+    views = ["positions", "flatten", "pool"]
+    out = streaming_moments(sa, sb, layer, views, images_per_chunk=ipc, subsample_size=10, minibatch_size=4,
+                            minibatch_views=views, alignment_views=views, precision="float64", prefetch=ipc != 4)
     a, b = raw[layer]
     for view, m in out.items():
         X, Y = apply_view(a, view).astype(np.float64), apply_view(b, view).astype(np.float64)
@@ -202,3 +203,14 @@ def test_flatten_too_wide_refused(stores):
     sa, sb, _, _ = stores
     with pytest.raises(ValueError, match="'flatten'.*max_features=10.*'pool'"):
         streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
+
+
+def test_streaming_defaults_mixed_precision(stores):
+    sa, sb, raw, t = stores
+    out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"])
+    assert out["flatten"].meta["precision"] == "mixed"
+    assert out["positions"].ax is None and out["flatten"].ax is not None      # alignment only where asked
+    assert out["positions"].meta["minibatch_size"] == 0
+    X, Y = (apply_view(a, "positions").astype(np.float64) for a in raw["conv"])
+    ref = Moments.from_arrays(X, Y)
+    np.testing.assert_allclose(out["positions"].cxy, ref.cxy, rtol=1e-5, atol=1e-5 * np.abs(ref.cxy).max())
