@@ -34,9 +34,12 @@ Conventions
   sums (``ax``, ``axt``, ``ay``, ``ayt``; (d+1) × (d+1) and (d+1) × c; the
   constant feature is the *last* column).
 * **Minibatch HSIC** (Nguyen et al. 2021): consecutive rows form minibatches of
-  ``minibatch_size`` within each fold; incomplete trailing batches are dropped
-  (``mb_dropped`` counts their rows). For each batch the unbiased linear HSIC of
-  (X,Y), (X,X), (Y,Y) is computed in sample space (b × b Gram) and summed.
+  ``minibatch_size`` within each fold; the trailing incomplete batch is dropped
+  (``mb_dropped`` counts its rows). Of a fold's complete batches at most
+  ``minibatch_max`` — evenly spaced, chosen by row index only — get the unbiased
+  linear HSIC of (X,Y), (X,X), (Y,Y) from their own block product; the sums and
+  the count (``mb_count``) are stored. A declared subsample of batches keeps the
+  cost independent of n (small BLAS calls are slow, especially on a busy machine).
 * **Folds**: the rows are split, in order, into fold 0 = the first
   ``fold_split`` images and fold 1 = the rest (default ``n_images // 2``; in the
   ``positions`` view a fold holds all positions of its images). A top-level
@@ -81,6 +84,7 @@ DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
     "subsample_seed": 0,
     "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
+    "minibatch_max": 64,         # per fold: at most this many evenly spaced minibatches get HSIC; null = all
     "minibatch_views": ["flatten"],   # conv views that get minibatch HSIC (dense layers: always)
     "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
     "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
@@ -307,7 +311,7 @@ class Moments:
     def from_arrays(cls, X: np.ndarray, Y: np.ndarray, labels: np.ndarray | None = None,
                     n_classes: int | None = None, fold_split: int | None = None, *,
                     subsample_size: int = 0, subsample_seed: int = 0, minibatch_size: int = 0,
-                    alignment: bool = True, precision: str = "float64", chunk_rows: int | None = None,
+                    minibatch_max: int | None = None, alignment: bool = True, precision: str = "float64", chunk_rows: int | None = None,
                     meta: dict[str, Any] | None = None) -> "Moments":
         """Moments of in-memory X (n, d1), Y (n, d2); rows are samples.
 
@@ -326,12 +330,13 @@ class Moments:
         acc = MomentAccumulator(X.shape[1], Y.shape[1], n_classes, n_rows=n,
                                 fold_split=n // 2 if fold_split is None else int(fold_split),
                                 subsample=subsample_indices(n, subsample_size, subsample_seed),
-                                minibatch_size=minibatch_size, alignment=alignment, precision=precision)
+                                minibatch_size=minibatch_size, alignment=alignment, precision=precision,
+                                minibatch_max=minibatch_max)
         step = chunk_rows or max(n, 1)
         for s in range(0, n, step):
             acc.update(X[s:s + step], Y[s:s + step], labels[s:s + step])
         info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
-                "minibatch_size": int(minibatch_size)}
+                "minibatch_size": int(minibatch_size), "minibatch_max": minibatch_max}
         return acc.result({**info, **(meta or {})})
 
 
@@ -404,76 +409,73 @@ class _FoldAccumulator:
 
     Blocks arrive as the augmented rows ``B`` (see :class:`_Layout`; float32 for
     ``mixed`` precision, else float64) and, with alignment on, the row-normalised
-    blocks ``[φ | T]`` of each net. Block products are added into float64
-    accumulators. With minibatches on, BᵀB is formed per minibatch (its minibatch
-    HSIC then costs O(d²) extra) and rows of an incomplete batch wait in ``_carry``.
+    blocks ``[φ | T]`` of each net. Products of up to ``block_rows`` rows are
+    added into float64 accumulators.
+
+    Minibatch HSIC: the fold's rows form ``n_batches = rows // mb`` consecutive
+    minibatches (the trailing incomplete one is dropped); at most ``mb_max`` of
+    them, evenly spaced (every ``stride``-th, from the first), get their unbiased
+    HSIC computed from their own BᵀB. The selection depends only on row indices,
+    never on how the rows are blocked.
     """
 
-    #: rows per product when minibatches are off: bounds float32 accumulation error in ``mixed``
+    #: rows per product: bounds the float32 accumulation error in ``mixed`` and keeps BLAS efficient
     block_rows = 4096
 
-    def __init__(self, L: _Layout, alignment: bool, mb: int):
+    def __init__(self, L: _Layout, alignment: bool, mb: int, rows: int, mb_max: int | None):
         self.L, self.mb, self.alignment = L, mb, alignment
         self.g = np.zeros((L.width, L.width))
         if alignment:
             self.ax = np.zeros((L.d1 + 1 + L.c, L.d1 + 1 + L.c))
             self.ay = np.zeros((L.d2 + 1 + L.c, L.d2 + 1 + L.c))
+        self.pos = 0                            # fold rows seen so far
+        self.n_batches = rows // mb if mb else 0
+        take = self.n_batches if not mb_max else min(self.n_batches, int(mb_max))
+        self.stride = max(1, self.n_batches // take) if take else 1
+        self.mb_selected = take
         self.mb_count = 0
         self.mb_sums = np.zeros(3)
-        self._carry: list[np.ndarray] | None = None
-        self.dropped = 0
+        self._pending: list[np.ndarray] = []    # rows of a selected batch that straddles blocks
 
     def update(self, parts: list[np.ndarray]) -> None:
-        """``parts`` = [B] or [B, Φx, Φy], same rows."""
-        b = parts[0].shape[0]
+        """``parts`` = [B] or [B, Φx, Φy], same rows, in fold order."""
+        B = parts[0]
+        b = B.shape[0]
         if b == 0:
             return
-        if not self.mb:
-            self._block(parts, batches=False)
-            return
-        i = 0
-        if self._carry is not None:       # complete the pending minibatch first
-            take = min(self.mb - self._carry[0].shape[0], b)
-            merged = [np.concatenate([c, a[:take]]) for c, a in zip(self._carry, parts)]
-            i = take
-            if merged[0].shape[0] < self.mb:
-                self._carry = merged
-                return
-            self._carry = None
-            self._block(merged, batches=True)
-        full = ((b - i) // self.mb) * self.mb
-        if full:
-            self._block([a[i:i + full] for a in parts], batches=True)
-        if i + full < b:
-            self._carry = [np.array(a[i + full:]) for a in parts]
-
-    def finish(self) -> None:
-        """Accumulate rows of an incomplete trailing minibatch (moments only, no minibatch HSIC)."""
-        if self._carry is not None:
-            self.dropped = self._carry[0].shape[0]
-            self._block(self._carry, batches=False)
-            self._carry = None
-
-    def _block(self, parts: list[np.ndarray], batches: bool) -> None:
-        B = parts[0]
-        step = self.mb if batches else self.block_rows
-        for s in range(0, B.shape[0], step):
-            Bs = B[s:s + step]
-            g = Bs.T @ Bs                   # numpy dispatches aᵀa to BLAS syrk
-            if g.dtype != np.float64:
-                g = g.astype(np.float64)
+        for s in range(0, b, self.block_rows):
+            Bs = B[s:s + self.block_rows]
+            g = Bs.T @ Bs                       # numpy dispatches aᵀa to BLAS syrk
             self.g += g
-            if batches:
-                self.mb_sums += _unbiased_hsic_batch(g, self.L)
-                self.mb_count += 1
-        if self.alignment:                  # no minibatch structure needed: big products are faster
-            for acc, phi in ((self.ax, parts[1]), (self.ay, parts[2])):
-                for s in range(0, phi.shape[0], self.block_rows):
+            if self.alignment:
+                for acc, phi in ((self.ax, parts[1]), (self.ay, parts[2])):
                     ps = phi[s:s + self.block_rows]
                     acc += ps.T @ ps
+        if self.mb_selected:
+            self._minibatches(B)
+        self.pos += b
+
+    def _selected(self, k: int) -> bool:
+        return k < self.n_batches and k % self.stride == 0 and k // self.stride < self.mb_selected
+
+    def _minibatches(self, B: np.ndarray) -> None:
+        mb, start, stop = self.mb, self.pos, self.pos + B.shape[0]
+        k = start // mb
+        while k * mb < stop:
+            lo, hi = max(k * mb, start), min((k + 1) * mb, stop)
+            if self._selected(k):
+                self._pending.append(B[lo - start:hi - start])
+                if hi == (k + 1) * mb:          # batch complete
+                    Bb = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+                    self._pending = []
+                    g = (Bb.T @ Bb).astype(np.float64, copy=False)
+                    self.mb_sums += _unbiased_hsic_batch(g, self.L)
+                    self.mb_count += 1
+                else:
+                    self._pending[-1] = self._pending[-1].copy()   # the block buffer is not ours to keep
+            k += 1
 
     def result(self, shift_x: np.ndarray, shift_y: np.ndarray, meta: dict[str, Any]) -> Moments:
-        self.finish()
         L, g = self.L, self.g
         x, y, p, q, t, one = L.x, L.y, L.p, L.q, L.t, L.one
         al = self.alignment
@@ -490,7 +492,7 @@ class _FoldAccumulator:
             s_x_py=g[x, q].copy(), s_y_px=g[y, p].copy(), s_px2=float(g[p, p]),
             s_x_px=g[x, p].copy(), s_py2=float(g[q, q]), s_y_py=g[y, q].copy(),
             ax=ax, axt=axt, ay=ay, ayt=ayt,
-            mb_count=int(self.mb_count), mb_dropped=int(self.dropped),
+            mb_count=int(self.mb_count), mb_dropped=int(self.pos - self.n_batches * self.mb) if self.mb else 0,
             mb_xy=float(self.mb_sums[0]), mb_xx=float(self.mb_sums[1]), mb_yy=float(self.mb_sums[2]),
             meta=dict(meta))
 
@@ -506,7 +508,7 @@ class MomentAccumulator:
 
     def __init__(self, d1: int, d2: int, n_classes: int, n_rows: int, fold_split: int,
                  subsample: np.ndarray | None = None, minibatch_size: int = 0, alignment: bool = True,
-                 precision: str = "float64"):
+                 precision: str = "float64", minibatch_max: int | None = None):
         if precision not in ("float64", "mixed"):
             raise ValueError(f"precision must be 'float64' or 'mixed', got {precision!r}")
         if not 0 <= fold_split <= n_rows:
@@ -519,7 +521,8 @@ class MomentAccumulator:
         self.precision = precision
         self.dtype = np.float32 if precision == "mixed" else np.float64
         self.alignment = bool(alignment)
-        self.folds = [_FoldAccumulator(self.L, self.alignment, int(minibatch_size)) for _ in range(2)]
+        self.folds = [_FoldAccumulator(self.L, self.alignment, int(minibatch_size), rows, minibatch_max)
+                      for rows in (self.fold_split, self.n_rows - self.fold_split)]
         self.offset = 0
         self.shift_x: np.ndarray | None = None
         self.shift_y: np.ndarray | None = None
@@ -567,7 +570,9 @@ class MomentAccumulator:
             for raw, d in ((x, self.d1), (y, self.d2)):
                 # rows [x, 1] scaled to unit length, then the labels: [φ | T]
                 Phi = np.empty((b, d + 1 + self.c), dtype=dt)
-                inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", raw, raw, dtype=np.float64) + 1.0)
+                # squared norms in the product precision: no cancellation (all terms >= 0)
+                raw = np.asarray(raw, dtype=dt)
+                inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", raw, raw).astype(np.float64) + 1.0)
                 np.multiply(raw, inv.astype(dt)[:, None], out=Phi[:, :d], casting="unsafe")
                 Phi[:, d] = inv
                 Phi[:, d + 1:] = B[:, L.t]
@@ -627,28 +632,47 @@ def _centred_gram(a: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------- streaming
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``it`` in a background thread so Zarr decoding overlaps the products."""
+    """Run ``it`` in a background thread so Zarr decoding overlaps the products.
+
+    If the consumer stops early (an exception, e.g. non-finite values), the producer
+    is told to stop and the thread is joined, so nothing is left blocked.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def work() -> None:
         try:
             for item in it:
-                q.put(item)
+                if not put(item):
+                    return
         except BaseException as err:  # forwarded to the consumer
-            q.put(err)
-        q.put(done)
+            put(err)
+            return
+        put(done)
 
-    th = threading.Thread(target=work, daemon=True)
+    th = threading.Thread(target=work, name="moments-prefetch", daemon=True)
     th.start()
-    while True:
-        item = q.get()
-        if item is done:
-            break
-        if isinstance(item, BaseException):
-            raise item
-        yield item
-    th.join()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        th.join()
 
 
 def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
@@ -657,6 +681,7 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                       subsample_size: int = DEFAULT_MOMENT_PARAMS["subsample_size"],
                       subsample_seed: int = DEFAULT_MOMENT_PARAMS["subsample_seed"],
                       minibatch_size: int = DEFAULT_MOMENT_PARAMS["minibatch_size"],
+                      minibatch_max: int | None = DEFAULT_MOMENT_PARAMS["minibatch_max"],
                       minibatch_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["minibatch_views"]),
                       alignment: bool = DEFAULT_MOMENT_PARAMS["alignment"],
                       alignment_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["alignment_views"]),
@@ -708,7 +733,8 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
         acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
                                 subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
                                 minibatch_size=minibatch_size if (dense or v in minibatch_views) else 0,
-                                alignment=alignment and (dense or v in alignment_views), precision=precision)
+                                alignment=alignment and (dense or v in alignment_views), precision=precision,
+                                minibatch_max=minibatch_max)
         accs[v] = acc
     step = int(images_per_chunk or arr_a.chunks[0])
 
@@ -728,6 +754,7 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                              "dtype_b": str(arr_b.dtype), "n_images": n, "fold_split_images": split_img,
                              "subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
                              "minibatch_size": int(minibatch_size) if (dense or v in minibatch_views) else 0,
+                             "minibatch_max": minibatch_max,
                              "store_a": str(store_a.path),
                              "store_b": str(store_b.path)})
     if dense:

@@ -52,7 +52,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "spectral_k": [2, 8, 32],
     "spectral_seed": 0,
     "subspace_eps": [0.15, 0.2, 0.25, 0.3, 0.5],
-    "subspace_rank_tol": 1e-10,  # pivoted-Cholesky stop: squared relative residual of a spanning neuron
+    "subspace_rank_tol": None,   # pivoted-Cholesky stop (squared relative residual of a spanning neuron);
+                                 # None: 1e-10 for float64 moments, 1e-6 for mixed-precision ones
     "subspace_norm_tol": 1e-16,  # neurons with ‖z‖ <= this are unmatched
     "minimal_eps": [0.25],       # ε values for which minimal matches are computed (costly)
     "minimal_max_neurons": 8,    # neurons whose minimal match is computed, per ε
@@ -94,9 +95,12 @@ def _cka(m: Moments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
     _try(rows, "cka_linear", lambda: linear_cka(m))
     _try(rows, "cka_linear_debiased", lambda: linear_cka(m, debiased=True))
-    if m.mb_count or m.meta.get("minibatch_size"):
-        _try(rows, "cka_minibatch", lambda: minibatch_cka(m), "minibatch_size",
-             m.meta.get("minibatch_size", np.nan))
+    size = m.meta.get("minibatch_size") or 0
+    if m.mb_count or size:
+        _try(rows, "cka_minibatch", lambda: minibatch_cka(m), "minibatch_size", size)
+        if m.mb_count:
+            rows[-1]["note"] = (f"subsample: {m.mb_count} minibatches of {size} consecutive rows "
+                                f"(at most {m.meta.get('minibatch_max')} evenly spaced per fold)")
     return rows
 
 
@@ -174,7 +178,10 @@ def _spectral(m: Moments, p: dict[str, Any]) -> list[dict]:
 
 def _subspace(m: Moments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
-    kw = {"rank_tol": p["subspace_rank_tol"], "norm_tol": p["subspace_norm_tol"]}
+    tol = p["subspace_rank_tol"]
+    if tol is None:   # float32 block products resolve the cosine Gram to ~1e-6 only
+        tol = 1e-6 if m.meta.get("precision") == "mixed" else 1e-10
+    kw = {"rank_tol": tol, "norm_tol": p["subspace_norm_tol"]}
     for eps in p["subspace_eps"]:
         mm = max_match(m, eps=eps, **kw)
         rows += [_row("subspace_similarity", mm.similarity, "eps", eps),

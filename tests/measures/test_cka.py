@@ -92,3 +92,13 @@ def test_constant_representation_unavailable(rng):
         linear_cka(X, np.ones((X.shape[0], 3)))
     with pytest.raises(MeasureUnavailable):
         linear_cka(X, np.ones((X.shape[0], 3)), debiased=True)
+
+
+@pytest.mark.parametrize("chunk", [None, 13, 64])
+def test_minibatch_subset_of_batches(rng, chunk):
+    X, Y = _pair(rng, n=200)
+    m = Moments.from_arrays(X, Y, minibatch_size=8, minibatch_max=5, chunk_rows=chunk)
+    # 12 complete batches per fold of 100 rows (4 rows dropped); stride 12 // 5 = 2 -> batches 0, 2, 4, 6, 8
+    rows = np.concatenate([np.arange(f * 100 + k * 8, f * 100 + k * 8 + 8) for f in (0, 1) for k in (0, 2, 4, 6, 8)])
+    assert m.mb_count == 10 and m.mb_dropped == 8
+    assert minibatch_cka(m) == pytest.approx(naive.cka_minibatch(X[rows], Y[rows], 8), rel=1e-10)

@@ -214,3 +214,20 @@ def test_streaming_defaults_mixed_precision(stores):
     X, Y = (apply_view(a, "positions").astype(np.float64) for a in raw["conv"])
     ref = Moments.from_arrays(X, Y)
     np.testing.assert_allclose(out["positions"].cxy, ref.cxy, rtol=1e-5, atol=1e-5 * np.abs(ref.cxy).max())
+
+
+def test_streaming_nonfinite_stops_cleanly(tmp_path, rng):
+    import threading
+
+    n = 30
+    t = rng.integers(0, 2, n)
+    a = rng.standard_normal((n, 3)).astype(np.float32)
+    b = rng.standard_normal((n, 3)).astype(np.float32)
+    sa = ActivationStore(write_store(tmp_path / "a.zarr", {"fc": a}, t, chunk_rows=5))
+    sb = ActivationStore(write_store(tmp_path / "b.zarr", {"fc": b}, t, chunk_rows=5))
+    # the writer refuses NaN, so poison a chunk of the written array directly
+    import zarr
+    zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")["fc"][10:15] = np.nan
+    with pytest.raises(ValueError, match=r"Y \(network B\).*non-finite.*row 10"):
+        streaming_moments(sa, ActivationStore(tmp_path / "b.zarr"), "fc", ["pool"], images_per_chunk=5)
+    assert not [th for th in threading.enumerate() if th.name == "moments-prefetch"]
