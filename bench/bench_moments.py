@@ -270,6 +270,9 @@ def main() -> None:
             pa, pb = pairs[n]
             row = {"n": n, "baseline_f32_seconds": baseline_seconds(pa, pb, args.repeats),
                    "read_only_seconds": read_only_seconds(pa, pb)}
+            from threadpoolctl import threadpool_limits
+            with threadpool_limits(limits=1, user_api="blas"):
+                row["baseline_f32_1thread_seconds"] = baseline_seconds(pa, pb, args.repeats)
             for name, cfg in CONFIGS.items():
                 row[f"{name}_seconds"] = moments_seconds(pa, pb, cfg, args.repeats)
                 row[f"{name}_ratio"] = row[f"{name}_seconds"] / row["baseline_f32_seconds"]
@@ -330,10 +333,14 @@ def main() -> None:
 def to_markdown(res: dict) -> str:
     lines = [f"# Moments benchmark (d = {res['d']}, float32 Zarr, chunk {res['chunk_rows']} rows)", "",
              f"Machine: {res['machine']}", "", "## (a) moments pass vs in-memory float32 XᵀX + XᵀY + YᵀY", "",
-             "| n | baseline s | read-only Zarr s | " + " | ".join(f"{c} s (ratio)" for c in CONFIGS) + " |",
-             "|---|---|---|" + "---|" * len(CONFIGS)]
+             "Ratios are to the baseline with the default BLAS threads; the moments pass runs its products",
+             "with 1 BLAS thread (``blas_threads``) while a prefetch thread decodes Zarr.", "",
+             "| n | baseline s | baseline 1 thread s | read-only Zarr s | "
+             + " | ".join(f"{c} s (ratio)" for c in CONFIGS) + " |",
+             "|---|---|---|---|" + "---|" * len(CONFIGS)]
     for r in res.get("timing", []):
-        lines.append(f"| {r['n']:,} | {r['baseline_f32_seconds']:.2f} | {r['read_only_seconds']:.2f} | "
+        lines.append(f"| {r['n']:,} | {r['baseline_f32_seconds']:.2f} | "
+                     f"{r.get('baseline_f32_1thread_seconds', float('nan')):.2f} | {r['read_only_seconds']:.2f} | "
                      + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})" for c in CONFIGS) + " |")
     lines += ["", f"## (b) peak memory (max RSS of a fresh process; imports alone: "
                   f"{res.get('imports_max_rss_mib', float('nan')):.0f} MiB)", "",

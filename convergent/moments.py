@@ -54,9 +54,20 @@ Conventions
   ``sub_ky``; s × s, centred by the subsample mean) rather than the rows: every
   kernel measure here needs only pairwise distances or centred inner products.
 
-Precision: ``precision="float64"`` multiplies in float64 (default). ``"mixed"``
-forms each block's products in float32 (faster BLAS) and accumulates the block
-results in float64 across blocks; errors are then ~1e-6 relative per entry.
+How: each block of rows is turned into one augmented matrix B = [x̃ | ỹ | p | q | T | 1]
+(p = ‖x̃‖², q = ‖ỹ‖², T one-hot) and a single symmetric product BᵀB (BLAS syrk) per
+≤ 4096 rows yields every sum above at once; the alignment terms need one more
+product per net on the row-normalised rows.
+
+Precision: ``precision="float64"`` multiplies in float64. ``"mixed"`` (the default
+of the streaming pass, :data:`DEFAULT_MOMENT_PARAMS`) forms each ≤ 4096-row block's
+products in float32 — on shifted, hence roughly centred, rows — and accumulates the
+block results in float64; entries are then accurate to ~1e-6 relative to the
+spread of the data (not to its offset). :meth:`Moments.from_arrays` defaults to
+float64.
+
+Conv views too wide for d × d matrices (``flatten`` of early conv layers) are
+refused with a message (``max_features``); no sample-space fallback is implemented.
 """
 
 from __future__ import annotations
@@ -90,6 +101,7 @@ DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
     "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
     "images_per_chunk": None,    # default: the stores' Zarr chunking
+    "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
 }
 
 # Stored array fields (per fold) in order; shapes use d1, d2, c.
@@ -687,7 +699,8 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                       alignment_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["alignment_views"]),
                       precision: str = DEFAULT_MOMENT_PARAMS["precision"],
                       images_per_chunk: int | None = None, fold_split: int | None = None,
-                      prefetch: bool = True) -> dict[str, Moments]:
+                      prefetch: bool = True,
+                      blas_threads: int | None = DEFAULT_MOMENT_PARAMS["blas_threads"]) -> dict[str, Moments]:
     """One pass over ``layer`` of both stores, in lockstep, computing every view.
 
     Returns ``{view: Moments}`` (totals with folds). For a dense layer all views
@@ -697,7 +710,30 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
     Raises ``ValueError`` for different numbers of images, different targets,
     different view shapes, a view wider than ``max_features`` (message names
     the view and suggests ``pool``/``positions``), or non-finite activations.
+
+    ``blas_threads`` (default 1) caps BLAS threads for the pass: Zarr decoding runs
+    in a prefetch thread beside the products, and multi-threaded OpenBLAS on
+    these block sizes degrades by up to 20× when cores are oversubscribed
+    (measured on the 2-core dev machine); ``None`` leaves the setting alone.
     """
+    if blas_threads is None:
+        return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
+                                  subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch)
+    from threadpoolctl import threadpool_limits   # installed with scikit-learn
+
+    with threadpool_limits(limits=int(blas_threads), user_api="blas"):
+        return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
+                                  subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch)
+
+
+def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
+                       views: Sequence[str] | None, layer_b: str | None, max_features: int, subsample_size: int,
+                       subsample_seed: int, minibatch_size: int, minibatch_max: int | None,
+                       minibatch_views: Sequence[str], alignment: bool, alignment_views: Sequence[str],
+                       precision: str, images_per_chunk: int | None, fold_split: int | None, prefetch: bool
+                       ) -> dict[str, Moments]:
     views = list(DEFAULT_MOMENT_PARAMS["views"] if views is None else views)
     layer_b = layer if layer_b is None else layer_b
     arr_a, arr_b = store_a.raw(layer), store_b.raw(layer_b)

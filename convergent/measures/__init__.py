@@ -18,9 +18,9 @@ import pandas as pd
 from convergent.measures._common import MeasureUnavailable, dead_units
 from convergent.measures.alignment import alignment_curve
 from convergent.measures.cka import linear_cka, minibatch_cka
-from convergent.measures.kernels import linear_cka_subsample, mutual_knn, rbf_cka
-from convergent.measures.matching import (correlation_matrix, cross_validated_match, hungarian_match,
-                                          semi_equals_hungarian, semi_match, sorted_curve)
+from convergent.measures.kernels import linear_cka_subsample, mutual_knn, rbf_cka, rbf_cka_grid
+from convergent.measures.matching import (_hungarian, _semi, correlation_matrix, cross_validated_match,
+                                          hungarian_match, semi_equals_hungarian, semi_match, sorted_curve)
 from convergent.measures.sparse import sparse_prediction
 from convergent.measures.spectral import spectral_groups
 from convergent.measures.subspace import max_match, minimal_matches
@@ -59,6 +59,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "minimal_max_neurons": 8,    # neurons whose minimal match is computed, per ε
     "alignment_rank_tol": 1e-10, # directions with s² <= tol · s₁² are dropped
     "alignment_fraction": 0.9,   # alignment_k_a/b = smallest k with A(k) >= this
+    "blas_threads": 1,           # BLAS threads while computing (null: leave as is); small dense problems
+                                 # run far slower multi-threaded on an oversubscribed machine
 }
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -113,8 +115,7 @@ def _matching(m: Moments, p: dict[str, Any]) -> list[dict]:
         for name in ("hungarian_mean_corr", "semi_mean_corr", "semi_equals_hungarian"):
             rows.append(_row(name, np.nan, note=f"unavailable: {err}"))
         return rows
-    from convergent.measures.matching import _hungarian, _semi
-    h, s = _hungarian(c), _semi(c)
+    h, s = _hungarian(c), _semi(c)   # one correlation matrix for both matchings
     rows.append(_row("hungarian_mean_corr", h.mean))
     rows.append(_row("semi_mean_corr", s.mean))
     rows.append(_row("semi_equals_hungarian", semi_equals_hungarian(h, s)))
@@ -135,8 +136,12 @@ def _kernels(m: Moments, p: dict[str, Any]) -> list[dict]:
                 for name in ("cka_linear_subsample", "cka_rbf_subsample", "mutual_knn_subsample")]
     rows.append(_row("subsample_rows", m.sub_kx.shape[0]))
     _try(rows, "cka_linear_subsample", lambda: linear_cka_subsample(m))
-    for t in p["rbf_sigma_scales"]:
-        _try(rows, "cka_rbf_subsample", lambda t=t: rbf_cka(m, sigma_scale=t), "sigma_scale", t)
+    try:
+        vals = rbf_cka_grid(m, sigma_scales=tuple(p["rbf_sigma_scales"]))
+        rows += [_row("cka_rbf_subsample", v, "sigma_scale", t) for t, v in zip(p["rbf_sigma_scales"], vals)]
+    except MeasureUnavailable as err:
+        rows += [_row("cka_rbf_subsample", np.nan, "sigma_scale", t, f"unavailable: {err}")
+                 for t in p["rbf_sigma_scales"]]
     for k in p["knn_k"]:
         _try(rows, "mutual_knn_subsample", lambda k=k: mutual_knn(m, k=k), "k", k)
     return rows
@@ -241,6 +246,15 @@ def compute_measures(m: Moments | Mapping[str, Moments], params: Mapping[str, An
     (``dead_units_a``, ``dead_units_b``) are reported for every view used.
     """
     p = _params(params)
+    if p["blas_threads"] is None:
+        return _compute(m, p)
+    from threadpoolctl import threadpool_limits   # installed with scikit-learn
+
+    with threadpool_limits(limits=int(p["blas_threads"]), user_api="blas"):
+        return _compute(m, p)
+
+
+def _compute(m: Moments | Mapping[str, Moments], p: dict[str, Any]) -> pd.DataFrame:
     rows: list[dict] = []
     dead_done: set[str] = set()
     for fam in p["enabled"]:

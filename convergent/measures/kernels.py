@@ -59,23 +59,34 @@ def _cka_from_kernels(K: np.ndarray, L: np.ndarray) -> float:
     return float(np.sum(Kc * Lc) / den)
 
 
-def rbf_kernel_from_gram(G: np.ndarray, sigma_scale: float) -> np.ndarray:
-    """exp(-‖x_i-x_j‖² / (2σ²)), σ = ``sigma_scale`` × median pairwise distance (over i < j)."""
+def _dist_and_median(G: np.ndarray) -> tuple[np.ndarray, float]:
     D2 = sq_distances(G)
-    iu = np.triu_indices(G.shape[0], 1)
-    med = float(np.median(np.sqrt(D2[iu])))
+    med = float(np.median(np.sqrt(D2[np.triu_indices(G.shape[0], 1)])))
     if not med > 0:
         raise MeasureUnavailable("median pairwise distance is 0; RBF bandwidth undefined")
-    sigma = sigma_scale * med
-    return np.exp(-D2 / (2.0 * sigma ** 2))
+    return D2, med
+
+
+def rbf_kernel_from_gram(G: np.ndarray, sigma_scale: float) -> np.ndarray:
+    """exp(-‖x_i-x_j‖² / (2σ²)), σ = ``sigma_scale`` × median pairwise distance (over i < j)."""
+    D2, med = _dist_and_median(G)
+    return np.exp(-D2 / (2.0 * (sigma_scale * med) ** 2))
+
+
+def rbf_cka_grid(X: np.ndarray | Moments, Y: np.ndarray | None = None,
+                 sigma_scales: tuple[float, ...] = (0.2, 0.4, 0.8)) -> list[float]:
+    """:func:`rbf_cka` for several bandwidth scales, sharing the distance computations."""
+    Gx, Gy = subsample_grams(X, Y)
+    if Gx.shape[0] < 3:
+        raise MeasureUnavailable("RBF CKA needs at least 3 subsample rows")
+    (Dx, mx), (Dy, my) = _dist_and_median(Gx), _dist_and_median(Gy)
+    return [_cka_from_kernels(np.exp(-Dx / (2.0 * (t * mx) ** 2)), np.exp(-Dy / (2.0 * (t * my) ** 2)))
+            for t in sigma_scales]
 
 
 def rbf_cka(X: np.ndarray | Moments, Y: np.ndarray | None = None, sigma_scale: float = 0.8) -> float:
     """RBF-kernel CKA on the subsample (see module doc); similarity in [0, 1]."""
-    Gx, Gy = subsample_grams(X, Y)
-    if Gx.shape[0] < 3:
-        raise MeasureUnavailable("RBF CKA needs at least 3 subsample rows")
-    return _cka_from_kernels(rbf_kernel_from_gram(Gx, sigma_scale), rbf_kernel_from_gram(Gy, sigma_scale))
+    return rbf_cka_grid(X, Y, (sigma_scale,))[0]
 
 
 def linear_cka_subsample(X: np.ndarray | Moments, Y: np.ndarray | None = None) -> float:

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import lapack, solve_triangular
 
-from convergent.measures._common import MeasureUnavailable
 from convergent.moments import Moments
 
 DEFAULT_RANK_TOL = 1e-10
