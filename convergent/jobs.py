@@ -26,13 +26,10 @@ EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_sam
 
 
 def _device(requested: str) -> str:
-    import torch
+    """The config's ``device`` resolved by :func:`convergent.train.resolve_device`, as a string."""
+    from convergent.train import resolve_device
 
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config device is 'cuda' but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return requested
+    return str(resolve_device(requested))
 
 
 def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference: str | None,
