@@ -100,7 +100,9 @@ def set_determinism(seed: int, threads: int | None = 1) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    # The public torch.use_deterministic_algorithms also imports torch._inductor (≈1.5 s per
+    # job here) only to set torch.compile's flag; nothing here compiles, so set the eager switch.
+    torch._C._set_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
     if threads:
         torch.set_num_threads(int(threads))
