@@ -1,6 +1,7 @@
 # The two commands of the README. Both set up .venv on a fresh machine first.
 #   make run   -> the embedded default sweep (config.yaml) on all local cores
 #   make test  -> the test suite
+#   make report -> results/report.html: the self-contained Snakemake report of the results so far
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+report: $(STAMP)
+	$(BIN)/snakemake --configfile config.yaml --report results/report.html
 
 dryrun: $(STAMP)
 	$(BIN)/snakemake -n --configfile config.yaml

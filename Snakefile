@@ -4,8 +4,10 @@
 #   train    -> results/runs/.../model.pt, init.pt, train_log.csv, metrics.json
 #   extract  -> results/runs/.../{trained,init}.zarr   (one Zarr array per layer)
 #   compare  -> results/pairs/.../{layer}.moments.npz -> {layer}.measures.csv
-#   aggregate-> results/summary/*.csv, results/figures/*.png
+#   layers   -> results/layers/...  (cross-layer CKA of one seed pair per cell)
+#   aggregate-> results/summary/*.csv, results/figures/{dataset}_{arch}_{kind}.{png,svg}
 #   weights  -> results/lmc/... (per cross pair), results/rotation/... (per reference run)
+#   report   -> results/summary/findings.{md,csv,html} (replication summary), runtime.{csv,md,html}
 # All logic lives in the importable package convergent/; scripts/ are thin entry points.
 
 from snakemake.utils import min_version, validate
@@ -19,12 +21,17 @@ configfile: "config.yaml"
 validate(config, "schemas/config.schema.yaml")
 
 
+report: "report/workflow.rst"  # the report's front page; make report builds results/report.html
+
+
 include: "rules/common.smk"
 include: "rules/train.smk"
 include: "rules/extract.smk"
 include: "rules/compare.smk"
+include: "rules/layers.smk"
 include: "rules/aggregate.smk"
 include: "rules/weights.smk"
+include: "rules/report.smk"  # keep last: its rules read what rule `all` asks for
 
 
 rule all:
@@ -33,4 +40,7 @@ rule all:
         "results/summary/runs.csv",
         "results/summary/measures.csv",
         figure_paths(),
+        cka_layers_targets(),
         weight_space_targets(),
+        SUMMARY_OUTPUTS,  # findings.{md,csv,html}: the replication summary
+        RUNTIME_OUTPUTS,  # runtime.{csv,md,html}: built last, after every job that writes a benchmark

@@ -47,25 +47,31 @@ LAYER = "h"
 CONFIGS = {
     # name: streaming_moments keyword arguments
     "core_mixed": {"minibatch_size": 0, "alignment": False, "subsample_size": 0, "precision": "mixed"},
+    "core_mixed_blas2": {"minibatch_size": 0, "alignment": False, "subsample_size": 0, "precision": "mixed",
+                         "blas_threads": None},
     "default": {},  # DEFAULT_MOMENT_PARAMS: mixed precision, minibatch 256, alignment, subsample 1000
     "default_float64": {"precision": "float64"},
 }
+#: the store compression used for (b), and the default of ``extract.compression``
+DEFAULT_COMPRESSION = "lz4"
 
 
 # ----------------------------------------------------------------------------- data
 
-def make_pair(root: Path, n: int, d: int, chunk_rows: int, seed: int = 0) -> tuple[Path, Path]:
-    """Two stores of correlated ReLU activations (n, d) float32 sharing a 64-d latent, 10 classes."""
+def make_pair(root: Path, n: int, d: int, chunk_rows: int, compression: str = DEFAULT_COMPRESSION,
+              seed: int = 0) -> tuple[Path, Path]:
+    """Two stores of correlated ReLU activations (n, d) float32 sharing a 64-d latent, 10 classes,
+    written by the pipeline's own writer with ``compression``."""
     from convergent.activations import ActivationStoreWriter
 
-    pa, pb = root / f"n{n}_d{d}" / "a.zarr", root / f"n{n}_d{d}" / "b.zarr"
+    pa, pb = (root / f"n{n}_d{d}_{compression}" / "a.zarr", root / f"n{n}_d{d}_{compression}" / "b.zarr")
     if pa.exists() and pb.exists():
         return pa, pb
     rng = np.random.default_rng(seed)
     k = 64
     A, B = rng.standard_normal((k, d)).astype(np.float32), rng.standard_normal((k, d)).astype(np.float32)
-    wa = ActivationStoreWriter(pa, n, chunk_rows=chunk_rows, attrs={"bench": True})
-    wb = ActivationStoreWriter(pb, n, chunk_rows=chunk_rows, attrs={"bench": True})
+    wa = ActivationStoreWriter(pa, n, chunk_rows=chunk_rows, attrs={"bench": True}, compression=compression)
+    wb = ActivationStoreWriter(pb, n, chunk_rows=chunk_rows, attrs={"bench": True}, compression=compression)
     for w in (wa, wb):
         w.create(LAYER, (d,))
         w.create("targets", (), dtype="int64")
@@ -126,6 +132,10 @@ def moments_seconds(pa: Path, pb: Path, cfg: dict, repeats: int) -> float:
         streaming_moments(ActivationStore(pa), ActivationStore(pb), LAYER, **kw)
         best = min(best, time.perf_counter() - t0)
     return float(best)
+
+
+def store_mib(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
 
 
 # ----------------------------------------------------------------------------- (b) memory
@@ -232,6 +242,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timing repeats (best is kept)")
     ap.add_argument("--timing-sizes", type=int, nargs="*", default=None,
                     help="sizes for (a) (default: the largest only)")
+    ap.add_argument("--compressions", nargs="+", default=["none", "lz4", "zstd"],
+                    help="store compressions timed in (a)")
     ap.add_argument("--measures-d", type=int, default=512)
     ap.add_argument("--measures-n", type=int, default=20_000)
     ap.add_argument("--external-n", type=int, nargs="*", default=[1000, 2000])
@@ -264,24 +276,29 @@ def main() -> None:
             pairs[n] = make_pair(workdir, n, args.d, args.chunk_rows)
             print(f"data n={n}: {time.perf_counter() - t0:.1f} s", flush=True)
 
-        # (a) time ratios
+        # (a) time ratios, per store compression
+        from threadpoolctl import threadpool_limits
+
         res["timing"] = []
         for n in args.timing_sizes or [max(args.sizes)]:
-            pa, pb = pairs[n]
-            row = {"n": n, "baseline_f32_seconds": baseline_seconds(pa, pb, args.repeats),
-                   "read_only_seconds": read_only_seconds(pa, pb)}
-            from threadpoolctl import threadpool_limits
-            with threadpool_limits(limits=1, user_api="blas"):
-                row["baseline_f32_1thread_seconds"] = baseline_seconds(pa, pb, args.repeats)
-            for name, cfg in CONFIGS.items():
-                row[f"{name}_seconds"] = moments_seconds(pa, pb, cfg, args.repeats)
-                row[f"{name}_ratio"] = row[f"{name}_seconds"] / row["baseline_f32_seconds"]
-            # baseline again at the end: the machine is shared, keep the better one
-            row["baseline_f32_seconds"] = min(row["baseline_f32_seconds"], baseline_seconds(pa, pb, args.repeats))
-            for name in CONFIGS:
-                row[f"{name}_ratio"] = row[f"{name}_seconds"] / row["baseline_f32_seconds"]
-            res["timing"].append(row)
-            print(json.dumps(row), flush=True)
+            for compression in args.compressions:
+                pa, pb = make_pair(workdir, n, args.d, args.chunk_rows, compression)
+                row = {"n": n, "compression": compression, "store_mib": store_mib(pa) + store_mib(pb),
+                       "baseline_f32_seconds": baseline_seconds(pa, pb, args.repeats),
+                       "read_only_seconds": read_only_seconds(pa, pb)}
+                with threadpool_limits(limits=1, user_api="blas"):
+                    row["baseline_f32_1thread_seconds"] = baseline_seconds(pa, pb, args.repeats)
+                for name, cfg in CONFIGS.items():
+                    row[f"{name}_seconds"] = moments_seconds(pa, pb, cfg, args.repeats)
+                # baseline again at the end: the machine is shared, keep the better one
+                row["baseline_f32_seconds"] = min(row["baseline_f32_seconds"],
+                                                  baseline_seconds(pa, pb, args.repeats))
+                for name in CONFIGS:
+                    row[f"{name}_ratio"] = row[f"{name}_seconds"] / row["baseline_f32_seconds"]
+                res["timing"].append(row)
+                print(json.dumps(row), flush=True)
+                if compression != DEFAULT_COMPRESSION and not args.keep_data:
+                    shutil.rmtree(pa.parent, ignore_errors=True)
 
         # (b) memory, fresh subprocess per n
         res["imports_max_rss_mib"] = run_worker("imports")["max_rss_mib"]
@@ -333,13 +350,15 @@ def main() -> None:
 def to_markdown(res: dict) -> str:
     lines = [f"# Moments benchmark (d = {res['d']}, float32 Zarr, chunk {res['chunk_rows']} rows)", "",
              f"Machine: {res['machine']}", "", "## (a) moments pass vs in-memory float32 XᵀX + XᵀY + YᵀY", "",
-             "Ratios are to the baseline with the default BLAS threads; the moments pass runs its products",
-             "with 1 BLAS thread (``blas_threads``) while a prefetch thread decodes Zarr.", "",
-             "| n | baseline s | baseline 1 thread s | read-only Zarr s | "
+             "Ratios are to the baseline with the default BLAS threads. The moments pass runs its products",
+             "with 1 BLAS thread (``blas_threads``, default) while a prefetch thread decodes Zarr; the",
+             "``_blas2`` row leaves BLAS at its default thread count. ``store MiB``: both stores on disk.", "",
+             "| n | compression | store MiB | baseline s | baseline 1 thread s | read-only Zarr s | "
              + " | ".join(f"{c} s (ratio)" for c in CONFIGS) + " |",
-             "|---|---|---|---|" + "---|" * len(CONFIGS)]
+             "|---|---|---|---|---|---|" + "---|" * len(CONFIGS)]
     for r in res.get("timing", []):
-        lines.append(f"| {r['n']:,} | {r['baseline_f32_seconds']:.2f} | "
+        lines.append(f"| {r['n']:,} | {r.get('compression', '?')} | {r.get('store_mib', float('nan')):.0f} | "
+                     f"{r['baseline_f32_seconds']:.2f} | "
                      f"{r.get('baseline_f32_1thread_seconds', float('nan')):.2f} | {r['read_only_seconds']:.2f} | "
                      + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})" for c in CONFIGS) + " |")
     lines += ["", f"## (b) peak memory (max RSS of a fresh process; imports alone: "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from convergent.activations import TARGETS, ActivationStoreWriter
+from convergent.logs import progress
 from convergent.models import ConvergentNet, record_layers
 
 
@@ -58,13 +59,15 @@ def layer_row_shapes(model: ConvergentNet, layers: Sequence[str]) -> dict[str, t
 
 def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np.ndarray,
                      layers: Sequence[str], path: str | os.PathLike, chunk_rows: int = 1024,
-                     attrs: Mapping[str, Any] | None = None, batch_size: int | None = None) -> Path:
+                     attrs: Mapping[str, Any] | None = None, batch_size: int | None = None,
+                     compression: str = "lz4") -> Path:
     """Write the activations of ``layers`` on ``x`` (and the labels ``y``) to a Zarr store.
 
     The store is built in a temporary sibling directory by
     :class:`~convergent.activations.ActivationStoreWriter` and renamed to ``path`` only
     when complete; any exception (or a killed process) leaves nothing at ``path``.
-    ``batch_size`` defaults to ``chunk_rows``. Returns ``path``.
+    ``batch_size`` defaults to ``chunk_rows``; ``compression`` is one of
+    :data:`~convergent.activations.COMPRESSION`. Returns ``path``.
     """
     n = int(len(x))
     if len(y) != n:
@@ -74,12 +77,16 @@ def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np
     targets = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
     meta = {"arch": model.arch, "width": model.width, "layer_names": model.layer_names,
             "n_samples": n, **dict(attrs or {})}
-    with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta) as writer:
+    with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta,
+                               compression=compression) as writer:
         for name in layers:
             writer.create(name, shapes[name])
         writer.create(TARGETS, (), dtype="int64")
         writer.append(TARGETS, targets)
-        for batch in iter_layer_activations(model, x, layers, batch_size or chunk_rows):
+        step = batch_size or chunk_rows
+        tick = progress(-(-n // step), f"extract {Path(path).name}: batch")   # per-chunk progress in the job's log
+        for i, batch in enumerate(iter_layer_activations(model, x, layers, step)):
             for name in layers:
                 writer.append(name, batch[name])
+            tick(i + 1)
         return writer.commit()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +43,25 @@ def read_json(path: str | os.PathLike) -> Any:
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
     return atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of directory ``path`` to fill; rename it into place on success.
+
+    A stale sibling left by a killed earlier attempt is removed first; on an exception the
+    partial directory is removed and ``path`` is left absent, never half-written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -22,7 +22,8 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "epochs": 30, "batch_size": 64, "eval_batch_size": 1024, "optimizer": "sgd", "lr": 0.05,
     "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
 }
-EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_samples": None}
+EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_samples": None,
+                                     "compression": "lz4"}
 
 
 def _device(requested: str) -> str:
@@ -98,34 +99,52 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
         start = time.perf_counter()
         with torch.no_grad():
             extract_to_store(model, x, y, list(settings["layers"]), out_stores[state],
-                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs)
+                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs, compression=ex["compression"])
         log.info("%s: extracted %d samples × %d layers in %.1f s", state, len(y), len(settings["layers"]),
                  time.perf_counter() - start)
 
 
-def moments_job(*, store_a: str, store_b: str, layer: str, params: Mapping[str, Any], out_path: str) -> None:
-    """One streaming pass over both stores' ``layer``: the sufficient statistics of every measure."""
+def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Mapping[str, Any],
+                out_dir: str) -> None:
+    """One streaming pass per layer over both stores: ``out_dir/{layer}.npz``, the sufficient
+    statistics of every measure. The directory appears only once every layer is done."""
     from convergent.activations import ActivationStore
+    from convergent.io import atomic_directory
     from convergent.moments import save_moments, streaming_moments
 
     log = get_logger()
-    start = time.perf_counter()
-    moments = streaming_moments(ActivationStore(store_a), ActivationStore(store_b), layer, **dict(params))
-    save_moments(out_path, moments)
-    log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
+    a, b = ActivationStore(store_a), ActivationStore(store_b)
+    with atomic_directory(out_dir) as tmp:
+        for layer in layers:
+            start = time.perf_counter()
+            save_moments(tmp / f"{layer}.npz", streaming_moments(a, b, layer, **dict(params)))
+            log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
 
 
-def measures_job(*, moments_path: str, params: Mapping[str, Any], coordinates: Mapping[str, Any],
+def measures_job(*, moments_dir: str, layers: Sequence[str], params: Mapping[str, Any],
+                 coordinates: Mapping[str, Any], layer_index: Mapping[str, int],
                  out_csv: str) -> pd.DataFrame:
-    """Every enabled measure from the moments file alone, as tidy rows with the pair's coordinates."""
+    """Every enabled measure of every layer from the moments files alone, as tidy rows.
+
+    ``coordinates`` are the pair's columns (dataset … seed_b); each layer's rows also get
+    ``layer`` and ``layer_index`` (1-based depth in the architecture, from ``layer_index``).
+    """
     from convergent.measures import compute_measures
     from convergent.moments import load_moments
 
-    table = compute_measures(load_moments(moments_path), dict(params))
-    for i, (key, value) in enumerate(coordinates.items()):
-        table.insert(i, key, value)
-    write_csv(out_csv, table)
-    return table
+    log = get_logger()
+    tables = []
+    for layer in layers:
+        start = time.perf_counter()
+        table = compute_measures(load_moments(Path(moments_dir) / f"{layer}.npz"), dict(params))
+        for i, (key, value) in enumerate({**coordinates, "layer": layer,
+                                          "layer_index": layer_index[layer]}.items()):
+            table.insert(i, key, value)
+        tables.append(table)
+        log.info("measures of %s: %d rows in %.2f s", layer, len(table), time.perf_counter() - start)
+    out = pd.concat(tables, ignore_index=True)
+    write_csv(out_csv, out)
+    return out
 
 
 def runs_table(metric_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -153,7 +172,8 @@ def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 LMC_DEFAULTS: dict[str, Any] = {"enabled": True, "alphas": 11,
                                 "variants": ["naive", "bn_reset", "permuted_activation", "permuted_weight",
-                                             "permuted_activation_bn_reset", "permuted_weight_bn_reset"]}
+                                             "permuted_activation_bn_reset", "permuted_weight_bn_reset",
+                                             "repair", "permuted_activation_repair", "permuted_weight_repair"]}
 ROTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "layers": "all", "strengths": [0.0, 0.25, 0.5, 1.0],
                                      "retrain_epochs": 5, "lr": 0.01}
 
@@ -163,8 +183,10 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
             out_curve: str, out_barriers: str) -> None:
     """Linear mode connectivity of one cross-seed pair, every configured variant.
 
-    Variants that permute B onto A need a permutation spec, which exists for mlp and cnn;
-    for residual architectures they are skipped and the log says so.
+    Every architecture supports every variant: the permuted ones use
+    :func:`convergent.weights.permute.permutation_spec` (one permutation per residual
+    stream in resnet18/wrn); ``*bn_reset`` variants of nets without BatchNorm come out
+    as rows with ``applicable = False``.
     """
     from convergent.data import load_dataset
     from convergent.models import build_model
@@ -178,10 +200,6 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
     model = build_model(pair["arch"], int(pair["width"]), data.input_shape, data.num_classes, settings["model"])
     model.to(_device(device))
     variants = list(p["variants"])
-    if pair["arch"] in ("resnet18", "wrn"):
-        skipped = [v for v in variants if v.startswith("permuted")]
-        variants = [v for v in variants if v not in skipped]
-        log.info("skipping %s: permutation alignment is implemented for mlp and cnn only", skipped)
     curve, bars, timings = lmc_pair(model, load_state(checkpoint_a), load_state(checkpoint_b), data,
                                     default_alphas(int(p["alphas"])), variants, seed=int(pair["seed_a"]))
     log.info("lmc timings (s): %s", {k: round(v, 3) for k, v in timings.items()})
@@ -218,7 +236,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
     with tempfile.TemporaryDirectory() as tmp:
         train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
-              log_path=Path(tmp) / "linear.csv", log=lambda s: None)
+              log_path=Path(tmp) / "linear.csv", log=lambda s: log.info("linear control: %s", s))
     layers = relu.layer_names if p["layers"] == "all" else list(p["layers"])
     rows = []
     for model in (relu, linear):
@@ -236,4 +254,76 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
                          row["original_test_acc"], row["rotated_test_acc"], row["retrained_test_acc"])
     table = pd.DataFrame(rows)
     write_csv(out_csv, table)
+    return table
+
+
+CKA_LAYERS_DEFAULTS: dict[str, Any] = {"view": "flatten", "max_samples": 2000, "max_features": 4096}
+
+
+def _centred_view(store: Any, layer: str, view: str, n: int):
+    """The first ``n`` images of ``layer`` in ``view``, float64, columns centred."""
+    import numpy as np
+
+    x = np.asarray(store.read_view(layer, view)[0][:n], dtype=np.float64)
+    return x - x.mean(axis=0)
+
+
+def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: str = "flatten",
+                    max_samples: int | None = 2000, max_features: int = 4096) -> pd.DataFrame:
+    """Linear CKA of every layer of network A with every layer of network B (Kornblith et al. Fig. 2).
+
+    Rows: one per (layer_a, layer_b). Both stores must hold the same images in the same order
+    (the extract stage guarantees it). Only the first ``max_samples`` images are used (None: all),
+    so the n×n Gram matrices of layers wider than ``max_features`` stay small; narrower layers go
+    through :func:`convergent.measures.cka.linear_cka` in feature space. Both forms are exact.
+    """
+    import numpy as np
+
+    from convergent.measures.cka import linear_cka
+
+    n_a, n_b = store_a.n_images, store_b.n_images
+    if n_a != n_b:
+        raise ValueError(f"stores hold {n_a} and {n_b} images; cross-layer CKA needs the same samples")
+    n = n_a if not max_samples else min(n_a, int(max_samples))
+    xs_a = {layer: _centred_view(store_a, layer, view, n) for layer in layers}
+    xs_b = {layer: _centred_view(store_b, layer, view, n) for layer in layers}
+    grams: dict[tuple[str, str], np.ndarray] = {}
+
+    def gram(side: str, layer: str) -> np.ndarray:
+        # wide layers only: the centred Gram matrix (n×n) replaces the d×d covariance
+        key = (side, layer)
+        if key not in grams:
+            x = (xs_a if side == "a" else xs_b)[layer]
+            grams[key] = x @ x.T
+        return grams[key]
+
+    rows = []
+    for i, la in enumerate(layers, start=1):
+        for j, lb in enumerate(layers, start=1):
+            x, y = xs_a[la], xs_b[lb]
+            if max(x.shape[1], y.shape[1]) <= max_features:
+                value = linear_cka(x, y)
+            else:
+                k, m = gram("a", la), gram("b", lb)
+                value = float(np.sum(k * m) / (np.linalg.norm(k) * np.linalg.norm(m)))
+            rows.append({"layer_a": la, "layer_index_a": i, "layer_b": lb, "layer_index_b": j,
+                         "view": view, "n_samples": n, "cka_linear": value})
+    return pd.DataFrame(rows)
+
+
+def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordinates: Mapping[str, Any],
+                   params: Mapping[str, Any], out_csv: str) -> pd.DataFrame:
+    """Cross-layer linear CKA of one cross-seed pair as a tidy table with the pair's coordinates."""
+    from convergent.activations import ActivationStore
+
+    log = get_logger()
+    p = {**CKA_LAYERS_DEFAULTS, **params}
+    start = time.perf_counter()
+    table = cross_layer_cka(ActivationStore(store_a), ActivationStore(store_b), list(layers), view=p["view"],
+                            max_samples=p["max_samples"], max_features=int(p["max_features"]))
+    for i, (key, value) in enumerate(coordinates.items()):
+        table.insert(i, key, value)
+    write_csv(out_csv, table)
+    log.info("cross-layer CKA of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
+             int(table["n_samples"].iloc[0]) if len(table) else 0, time.perf_counter() - start)
     return table

@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 
 from convergent.activations import ActivationStore, apply_view, repeat_targets, view_shape
+from convergent.logs import progress
 
 FORMAT_VERSION = 1
 
@@ -779,9 +780,11 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
             e = min(s + step, n)
             yield np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e]
 
-    for a, b, t in (_prefetch(blocks()) if prefetch else blocks()):
+    tick = progress(-(-n // step), f"moments of {layer}: chunk")   # the per-chunk progress of the job's log
+    for i, (a, b, t) in enumerate(_prefetch(blocks()) if prefetch else blocks()):
         for v, acc in accs.items():
             acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v))
+        tick(i + 1)
     out: dict[str, Moments] = {}
     for v, acc in accs.items():
         out[v] = acc.result({"layer": layer, "layer_b": layer_b, "view": "dense" if dense else v,

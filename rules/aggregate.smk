@@ -31,15 +31,26 @@ rule measures_table:
 
 
 rule figures:
+    # one job per experiment (dataset, arch): a fixed set of figures, each a PNG (in the
+    # report, captioned from report/<kind>.rst) and an SVG; see convergent/figures/kinds.py
     input:
-        measures="results/summary/measures.csv",
-        runs="results/summary/runs.csv",
+        unpack(figure_inputs),
     output:
-        figures=figure_paths(),
+        matched_vs_layer=figure_output("matched_vs_layer"),
+        frozen_vs_layer=figure_output("frozen_vs_layer"),
+        vs_width=figure_output("vs_width"),
+        sorted_corr=figure_output("sorted_corr"),
+        subspace_vs_layer=figure_output("subspace_vs_layer"),
+        minimal_match_hist=figure_output("minimal_match_hist"),
+        alignment_curves=figure_output("alignment_curves"),
+        cka_layers=figure_output("cka_layers"),
+        lmc_vs_width=figure_output("lmc_vs_width"),
+        rotation=figure_output("rotation"),
+        svg=expand("results/figures/{{dataset}}_{{arch}}_{kind}.svg", kind=FIGURE_NAMES),
     log:
-        "results/logs/aggregate/figures.log",
+        "results/logs/aggregate/figures/{dataset}_{arch}.log",
     benchmark:
-        "results/benchmarks/aggregate/figures.tsv"
+        "results/benchmarks/aggregate/figures/{dataset}_{arch}.tsv"
     conda:
         "../envs/analysis.yaml"
     script:

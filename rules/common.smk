@@ -20,7 +20,6 @@ wildcard_constraints:
     seed_a=r"\d+",
     seed_b=r"\d+",
     control="|".join(CONTROLS),
-    layer=r"[A-Za-z0-9_.]+",
 
 
 def experiment_of(wildcards):
@@ -71,15 +70,28 @@ def pair_stores(wildcards):
 
 
 def pair_coordinates(wildcards):
+    """The pair's columns of the tidy measures table (the layer columns are added per layer)."""
     pair = pair_of(wildcards)
-    exp = experiment_of(wildcards)
     return {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width,
-            "frozen_k": pair.frozen_k, "frozen_from": exp.frozen_from, "control": pair.control,
-            "seed_a": pair.seed_a, "seed_b": pair.seed_b, "layer": wildcards.layer,
-            "layer_index": exp.all_layers.index(wildcards.layer) + 1}
+            "frozen_k": pair.frozen_k, "frozen_from": experiment_of(wildcards).frozen_from,
+            "control": pair.control, "seed_a": pair.seed_a, "seed_b": pair.seed_b}
 
 
-FIGURE_KINDS = ["vs_layer", "vs_width", "vs_frozen"]
+def pair_layers(wildcards):
+    """The layers a pair is compared on (the configured ones, in network order)."""
+    return list(experiment_of(wildcards).layers)
+
+
+def pair_layer_index(wildcards):
+    """1-based depth of each compared layer among all layers of the architecture."""
+    exp = experiment_of(wildcards)
+    return {layer: exp.all_layers.index(layer) + 1 for layer in exp.layers}
+
+
+from convergent.figures.kinds import FIGURE_NAMES, figure_kind
+from convergent.jobs import CKA_LAYERS_DEFAULTS
+
+CKA_LAYERS_PARAMS = dict(CKA_LAYERS_DEFAULTS)
 
 
 def all_metrics(wildcards):
@@ -87,12 +99,65 @@ def all_metrics(wildcards):
 
 
 def all_measure_tables(wildcards):
-    return [f"results/{pair.path}/{layer}.measures.csv" for pair, layer in SWEEP.pair_layers()]
+    return [f"results/{pair.path}/measures.csv" for pair in SWEEP.pairs()]
 
 
-def figure_paths():
-    return [f"results/figures/{exp.dataset}_{exp.arch}_{kind}.png"
-            for exp in SWEEP.experiments for kind in FIGURE_KINDS]
+def figure_paths(ext="png"):
+    """Every figure of the sweep: one file per (experiment, figure kind); the SVGs with ext="svg"."""
+    return [f"results/figures/{exp.dataset}_{exp.arch}_{kind}.{ext}"
+            for exp in SWEEP.experiments for kind in FIGURE_NAMES]
+
+
+def figure_output(kind):
+    """Output of rule `figures` for one figure kind, filed in the report under its question."""
+    return report(f"results/figures/{{dataset}}_{{arch}}_{kind}.png", caption=f"../report/{kind}.rst",
+                  category=figure_kind(kind).category, subcategory="{dataset} / {arch}",
+                  labels={"figure": figure_kind(kind).title, "experiment": "{dataset} / {arch}"})
+
+
+def cka_layers_pairs():
+    """One cross-seed pair per (dataset, arch, width, frozen_k) for the layer × layer CKA: the
+    first two seeds. Cells with a single seed have none."""
+    pairs = []
+    for exp in SWEEP.experiments:
+        seeds = sorted(exp.seeds)
+        if len(seeds) < 2:
+            continue
+        pairs += [Pair(exp.dataset, exp.arch, w, f, "cross", seeds[0], seeds[1])
+                  for w in exp.widths for f in exp.frozen_k]
+    return pairs
+
+
+def all_cka_layer_tables(wildcards):
+    return [f"results/layers/{p.dataset}/{p.arch}/w{p.width}/f{p.frozen_k}/s{p.seed_a}-s{p.seed_b}.csv"
+            for p in cka_layers_pairs()]
+
+
+def cka_layers_targets():
+    return ["results/summary/cka_layers.csv"] if cka_layers_pairs() else []
+
+
+def cka_layers_coordinates(wildcards):
+    return {"dataset": wildcards.dataset, "arch": wildcards.arch, "width": int(wildcards.width),
+            "frozen_k": int(wildcards.frozen), "seed_a": int(wildcards.seed_a), "seed_b": int(wildcards.seed_b)}
+
+
+def figure_inputs(wildcards):
+    """Tables rule `figures` draws from; weight-space and cross-layer tables only when the
+    config produces them (the figures then say "not available" instead)."""
+    exp = experiment_of(wildcards)
+    inputs = {"measures": "results/summary/measures.csv", "runs": "results/summary/runs.csv"}
+    if config["lmc"]["enabled"]:
+        inputs["lmc"] = "results/summary/lmc.csv"
+        inputs["lmc_curves"] = [
+            f"results/lmc/{p.dataset}/{p.arch}/w{p.width}/f{p.frozen_k}/s{p.seed_a}-s{p.seed_b}/curve.csv"
+            for p in SWEEP.pairs()
+            if p.control == "cross" and (p.dataset, p.arch) == (exp.dataset, exp.arch)]
+    if config["rotation"]["enabled"]:
+        inputs["rotation"] = "results/summary/rotation.csv"
+    if cka_layers_pairs():
+        inputs["cka_layers"] = "results/summary/cka_layers.csv"
+    return inputs
 
 
 def all_lmc_barriers(wildcards):

@@ -1,22 +1,29 @@
-# compare: per (pair, layer), one streaming pass over both activation stores gives the
-# moments file; every measure is then computed from that file alone, so changing a
-# measure parameter re-runs only `measures` and what is downstream.
+# compare: per pair, one streaming pass per layer over both activation stores gives the
+# pair's moments directory ({layer}.npz per layer); every measure is then computed from
+# those files alone, so changing a measure parameter re-runs only `measures` and what is
+# downstream.
+#
+# Jobs are per pair, not per (pair, layer): Snakemake spends a few ms planning each job,
+# so a paper-size sweep with per-layer jobs (36,000+) takes minutes just to plan; per-pair
+# jobs keep it under a minute and pay the interpreter start-up once per pair
+# (bench/bench_dag.py measures both).
 
 
 rule moments:
     input:
         unpack(pair_stores),
     output:
-        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.moments.npz",
+        directory("results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/moments"),
     params:
         moments=config["moments"],
+        layers=pair_layers,
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/logs/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.log",
+        "results/logs/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.log",
     benchmark:
-        "results/benchmarks/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.tsv"
+        "results/benchmarks/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.tsv"
     conda:
         "../envs/analysis.yaml"
     script:
@@ -25,19 +32,21 @@ rule moments:
 
 rule measures:
     input:
-        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.moments.npz",
+        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/moments",
     output:
-        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.measures.csv",
+        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/measures.csv",
     params:
         measures=config["measures"],
+        layers=pair_layers,
+        layer_index=pair_layer_index,
         coordinates=pair_coordinates,
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/logs/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.log",
+        "results/logs/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.log",
     benchmark:
-        "results/benchmarks/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/{layer}.tsv"
+        "results/benchmarks/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.tsv"
     conda:
         "../envs/analysis.yaml"
     script:

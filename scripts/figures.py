@@ -1,10 +1,11 @@
-"""Snakemake entry point of rule `figures`."""
+"""Snakemake entry point of rule `figures`: every figure of one experiment (dataset, arch)."""
 
-import pandas as pd
-
-from convergent.figures import sweep_figures
+from convergent.figures.experiment import experiment_figures, read_tables
+from convergent.figures.kinds import FIGURE_NAMES
 from convergent.logs import setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-sweep_figures(pd.read_csv(sm.input.measures), pd.read_csv(sm.input.runs), list(sm.output.figures))
+optional = {key: sm.input.get(key) for key in ("runs", "lmc", "rotation", "cka_layers")}
+tables = read_tables(measures=sm.input.measures, lmc_curves=list(sm.input.get("lmc_curves", [])), **optional)
+experiment_figures(tables, sm.wildcards.dataset, sm.wildcards.arch, {kind: sm.output[kind] for kind in FIGURE_NAMES})

@@ -132,3 +132,13 @@ def test_schema_knows_every_measure_and_moment_parameter():
     config["measures"] = {"views": {"cka": "pooled"}}
     with pytest.raises(Exception, match="positions"):
         check(config)
+
+
+def test_schema_lists_exactly_the_lmc_variants_the_code_has():
+    from convergent.jobs import LMC_DEFAULTS
+    from convergent.weights.lmc import VARIANTS
+
+    variants = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())["properties"]["lmc"][
+        "properties"]["variants"]
+    assert set(variants["items"]["enum"]) == set(VARIANTS)
+    assert set(variants["default"]) == set(LMC_DEFAULTS["variants"])

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from convergent.activations import ActivationStore, ActivationStoreWriter, IncompleteStoreError
+from convergent.figures import FIGURE_NAMES
 from convergent.sweep import plan_sweep
 from tests.workflow import planned_jobs, run_snakemake, tiny_config, write_config
 
@@ -75,14 +76,18 @@ def test_measures_table_is_tidy_and_complete(finished):
 def test_figures_logs_and_benchmarks_exist(finished):
     workdir, config, sweep = finished
     figures = sorted((workdir / "results/figures").glob("*.png"))
-    assert len(figures) == 3 * len(sweep.experiments)
+    assert len(figures) == len(FIGURE_NAMES) * len(sweep.experiments)
+    assert len(list((workdir / "results/figures").glob("*.svg"))) == len(figures)
     for fig in figures:
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logs = list((workdir / "results/logs").rglob("*.log"))
     bench = list((workdir / "results/benchmarks").rglob("*.tsv"))
     n_cross = sum(p.control == "cross" for p in sweep.pairs())
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
-    n_jobs = len(sweep.runs()) * 2 + 2 * len(sweep.pair_layers()) + n_cross + n_rotation + 5
+    n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
+    # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers tables; figures per experiment
+    n_jobs = (len(sweep.runs()) * 2 + 2 * len(sweep.pairs()) + n_cross + n_rotation + n_cells + 5
+              + len(sweep.experiments))
     assert len(logs) == n_jobs and len(bench) == n_jobs
     train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()
     assert "epoch" in train_log
@@ -131,14 +136,12 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
     finally:
         write_config(workdir, config)
     cells = len(sweep.experiments) * len(config["sweep"]["widths"]) * len(config["sweep"]["frozen_k"])
-    layers = sum(len(e.layers) for e in sweep.experiments) * len(config["sweep"]["widths"]) \
-        * len(config["sweep"]["frozen_k"])
-    new_pairs_per_layer = 2 + 2  # cross (0,2),(1,2); floor the same; the ceiling stays seed 0's
+    new_pairs_per_cell = 2 + 2  # cross (0,2),(1,2); floor the same; the ceiling stays seed 0's
     assert jobs == {
         "train": cells, "extract": cells,
-        "moments": new_pairs_per_layer * layers, "measures": new_pairs_per_layer * layers,
+        "moments": new_pairs_per_cell * cells, "measures": new_pairs_per_cell * cells,
         "lmc": 2 * cells, "lmc_table": 1,
-        "runs_table": 1, "measures_table": 1, "figures": 1, "all": 1,
+        "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments), "all": 1,
     }
 
 
@@ -151,7 +154,8 @@ def test_changing_a_measure_parameter_reruns_only_measures(finished):
         jobs = planned_jobs(run_snakemake(workdir, "-n").stdout)
     finally:
         write_config(workdir, config)
-    assert jobs == {"measures": len(sweep.pair_layers()), "measures_table": 1, "figures": 1, "all": 1}
+    assert jobs == {"measures": len(sweep.pairs()), "measures_table": 1, "figures": len(sweep.experiments),
+                    "all": 1}
 
 
 def test_an_interrupted_extract_leaves_nothing_trusted(finished, tmp_path):

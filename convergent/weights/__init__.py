@@ -1,2 +1,3 @@
-"""Weight-space analyses: unit permutations and matching, linear mode connectivity,
-and Brown et al.'s rotation (privileged-basis) test. Works on mlp and cnn."""
+"""Weight-space analyses: unit permutations and matching (every architecture; one
+permutation per residual stream in ResNets), linear mode connectivity with BatchNorm
+reset and REPAIR, and Brown et al.'s rotation (privileged-basis) test (mlp and cnn)."""

@@ -12,6 +12,14 @@ Variants (``VARIANTS``)
   :func:`~convergent.weights.permute.weight_matching`), then ``naive``.
 * ``permuted_activation_bn_reset`` / ``permuted_weight_bn_reset``: permuted, then
   ``bn_reset`` (Git Re-Basin's protocol for BN nets). Not applicable without BN.
+* ``repair``, ``permuted_activation_repair``, ``permuted_weight_repair``: θ(α)
+  (unpermuted or permuted) with REPAIR (Jordan et al. 2023): every hidden channel's
+  mean and std reset to the interpolation of the endpoints' (on the training inputs;
+  choices in :mod:`convergent.weights.repair`). Applicable to every architecture.
+
+Permutations exist for every architecture (:mod:`convergent.weights.permute`; one
+permutation per residual stream in resnet18/wrn). Permuting B does not change its
+function, so a permuted variant's α = 1 row equals the unpermuted one up to rounding.
 
 Output of :func:`lmc_curve` / :func:`lmc_pair`: one row per (variant, alpha, split) with
 columns :data:`CURVE_COLUMNS`; ``error = 1 − acc``. :func:`barriers` reduces it to one
@@ -23,6 +31,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -30,12 +39,15 @@ import torch
 from torch import nn
 
 from convergent.data import DatasetSplits
+from convergent.logs import get_logger
 from convergent.models import ConvergentNet
 from convergent.train import evaluate
 from convergent.weights.permute import Perms, activation_matching, apply_permutation, weight_matching
+from convergent.weights.repair import endpoint_stats, interpolate_stats, repaired
 
 VARIANTS = ("naive", "bn_reset", "permuted_activation", "permuted_weight",
-            "permuted_activation_bn_reset", "permuted_weight_bn_reset")
+            "permuted_activation_bn_reset", "permuted_weight_bn_reset",
+            "repair", "permuted_activation_repair", "permuted_weight_repair")
 SPLITS = ("train", "test")
 CURVE_COLUMNS = ("variant", "alpha", "split", "loss", "acc", "error", "applicable")
 BARRIER_COLUMNS = ("variant", "split", "applicable", "n_alphas",
@@ -84,12 +96,13 @@ def reset_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     model.train()  # ConvergentNet.train keeps frozen layers in eval; BN must update here
     for m in bns:
         m.train()
+    device = next(model.parameters()).device
     try:
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size]
             if len(xb) < 2:
                 break  # a batch of one has no variance
-            model(xb)
+            model(xb.to(device))
     finally:
         for m in bns:
             m.momentum = momenta[m]
@@ -97,11 +110,17 @@ def reset_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
             m.training = t
 
 
-def _parse(variant: str) -> tuple[str | None, bool]:
+def _parse(variant: str) -> tuple[str | None, str | None]:
+    """``(matching method or None, treatment of θ(α): "bn_reset", "repair" or None)``."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown LMC variant {variant!r}; allowed: {', '.join(VARIANTS)}")
     perm = "activation" if "activation" in variant else "weight" if "weight" in variant else None
-    return perm, variant.endswith("bn_reset")
+    treat = "bn_reset" if variant.endswith("bn_reset") else "repair" if variant.endswith("repair") else None
+    return perm, treat
+
+
+def _applicable(treat: str | None, model: nn.Module) -> bool:
+    return treat != "bn_reset" or has_batchnorm(model)
 
 
 def match(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
@@ -113,7 +132,9 @@ def match(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b: Ma
     if method == "activation":
         ma, mb = copy.deepcopy(model), copy.deepcopy(model)
         ma.load_state_dict(state_a), mb.load_state_dict(state_b)
-        return activation_matching(ma, mb, data.x_train, batch_size=batch_size)
+        # the moments are exact sums, so the batch size only trades memory: every probe of
+        # both nets is held at once (a ResNet's early maps are large), hence at most 256
+        return activation_matching(ma, mb, data.x_train, batch_size=min(batch_size, 256))
     raise ValueError(f"unknown matching method {method!r}")
 
 
@@ -127,8 +148,8 @@ def lmc_curve(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b
     for the permuted variants (so :func:`lmc_pair` matches once per method).
     """
     alphas = default_alphas() if alphas is None else np.asarray(alphas, dtype=float)
-    method, reset = _parse(variant)
-    if reset and not has_batchnorm(model):
+    method, treat = _parse(variant)
+    if not _applicable(treat, model):
         return pd.DataFrame([{"variant": variant, "alpha": float(a), "split": s, "loss": np.nan,
                               "acc": np.nan, "error": np.nan, "applicable": False}
                              for a in alphas for s in SPLITS], columns=list(CURVE_COLUMNS))
@@ -138,16 +159,22 @@ def lmc_curve(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b
         state_b = apply_permutation(state_b, model, perms)
     net = copy.deepcopy(model)
     net.frozen_k = 0  # evaluation only; a frozen prefix must not block BN resetting
+    if treat == "repair":
+        stats_a, stats_b = endpoint_stats(net, state_a, state_b, data.x_train, batch_size)
     rows = []
     for a in alphas:
         net.load_state_dict(interpolate(state_a, state_b, float(a)))
-        if reset:
+        if treat == "bn_reset":
             reset_bn_stats(net, data.x_train, batch_size)
-        for split in SPLITS:
-            x, y = data.split(split)
-            loss, acc = evaluate(net, x, y, batch_size)
-            rows.append({"variant": variant, "alpha": float(a), "split": split, "loss": loss,
-                         "acc": acc, "error": 1.0 - acc, "applicable": True})
+        ctx = nullcontext()
+        if treat == "repair" and 0.0 < a < 1.0:  # at the endpoints REPAIR is the identity
+            ctx = repaired(net, interpolate_stats(stats_a, stats_b, float(a)), data.x_train, batch_size)
+        with ctx:
+            for split in SPLITS:
+                x, y = data.split(split)
+                loss, acc = evaluate(net, x, y, batch_size)
+                rows.append({"variant": variant, "alpha": float(a), "split": split, "loss": loss,
+                             "acc": acc, "error": 1.0 - acc, "applicable": True})
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
@@ -157,16 +184,17 @@ def lmc_pair(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b:
              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """Every variant for one pair: ``(curve, barriers(curve), timings)``.
 
-    Matching runs once per method and is shared by its ``_bn_reset`` variant; its wall
+    Matching runs once per method and is shared by its ``_bn_reset``/``_repair`` variants; its wall
     time is reported in ``timings`` (seconds, keys ``match_<method>`` and ``curve_<variant>``).
     """
     perms_cache: dict[str, Perms] = {}
     timings: dict[str, float] = {}
     frames = []
-    for variant in variants:
-        method, reset = _parse(variant)
+    log = get_logger()
+    for i, variant in enumerate(variants):
+        method, treat = _parse(variant)
         perms = None
-        if method is not None and not (reset and not has_batchnorm(model)):
+        if method is not None and _applicable(treat, model):
             if method not in perms_cache:
                 t0 = time.perf_counter()
                 perms_cache[method] = match(model, state_a, state_b, method, data, batch_size, seed)
@@ -175,6 +203,7 @@ def lmc_pair(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b:
         t0 = time.perf_counter()
         frames.append(lmc_curve(model, state_a, state_b, data, alphas, variant, batch_size, perms, seed))
         timings[f"curve_{variant}"] = time.perf_counter() - t0
+        log.info("lmc variant %d/%d %s: %.2f s", i + 1, len(variants), variant, timings[f"curve_{variant}"])
     curve = pd.concat(frames, ignore_index=True)
     return curve, barriers(curve), timings
 

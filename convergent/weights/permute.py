@@ -2,88 +2,262 @@
 
 Conventions
 
-* A permutation of layer ``L`` is an int64 array ``perm`` of length ``d_L`` (its units:
-  neurons of a dense layer, channels of a conv block) meaning "unit ``i`` of the
-  permuted network is unit ``perm[i]`` of the original". Applying it gathers
-  ``W[perm]`` along the unit axis of every tensor that carries those units.
-* Matching B onto A returns ``perms`` such that ``apply_permutation(state_b, model,
-  perms)`` puts B's unit ``perm[i]`` in position ``i``, the one it matched in A.
-* A *permutation spec* (:func:`permutation_spec`) lists, per layer, every
-  ``(state_dict key, axis)`` its permutation acts on: the layer's own linear/conv
-  out-channels (weight axis 0, bias), its BatchNorm (weight, bias, running mean and
-  variance), and the next layer's (or the head's) input axis 1. Everything else —
-  the input axis of the first layer, the classifier's outputs, ``num_batches_tracked``
-  — is never permuted, which is why the network's function is unchanged.
+* A *permutation group* is a set of hidden units (neurons of a dense layer, channels
+  of a conv map) that must be permuted together for the network to compute the same
+  function. Its permutation is an int64 array ``perm`` of length ``size`` meaning
+  "unit ``i`` of the permuted network is unit ``perm[i]`` of the original". Applying
+  it gathers ``W[perm]`` along every tensor axis that carries those units.
+* Matching B onto A returns ``perms`` (group name → array) such that
+  ``apply_permutation(state_b, model, perms)`` puts B's unit ``perm[i]`` in position
+  ``i``, the one it matched in A.
+* The *permutation spec* (:func:`permutation_spec`, as in Git Re-Basin's
+  ``permutation_spec``) is data: an ordered dict of :class:`PermGroup`, each listing
+  every ``(state_dict key, axis)`` its permutation acts on and the *probes* (module
+  outputs) whose channel axis carries its units. It is derived from the model by one
+  rule per module type, so mlp, cnn, resnet18 and wrn all go through the same
+  :func:`apply_permutation`, :func:`activation_matching` and :func:`weight_matching`.
+  Never permuted: the input axis of the first layer, the classifier's outputs,
+  ``num_batches_tracked`` — which is why the network's function is unchanged.
 
-Only ``mlp`` and ``cnn`` (with or without BatchNorm, ReLU or ``linear``) are supported.
-Residual networks need one permutation shared along each residual stream; that is not
-implemented and :func:`permutation_spec` raises :class:`NotImplementedError` for them.
+Groups per architecture (a group is named after the layer that creates it)
+
+* ``mlp`` / ``cnn``: one group per layer (``fc1``, ``conv2``, …): its linear/conv
+  out-axis (weight axis 0, bias), its BatchNorm (weight, bias, running mean and
+  variance) and the next layer's — or the classifier's — input axis 1.
+* ``resnet18`` (post-activation BasicBlocks): every tensor that adds into the same
+  residual stream shares one group. The stream starts at ``stem`` (stem conv + BN) and
+  continues through every block with an identity shortcut (its ``conv2``/``bn2``
+  out-axis); a block with a 1×1 shortcut conv starts a new stream, named after that
+  block (``layer2.0``: ``conv2``/``bn2`` and the shortcut conv/BN out-axes). Each
+  block's internal channels (``conv1``/``bn1`` out, ``conv2`` in) are a free group
+  ``<block>.inner``. Input axes (``conv1``, shortcut conv, classifier) follow the
+  stream feeding them.
+* ``wrn`` (pre-activation blocks): the same, plus the pre-activation ``bn1`` of each
+  block and the head's final BatchNorm, which act on the incoming stream; ``bn2``
+  belongs to the block's inner group. The stem (16 channels, no BN) starts the first
+  stream; with widening factor 1 the first stage's blocks have identity shortcuts and
+  continue it.
+
+Operational choices (recorded here because the papers leave them open)
+
+* Activation matching (:func:`activation_matching`): correlations come from the measure
+  engine — :class:`convergent.moments.MomentAccumulator` (float64) and
+  :func:`convergent.measures.matching.correlation_matrix` — with its dead-unit rule
+  (variance ≤ ``DEFAULT_DEAD_TOL`` × the layer's largest variance): a dead unit gets
+  correlation 0 with every unit. Conv channels are units and every spatial position
+  of every image is a sample. A group's probes are the outputs of every layer whose
+  representation carries it (the layer outputs of :mod:`convergent.models`: post-ReLU
+  in mlp/cnn/resnet18, the residual stream ``x + f(x)`` in wrn) and, for a block's
+  inner group, the post-ReLU output of the block's first BatchNorm (resnet18 ``bn1``,
+  wrn ``bn2``). A group with several probes (a residual stream) is matched on the
+  **mean of its probes' correlation matrices**, each probe weighted equally
+  (concatenating the rows instead would mix points with different means and scales
+  into one correlation). One Hungarian assignment (``linear_sum_assignment``,
+  maximise) per group, all on the *unpermuted* networks: permuting one group never
+  changes another group's units, so the problems are independent.
+* Weight matching (:func:`weight_matching`, Ainsworth et al. 2023): coordinate descent
+  over the groups in a random order per sweep (``numpy`` generator seeded by ``seed``),
+  each a ``linear_sum_assignment`` on Σ W_A (P W_B)ᵀ over the group's tensors with
+  every other axis permuted by its current permutation; starts from the identity;
+  stops after a sweep in which no group improves by more than ``tol`` (relative) or
+  after ``max_sweeps`` = 100. Float64 on CPU. BatchNorm running statistics are *not*
+  part of the objective (they are statistics of the data, not weights, and their
+  variances would swamp the weight terms); BN affine weight and bias are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from convergent.models import Block, ConvergentNet, record_layers
+from convergent.measures._common import MeasureUnavailable
+from convergent.measures.matching import correlation_matrix
+from convergent.models import BasicBlock, Block, ConvergentNet, Head, PreActBlock
+from convergent.moments import MomentAccumulator, Moments
 
-#: layer name → [(state_dict key, axis)] that the layer's permutation acts on
-PermSpec = dict[str, list[tuple[str, int]]]
 Perms = dict[str, np.ndarray]
+Entry = tuple[str, int]  # (state_dict key, axis)
 
-_BN_BUFFERS = ("running_mean", "running_var")
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+_BN_STATS = ("running_mean", "running_var")
+
+
+# --- the spec -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Probe:
+    """A point where a group's units can be observed: the output of module ``module``
+    (a dotted path of ``model.named_modules()``), its axis 1 being the units;
+    ``relu=True`` applies ReLU to it first (to observe a post-activation value where
+    the ReLU module itself is shared and cannot be hooked separately)."""
+
+    module: str
+    relu: bool = False
+
+
+@dataclass
+class PermGroup:
+    """One permutation group: ``size`` units, the tensor axes they occupy, their probes.
+
+    ``axes`` lists ``(state_dict key, axis)``; ``axes[0]`` is an out-axis (the group's
+    defining tensor). ``probes`` are in input-to-output order.
+    """
+
+    name: str
+    size: int
+    axes: list[Entry] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+
+
+#: group name → group, in input-to-output order of creation
+PermSpec = dict[str, PermGroup]
+
+
+class _SpecBuilder:
+    """Collects groups while the per-module rules walk the network (checks every size)."""
+
+    def __init__(self, model: ConvergentNet):
+        self.model = model
+        self.state = model.state_dict()
+        self.spec: PermSpec = {}
+
+    def group(self, name: str, size: int) -> str:
+        if name in self.spec:
+            raise AssertionError(f"duplicate permutation group {name!r}")
+        self.spec[name] = PermGroup(name, int(size))
+        return name
+
+    def add(self, group: str | None, key: str, axis: int) -> None:
+        """``key``'s ``axis`` carries ``group``'s units (no-op for the unpermuted input,
+        ``group=None``, and for absent keys such as a missing bias)."""
+        if group is None or key not in self.state:
+            return
+        g = self.spec[group]
+        if self.state[key].shape[axis] != g.size:
+            raise AssertionError(f"{key} axis {axis} has {self.state[key].shape[axis]} units, group {group} {g.size}")
+        if any(k == key and a == axis for gg in self.spec.values() for k, a in gg.axes):
+            raise AssertionError(f"{key} axis {axis} claimed by two groups")
+        g.axes.append((key, axis))
+
+    def produce(self, group: str, path: str) -> None:
+        """A linear/conv map at ``path`` writes ``group``'s units (weight axis 0, bias)."""
+        self.add(group, f"{path}.weight", 0)
+        self.add(group, f"{path}.bias", 0)
+
+    def consume(self, group: str | None, path: str) -> None:
+        """A linear/conv map at ``path`` reads ``group``'s units (weight axis 1)."""
+        self.add(group, f"{path}.weight", 1)
+
+    def norm(self, group: str | None, path: str) -> None:
+        """The module at ``path``, if a BatchNorm, acts channel-wise on ``group``'s units."""
+        if isinstance(self.model.get_submodule(path), nn.modules.batchnorm._BatchNorm):
+            for t in _BN_KEYS:
+                self.add(group, f"{path}.{t}", 0)
+
+    def probe(self, group: str, path: str, relu: bool = False) -> None:
+        self.spec[group].probes.append(Probe(path, relu))
+
+
+def _block_rule(sb: _SpecBuilder, m: Block, path: str, name: str, incoming: str | None) -> str:
+    """mlp/cnn layer or resnet stem: a new group, read by the next consumer."""
+    g = sb.group(name, m.linear.weight.shape[0])
+    sb.consume(incoming, f"{path}.linear")
+    sb.produce(g, f"{path}.linear")
+    sb.norm(g, f"{path}.norm")
+    sb.probe(g, path)
+    return g
+
+
+def _basic_block_rule(sb: _SpecBuilder, m: BasicBlock, path: str, name: str, incoming: str | None) -> str:
+    """Post-activation block: inner group; output stream = incoming unless a shortcut conv."""
+    inner = sb.group(f"{name}.inner", m.conv1.weight.shape[0])
+    sb.consume(incoming, f"{path}.conv1")
+    sb.produce(inner, f"{path}.conv1")
+    sb.norm(inner, f"{path}.bn1")
+    sb.probe(inner, f"{path}.bn1", relu=True)  # `act` is shared by both ReLUs: hook bn1
+    sb.consume(inner, f"{path}.conv2")
+    out = incoming
+    if not isinstance(m.shortcut, nn.Identity):
+        out = sb.group(name, m.conv2.weight.shape[0])
+        sb.consume(incoming, f"{path}.shortcut.0")
+        sb.produce(out, f"{path}.shortcut.0")
+        sb.norm(out, f"{path}.shortcut.1")
+    assert out is not None, "a residual block cannot be the first layer"
+    sb.produce(out, f"{path}.conv2")
+    sb.norm(out, f"{path}.bn2")
+    sb.probe(out, path)
+    return out
+
+
+def _preact_block_rule(sb: _SpecBuilder, m: PreActBlock, path: str, name: str, incoming: str | None) -> str:
+    """Pre-activation block: ``bn1`` on the incoming stream, ``bn2`` on the inner group."""
+    sb.norm(incoming, f"{path}.bn1")
+    inner = sb.group(f"{name}.inner", m.conv1.weight.shape[0])
+    sb.consume(incoming, f"{path}.conv1")
+    sb.produce(inner, f"{path}.conv1")
+    sb.norm(inner, f"{path}.bn2")
+    sb.probe(inner, f"{path}.bn2", relu=True)
+    sb.consume(inner, f"{path}.conv2")
+    out = incoming
+    if m.shortcut is not None:
+        out = sb.group(name, m.conv2.weight.shape[0])
+        sb.consume(incoming, f"{path}.shortcut")
+        sb.produce(out, f"{path}.shortcut")
+    assert out is not None, "a residual block cannot be the first layer"
+    sb.produce(out, f"{path}.conv2")
+    sb.probe(out, path)
+    return out
+
+
+def _head_rule(sb: _SpecBuilder, m: Head, path: str, incoming: str | None) -> None:
+    """Head: any BatchNorm in ``pre`` (wrn's final BN) and the classifier's input axis."""
+    for sub, mod in m.pre.named_modules():
+        if sub and isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            sb.norm(incoming, f"{path}.pre.{sub}")
+    sb.consume(incoming, f"{path}.linear")
+
+
+_LAYER_RULES = {Block: _block_rule, BasicBlock: _basic_block_rule, PreActBlock: _preact_block_rule}
 
 
 def permutation_spec(model: ConvergentNet) -> PermSpec:
-    """Which tensors and axes each hidden layer's permutation acts on (mlp / cnn only).
+    """Every permutation group of ``model`` (module docstring), input to output.
 
-    Raises :class:`NotImplementedError` for residual architectures: their blocks add
-    the input to the output, so one permutation must be shared along a whole residual
-    stream (Ainsworth et al. 2023) — not implemented here.
+    Raises :class:`NotImplementedError` for a layer module without a rule.
     """
-    if model.arch not in ("mlp", "cnn") or not all(isinstance(m, Block) for m in model.layers):
-        raise NotImplementedError(
-            f"permutations are implemented for mlp and cnn only, not {model.arch!r}: residual "
-            "networks need one permutation shared along each residual stream, which this module "
-            "does not build")
-    keys = set(model.state_dict())
-    spec: PermSpec = {}
-    for i, (name, block) in enumerate(zip(model.layer_names, model.layers)):
-        pre = f"layers.{i}."
-        entries = [(pre + "linear.weight", 0)]
-        if pre + "linear.bias" in keys:
-            entries.append((pre + "linear.bias", 0))
-        if isinstance(block.norm, nn.modules.batchnorm._BatchNorm):
-            for t in ("weight", "bias", *_BN_BUFFERS):
-                if pre + f"norm.{t}" in keys:
-                    entries.append((pre + f"norm.{t}", 0))
-        # the consumer of this layer's units: next layer's linear map, or the classifier
-        nxt = f"layers.{i + 1}.linear.weight" if i + 1 < len(model.layers) else "head.linear.weight"
-        entries.append((nxt, 1))
-        spec[name] = entries
-    return spec
+    sb = _SpecBuilder(model)
+    group: str | None = None  # the input's channels are never permuted
+    for i, (name, layer) in enumerate(zip(model.layer_names, model.layers)):
+        rule = _LAYER_RULES.get(type(layer))
+        if rule is None:
+            raise NotImplementedError(f"no permutation rule for {type(layer).__name__} ({model.arch} {name})")
+        group = rule(sb, layer, f"layers.{i}", name, group)
+    if not isinstance(model.head, Head):
+        raise NotImplementedError(f"no permutation rule for head {type(model.head).__name__}")
+    _head_rule(sb, model.head, "head", group)
+    return sb.spec
 
 
 def _axes_of(spec: PermSpec) -> dict[str, dict[int, str]]:
-    """Inverse view of a spec: key → {axis: layer name}."""
+    """Inverse view of a spec: state key → {axis: group name}."""
     out: dict[str, dict[int, str]] = {}
-    for name, entries in spec.items():
-        for key, axis in entries:
+    for name, g in spec.items():
+        for key, axis in g.axes:
             out.setdefault(key, {})[axis] = name
     return out
 
 
-def _validate(perms: Mapping[str, np.ndarray], spec: PermSpec, state: Mapping[str, torch.Tensor]) -> None:
+def _validate(perms: Mapping[str, np.ndarray], spec: PermSpec) -> None:
     unknown = set(perms) - set(spec)
     if unknown:
-        raise KeyError(f"permutations for unknown layers {sorted(unknown)}; layers: {list(spec)}")
+        raise KeyError(f"permutations for unknown groups {sorted(unknown)}; groups: {list(spec)}")
     for name, perm in perms.items():
-        key, axis = spec[name][0]
-        d = state[key].shape[axis]
+        d = spec[name].size
         p = np.asarray(perm)
         if p.shape != (d,) or not np.array_equal(np.sort(p), np.arange(d)):
             raise ValueError(f"perm of {name} is not a permutation of range({d})")
@@ -97,15 +271,16 @@ def permute_tensor(t: torch.Tensor, axes: Mapping[int, np.ndarray]) -> torch.Ten
 
 
 def apply_permutation(state_dict: Mapping[str, torch.Tensor], model: ConvergentNet,
-                      perms: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """A new state dict whose hidden units are permuted by ``perms`` (layer → index array).
+                      perms: Mapping[str, np.ndarray], spec: PermSpec | None = None) -> dict[str, torch.Tensor]:
+    """A new state dict whose hidden units are permuted by ``perms`` (group → index array).
 
-    Layers absent from ``perms`` keep their order. The permuted network computes the
+    Groups absent from ``perms`` keep their order. The permuted network computes the
     same function as the original (up to float rounding in summation order).
+    ``spec`` defaults to :func:`permutation_spec` of ``model``.
     """
-    spec = permutation_spec(model)
-    _validate(perms, spec, state_dict)
-    axes = _axes_of({n: e for n, e in spec.items() if n in perms})
+    spec = permutation_spec(model) if spec is None else spec
+    _validate(perms, spec)
+    axes = _axes_of({n: g for n, g in spec.items() if n in perms})
     out: dict[str, torch.Tensor] = {}
     for key, t in state_dict.items():
         if key in axes:
@@ -124,95 +299,109 @@ def invert_permutation(perm: np.ndarray) -> np.ndarray:
 
 
 def random_permutations(model: ConvergentNet, seed: int) -> Perms:
-    """One uniformly random permutation per hidden layer (for tests and null models)."""
+    """One uniformly random permutation per group (for tests and null models)."""
     rng = np.random.default_rng(seed)
-    spec = permutation_spec(model)
-    sd = model.state_dict()
-    return {name: rng.permutation(sd[entries[0][0]].shape[0]) for name, entries in spec.items()}
+    return {name: rng.permutation(g.size) for name, g in permutation_spec(model).items()}
+
+
+def _assignment(score: np.ndarray) -> np.ndarray:
+    """Permutation (d,) maximising Σ_i score[i, perm[i]] (``linear_sum_assignment``)."""
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    return cols[np.argsort(rows)].astype(np.int64)
 
 
 # --- activation matching ------------------------------------------------------------------
 
-def _units_as_columns(h: torch.Tensor) -> torch.Tensor:
+def _units_as_columns(h: torch.Tensor) -> np.ndarray:
     """(b, d) → (b, d); conv (b, c, *spatial) → (b·positions, c): positions are samples."""
-    if h.dim() == 2:
-        return h
-    return h.movedim(1, -1).reshape(-1, h.shape[1])
+    if h.dim() > 2:
+        h = h.movedim(1, -1).reshape(-1, h.shape[1])
+    return h.detach().cpu().numpy()
 
 
-def correlation_matrix(sums: dict[str, torch.Tensor], n: int, tol: float = 1e-12) -> np.ndarray:
-    """Pearson correlation (d_a, d_b) from float64 moments; dead units (variance ≤ tol) → 0."""
-    mean_a, mean_b = sums["a"] / n, sums["b"] / n
-    cov = sums["ab"] / n - torch.outer(mean_a, mean_b)
-    var_a = (sums["aa"] / n - mean_a ** 2).clamp_min(0)
-    var_b = (sums["bb"] / n - mean_b ** 2).clamp_min(0)
-    alive_a, alive_b = var_a > tol, var_b > tol
-    std_a = torch.where(alive_a, var_a.sqrt(), torch.ones_like(var_a))
-    std_b = torch.where(alive_b, var_b.sqrt(), torch.ones_like(var_b))
-    corr = cov / torch.outer(std_a, std_b)
-    corr = corr * torch.outer(alive_a, alive_b)  # dead units: correlation 0, never NaN
-    return corr.numpy()
+def _full_correlation(m: Moments) -> np.ndarray:
+    """(d1, d2) Pearson correlation from the measure engine; dead units' rows/columns 0."""
+    out = np.zeros((m.d1, m.d2))
+    try:
+        c = correlation_matrix(m)
+    except MeasureUnavailable:  # every unit of one side dead: nothing to match on
+        return out
+    out[np.ix_(c.idx_a, c.idx_b)] = c.r
+    return out
 
 
 @torch.no_grad()
-def layer_correlations(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tensor,
-                       layers: Sequence[str] | None = None, batch_size: int = 1024) -> dict[str, np.ndarray]:
-    """Per layer, the (d, d) Pearson correlation of A's and B's post-activation units on ``x``.
+def probe_moments(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tensor, probes: list[Probe],
+                  batch_size: int = 1024, chunk_rows: int = 65536) -> dict[Probe, Moments]:
+    """Joint float64 moments of A's and B's units at each probe, over inputs ``x`` (n, ...).
 
-    One eval-mode pass over ``x`` per network, accumulating float64 moments batch by
-    batch (memory O(d²), independent of n).
+    One eval-mode pass per network in batches of ``batch_size`` inputs; rows are fed to
+    one :class:`~convergent.moments.MomentAccumulator` per probe in blocks of at most
+    ``chunk_rows`` (memory independent of n). Only first and second moments are used
+    (no alignment/minibatch/subsample terms); a single class label.
     """
-    layers = list(model_a.layer_names if layers is None else layers)
     was = model_a.training, model_b.training
     model_a.eval(), model_b.eval()
-    acc: dict[str, dict[str, torch.Tensor]] = {}
-    n: dict[str, int] = {}
+    acc: dict[Probe, MomentAccumulator] = {}
+    out: dict[str, dict[Probe, torch.Tensor]] = {"a": {}, "b": {}}
+    handles = []
+    for side, model in (("a", model_a), ("b", model_b)):
+        for p in probes:
+            def hook(_m, _i, o, p=p, side=side):  # bind now, not at call time
+                out[side][p] = torch.relu(o) if p.relu else o
+            handles.append(model.get_submodule(p.module).register_forward_hook(hook))
+    device = next(model_a.parameters()).device
     try:
-        with record_layers(model_a, layers) as out_a, record_layers(model_b, layers) as out_b:
-            for start in range(0, len(x), batch_size):
-                xb = x[start:start + batch_size]
-                model_a(xb), model_b(xb)
-                for name in layers:
-                    a = _units_as_columns(out_a[name]).double()
-                    b = _units_as_columns(out_b[name]).double()
-                    s = acc.setdefault(name, {"a": 0, "b": 0, "aa": 0, "bb": 0, "ab": 0})
-                    s["a"] = s["a"] + a.sum(0)
-                    s["b"] = s["b"] + b.sum(0)
-                    s["aa"] = s["aa"] + (a * a).sum(0)
-                    s["bb"] = s["bb"] + (b * b).sum(0)
-                    s["ab"] = s["ab"] + a.T @ b
-                    n[name] = n.get(name, 0) + a.shape[0]
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            model_a(xb), model_b(xb)
+            for p in probes:
+                a, b = _units_as_columns(out["a"][p]), _units_as_columns(out["b"][p])
+                if p not in acc:  # rows per input are known only now (conv positions)
+                    rows = len(x) * (a.shape[0] // len(xb))
+                    acc[p] = MomentAccumulator(a.shape[1], b.shape[1], 1, n_rows=rows, fold_split=rows // 2,
+                                               alignment=False, precision="float64")
+                zeros = np.zeros(chunk_rows, dtype=np.int64)
+                for s in range(0, a.shape[0], chunk_rows):
+                    blk = slice(s, s + chunk_rows)
+                    acc[p].update(a[blk], b[blk], zeros[:len(a[blk])])
     finally:
+        for h in handles:
+            h.remove()
         model_a.train(was[0]), model_b.train(was[1])
-    return {name: correlation_matrix(acc[name], n[name]) for name in layers}
+    return {p: acc[p].result({"probe": p.module, "relu": p.relu}) for p in probes}
+
+
+def group_correlations(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tensor,
+                       batch_size: int = 1024, spec: PermSpec | None = None) -> dict[str, np.ndarray]:
+    """Per group, the (size, size) correlation of A's units (rows) with B's (columns):
+    the mean over the group's probes of each probe's Pearson correlation matrix, dead
+    units 0 (module docstring)."""
+    spec = permutation_spec(model_a) if spec is None else spec
+    probes = [p for g in spec.values() for p in g.probes]
+    moments = probe_moments(model_a, model_b, x, probes, batch_size)
+    return {name: np.mean([_full_correlation(moments[p]) for p in g.probes], axis=0)
+            for name, g in spec.items()}
 
 
 def activation_matching(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tensor,
                         batch_size: int = 1024) -> Perms:
-    """Permutations of B's units maximising the summed correlation with A's, layer by layer.
+    """Permutations of B's units maximising the summed correlation with A's, group by group.
 
-    ``x``: inputs (n, *input_shape). Each layer is an independent Hungarian assignment
-    (``linear_sum_assignment``, maximise) on the correlation of post-activation outputs
-    of the *unpermuted* networks; since permuting layer ℓ−1 does not change layer ℓ's
-    units, the per-layer problems are independent. Dead units have correlation 0 with
-    everything, so their assignment is arbitrary (it does not matter for the function).
+    ``x``: inputs (n, *input_shape). One Hungarian assignment per group on
+    :func:`group_correlations` of the *unpermuted* networks. Dead units correlate 0
+    with everything, so their assignment is arbitrary (it does not change the function).
     """
-    permutation_spec(model_a)  # fail early for unsupported architectures
-    corrs = layer_correlations(model_a, model_b, x, batch_size=batch_size)
-    perms: Perms = {}
-    for name, c in corrs.items():
-        rows, cols = linear_sum_assignment(c, maximize=True)
-        perms[name] = cols[np.argsort(rows)].astype(np.int64)
-    return perms
+    return {name: _assignment(c) for name, c in group_correlations(model_a, model_b, x, batch_size).items()}
 
 
 # --- weight matching ----------------------------------------------------------------------
 
-def _matching_entries(spec: PermSpec, state: Mapping[str, torch.Tensor]) -> PermSpec:
-    """Spec without BN running statistics: they are data statistics, not weights, and their
-    scale (variances) would swamp the weight terms of the objective."""
-    return {n: [(k, a) for k, a in e if not k.endswith(_BN_BUFFERS) and state[k].is_floating_point()]
-            for n, e in spec.items()}
+def _matching_spec(spec: PermSpec, state: Mapping[str, torch.Tensor]) -> PermSpec:
+    """Spec without BN running statistics (module docstring) and non-float tensors."""
+    return {n: PermGroup(n, g.size, [(k, a) for k, a in g.axes
+                                     if not k.endswith(_BN_STATS) and state[k].is_floating_point()], g.probes)
+            for n, g in spec.items()}
 
 
 def weight_matching(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch.Tensor],
@@ -220,38 +409,33 @@ def weight_matching(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, t
                     tol: float = 1e-9) -> Perms:
     """Ainsworth et al. (2023) weight matching of B onto A.
 
-    Maximises Σ_tensors ⟨W_A, P(W_B)⟩ by coordinate descent: each sweep visits the
-    layers in a random order (``numpy`` generator seeded by ``seed``) and solves a
-    linear assignment for that layer's permutation with all others fixed. The cost for
-    layer ℓ is C = Σ_{(key, axis)} W_A[key]ₐ · (W_B[key] with the *other* layers'
-    permutations applied)ₐᵀ, where ``ₐ`` moves the unit axis first and flattens the
-    rest — it includes the incoming weights (rows), biases and BN affine parameters
-    and the outgoing weights (columns of the next layer). Stops after a sweep in which
-    no layer improves by more than ``tol`` (relative), or after ``max_sweeps``.
-    Computed in float64 on CPU.
+    Maximises Σ_tensors ⟨W_A, P(W_B)⟩ by coordinate descent over the groups of
+    :func:`permutation_spec` (module docstring for the stopping rule). The score for
+    group g is S = Σ_{(key, axis) ∈ g} W_A[key]ₐ · (W_B[key] with every *other* axis
+    permuted by its current permutation)ₐᵀ, where ``ₐ`` moves ``axis`` first and
+    flattens the rest: incoming weights, biases, BN affine parameters and the
+    consumers' input axes of every tensor in the group.
     """
-    spec = _matching_entries(permutation_spec(model), state_a)
+    spec = _matching_spec(permutation_spec(model), state_a)
     axes = _axes_of(spec)
     wa = {k: state_a[k].detach().double().cpu() for k in axes}
     wb = {k: state_b[k].detach().double().cpu() for k in axes}
-    perms: Perms = {n: np.arange(state_a[e[0][0]].shape[e[0][1]]) for n, e in spec.items()}
+    perms: Perms = {n: np.arange(g.size) for n, g in spec.items()}
     rng = np.random.default_rng(seed)
     names = list(spec)
     for _ in range(max_sweeps):
         improved = False
         for idx in rng.permutation(len(names)):
             name = names[idx]
-            d = len(perms[name])
-            cost = torch.zeros(d, d, dtype=torch.float64)
-            for key, axis in spec[name]:
-                others = {ax: perms[n] for ax, n in axes[key].items() if n != name}
+            d = spec[name].size
+            score = torch.zeros(d, d, dtype=torch.float64)
+            for key, axis in spec[name].axes:
+                others = {ax: perms[n] for ax, n in axes[key].items() if ax != axis}
                 b = permute_tensor(wb[key], others)
-                a = wa[key].movedim(axis, 0).reshape(d, -1)
-                cost += a @ b.movedim(axis, 0).reshape(d, -1).T
-            c = cost.numpy()
-            rows, cols = linear_sum_assignment(c, maximize=True)
-            new = cols[np.argsort(rows)]
-            old_val, new_val = c[np.arange(d), perms[name]].sum(), c[np.arange(d), new].sum()
+                score += wa[key].movedim(axis, 0).reshape(d, -1) @ b.movedim(axis, 0).reshape(d, -1).T
+            s = score.numpy()
+            new = _assignment(s)
+            old_val, new_val = s[np.arange(d), perms[name]].sum(), s[np.arange(d), new].sum()
             if new_val > old_val + tol * max(abs(old_val), 1.0):
                 perms[name] = new
                 improved = True

@@ -1,4 +1,7 @@
-"""Linear mode connectivity: exact endpoints, zero self-barrier, BN reset, not-applicable rows."""
+"""Linear mode connectivity: exact endpoints, zero self-barrier, BN reset, REPAIR, not-applicable
+rows, every variant on residual nets."""
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,6 +13,7 @@ from convergent.models import build_model
 from convergent.train import TrainConfig, evaluate, set_determinism, train
 from convergent.weights.lmc import (BARRIER_COLUMNS, CURVE_COLUMNS, VARIANTS, barriers, interpolate,
                                     lmc_curve, lmc_pair, reset_bn_stats)
+from convergent.weights.repair import channel_stats, endpoint_stats, interpolate_stats, repair_points, repaired
 
 ALPHAS = np.linspace(0, 1, 5)
 
@@ -105,7 +109,8 @@ def test_no_batchnorm_not_applicable(digits, tmp_path):
     na = curve[curve.variant.str.endswith("bn_reset")]
     assert not na.applicable.any() and na.loss.isna().all()
     ok = bar[bar.applicable]
-    assert set(ok.variant) == {"naive", "permuted_activation", "permuted_weight"}
+    assert set(ok.variant) == {"naive", "permuted_activation", "permuted_weight", "repair",
+                               "permuted_activation_repair", "permuted_weight_repair"}
     assert (ok.loss_barrier >= 0).all() and ok.loss_barrier.notna().all()
     assert bar[~bar.applicable].loss_barrier.isna().all()
     assert {"match_weight", "match_activation"} <= set(timings)
@@ -118,3 +123,66 @@ def test_barrier_definition():
     row = barriers(curve).iloc[0]
     assert row.loss_barrier == pytest.approx(1.5) and row.loss_barrier_alpha == 0.5
     assert row.error_barrier == pytest.approx(0.35) and row.error_mid == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("arch,opts,width", [("resnet18", {}, 2), ("wrn", {"depth": 10}, 1)])
+def test_resnet_pair_every_variant(arch, opts, width, digits):
+    """Every variant runs on a (tiny, untrained) residual pair; permuting B does not change
+    B's function, so each permuted variant's endpoints equal its unpermuted counterpart's."""
+    digits = dataclasses.replace(digits, x_train=digits.x_train[:128], y_train=digits.y_train[:128],
+                                 x_test=digits.x_test[:64], y_test=digits.y_test[:64])  # speed
+    states = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(arch, width, digits.input_shape, digits.num_classes, opts)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+    alphas = [0.0, 0.5, 1.0]
+    curve, bar, timings = lmc_pair(model, states[0], states[1], digits, alphas)
+    assert set(curve.variant) == set(VARIANTS) and curve.applicable.all() and bar.applicable.all()
+    assert len(curve) == len(VARIANTS) * len(alphas) * 2 and curve.loss.notna().all()
+    assert {"match_weight", "match_activation"} <= set(timings)
+    c = curve.set_index(["variant", "alpha", "split"]).sort_index()
+    for method in ("activation", "weight"):
+        for base in ("naive", "bn_reset", "repair"):
+            perm = f"permuted_{method}" + ("" if base == "naive" else f"_{base}")
+            for alpha in (0.0, 1.0):
+                np.testing.assert_allclose(c.loc[(perm, alpha)].loss, c.loc[(base, alpha)].loss, rtol=1e-5,
+                                           err_msg=f"{perm} vs {base} at {alpha}")
+    # not vacuous: matching moved units, so the permuted midpoint differs
+    assert not np.allclose(c.loc[("permuted_weight", 0.5)].loss, c.loc[("naive", 0.5)].loss)
+
+
+def test_repair_sets_target_statistics(bn_pair, digits):
+    """After REPAIR, every repair point of θ(0.5) has the interpolated endpoint statistics."""
+    model, sa, sb = bn_pair
+    net = build_model("cnn", 4, digits.input_shape, digits.num_classes, {"depth": 3, "batchnorm": True})
+    assert repair_points(net) == ["layers.0.norm", "layers.1.norm", "layers.2.norm"]
+    stats_a, stats_b = endpoint_stats(net, sa, sb, digits.x_train)
+    targets = interpolate_stats(stats_a, stats_b, 0.5)
+    net.load_state_dict(interpolate(sa, sb, 0.5))
+    before = channel_stats(net, digits.x_train)
+    # a single batch: the calibration statistics are the final ones, so the means are exact
+    # up to float32 and the stds up to BatchNorm's eps (σ = sqrt(var + 1e-5) on both sides)
+    with repaired(net, targets, digits.x_train):
+        after = channel_stats(net, digits.x_train)
+    for p, (mean, std) in targets.items():
+        torch.testing.assert_close(after[p][0], mean, rtol=0, atol=1e-5 * float(std.mean()))
+        torch.testing.assert_close(after[p][1], std, rtol=1e-4, atol=0)
+    assert not torch.allclose(before["layers.2.norm"][1], targets["layers.2.norm"][1], rtol=1e-2)
+    after_exit = channel_stats(net, digits.x_train)  # hooks are removed on exit
+    torch.testing.assert_close(after_exit["layers.2.norm"][1], before["layers.2.norm"][1])
+
+
+def test_repair_self_pair_and_endpoints(digits, tmp_path):
+    """No-BN net: REPAIR applies; endpoints equal naive exactly; a net with itself has no barrier."""
+    model, sa = _trained("mlp", {"depth": 2}, 16, digits, tmp_path, seed=0)
+    _, sb = _trained("mlp", {"depth": 2}, 16, digits, tmp_path, seed=1)
+    assert repair_points(model) == ["layers.0.linear", "layers.1.linear"]
+    naive = lmc_curve(model, sa, sb, digits, ALPHAS, "naive")
+    rep = lmc_curve(model, sa, sb, digits, ALPHAS, "repair")
+    assert rep.applicable.all()
+    ends = naive.alpha.isin([0.0, 1.0])
+    assert (rep[ends].loss.to_numpy() == naive[ends].loss.to_numpy()).all()
+    assert not np.allclose(rep[~ends].loss, naive[~ends].loss)
+    _, bar, _ = lmc_pair(model, sa, sa, digits, ALPHAS, variants=("repair",))
+    np.testing.assert_allclose(bar.loss_barrier, 0, atol=1e-5)

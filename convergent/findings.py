@@ -1,0 +1,767 @@
+"""Replication summary: does this sweep reproduce the five papers' findings?
+
+For every finding of SPEC.md that a sweep can test, one **statistic** is computed from
+the tidy tables of ``results/summary/`` (runs, measures, lmc, rotation and, when
+present, cka_layers), **per seed pair** (two runs that differ only in seed). Its
+value is the mean over seed pairs with a 95 % percentile bootstrap interval over
+seed pairs (:func:`convergent.stats.bootstrap_ci`). A small, named **verdict rule**
+with a stated threshold turns the interval into one of
+
+* ``supported``      the whole interval lies on the side the paper predicts;
+* ``not supported``  it does not: *contradicted* (wholly on the other side) or
+  *inconclusive* (it contains the threshold) — the reason says which;
+* ``not testable``   the sweep lacks what the statistic needs; the reason says what
+  (e.g. "needs ≥ 2 widths", "needs frozen_k > 0", "needs a conv arch").
+
+Every finding is evaluated separately for each (dataset, arch) cell of the sweep.
+Pairs that share a seed are not independent (3 seeds give 3 pairs from 3 networks),
+so with few seeds the interval is optimistic; with a single seed pair it collapses
+to the value, and the reason says so.
+
+The module never imports Snakemake; ``scripts/findings.py`` is its entry point.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from convergent.stats import bootstrap_ci
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+NOT_TESTABLE = "not testable"
+
+#: the summary tables a finding may read, by name; file ``results/summary/<name>.csv``
+TABLE_NAMES = ("runs", "measures", "lmc", "rotation", "cka_layers")
+PAIR = ["seed_a", "seed_b"]
+#: architectures whose hidden layers are dense (every other known arch is convolutional)
+DENSE_ARCHS = frozenset({"mlp"})
+
+# --------------------------------------------------------------------------- thresholds
+# Each verdict rule reads one of these; findings.md prints them next to the verdict.
+LI_TOP_MIN = 0.9          # "reliable" units: top-decile matched correlation above this
+LI_BOTTOM_MAX = 0.5       # "unreliable" units: bottom-decile matched correlation below this
+LI_TOP_RANK = 0.1         # rank fraction of the sorted matched-correlation curve read as "top"
+LI_BOTTOM_RANK = 0.9      # ... and as "bottom" (0 = best matched unit, 1 = worst)
+LI_SUBSPACE_GAP_MIN = 0.1  # R² of the linear map minus one-to-one r̄², in variance explained
+KORNBLITH_GROUNDING_MIN = 0.9   # Kornblith et al. found 99.3 % with linear CKA
+WANG_SMALL_MATCH_MAX = 0.5      # "small" maximum matches: fewer than half the neurons matched
+BROWN_CEILING_GAP_MIN = 0.1     # basis correlation at least this far below the self-pair ceiling
+BROWN_BASIS_RISE_MAX = 0.05     # "basis correlation does not rise": < 0.05 per doubling of width
+BASIS_MEASURE = "hungarian_mean_corr_cv"   # Brown et al.'s basis correlation, held-out fold
+LMC_VARIANT = "naive"            # the plain interpolation θ(α) = (1−α)θ_A + αθ_B
+LMC_SPLIT = "test"
+
+
+class NotTestable(Exception):
+    """The sweep cannot test a finding; the message says what would be needed."""
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tidy summary tables; a table that does not exist is ``None``."""
+
+    runs: pd.DataFrame | None = None
+    measures: pd.DataFrame | None = None
+    lmc: pd.DataFrame | None = None
+    rotation: pd.DataFrame | None = None
+    cka_layers: pd.DataFrame | None = None
+
+    def require(self, name: str) -> pd.DataFrame:
+        """The table ``name``, or :class:`NotTestable` naming the missing file."""
+        frame = getattr(self, name)
+        if frame is None or frame.empty:
+            raise NotTestable(f"needs results/summary/{name}.csv")
+        return frame
+
+
+def summary_tables(targets: Iterable[str], summary_dir: str = "results/summary") -> dict[str, str]:
+    """{name: path} of the tables of :data:`TABLE_NAMES` among ``targets`` (e.g. a workflow's
+    final targets): the findings read whichever tables the configured sweep makes."""
+    wanted = set(targets)
+    return {name: f"{summary_dir}/{name}.csv" for name in TABLE_NAMES if f"{summary_dir}/{name}.csv" in wanted}
+
+
+def load_tables(paths: Mapping[str, str | os.PathLike | None]) -> Tables:
+    """Read the tables of ``paths`` ({name: csv path}); missing or absent files become ``None``."""
+    unknown = set(paths) - set(TABLE_NAMES)
+    if unknown:
+        raise ValueError(f"unknown tables {sorted(unknown)}; known: {', '.join(TABLE_NAMES)}")
+    frames = {}
+    for name, path in paths.items():
+        if path is not None and Path(path).is_file() and Path(path).stat().st_size > 0:
+            frames[name] = pd.read_csv(path)
+    return Tables(**frames)
+
+
+def load_summary_dir(summary_dir: str | os.PathLike) -> Tables:
+    """Every ``<name>.csv`` of :data:`TABLE_NAMES` found in ``summary_dir``."""
+    return load_tables({name: Path(summary_dir) / f"{name}.csv" for name in TABLE_NAMES})
+
+
+# --------------------------------------------------------------------------- estimates
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of a statistic over resampling units with its 95 % bootstrap interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float] | np.ndarray | pd.Series) -> Estimate:
+        vals = np.asarray(values, dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size == 0:
+            raise NotTestable("no finite values of the statistic")
+        lo, hi = bootstrap_ci(vals)
+        return cls(float(vals.mean()), lo, hi, int(vals.size))
+
+    @property
+    def degenerate(self) -> bool:
+        """One unit only: the interval is the value itself, not a measure of spread."""
+        return self.n < 2
+
+    def __str__(self) -> str:
+        return f"{_num(self.value)} [{_num(self.ci_low)}, {_num(self.ci_high)}]"
+
+
+def _num(x: float) -> str:
+    return "nan" if not np.isfinite(x) else f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+# --------------------------------------------------------------------------- verdict rules
+
+def verdict_above(est: Estimate, threshold: float) -> tuple[str, str]:
+    """Supported iff the whole interval lies above ``threshold`` (ci_low > threshold)."""
+    if est.ci_low > threshold:
+        return SUPPORTED, f"the 95 % interval {est} lies above {threshold:g}"
+    if est.ci_high < threshold:
+        return NOT_SUPPORTED, f"contradicted: the 95 % interval {est} lies below {threshold:g}"
+    return NOT_SUPPORTED, f"inconclusive: the 95 % interval {est} contains {threshold:g}"
+
+
+def verdict_below(est: Estimate, threshold: float) -> tuple[str, str]:
+    """Supported iff the whole interval lies below ``threshold`` (ci_high < threshold)."""
+    if est.ci_high < threshold:
+        return SUPPORTED, f"the 95 % interval {est} lies below {threshold:g}"
+    if est.ci_low > threshold:
+        return NOT_SUPPORTED, f"contradicted: the 95 % interval {est} lies above {threshold:g}"
+    return NOT_SUPPORTED, f"inconclusive: the 95 % interval {est} contains {threshold:g}"
+
+
+def verdict_reliable_and_unreliable(top: Estimate, bottom: Estimate) -> tuple[str, str]:
+    """Li et al.: supported iff top-decile matched correlation > :data:`LI_TOP_MIN` (ci_low)
+    **and** bottom-decile < :data:`LI_BOTTOM_MAX` (ci_high): the sorted curve spans both."""
+    v_top, why_top = verdict_above(top, LI_TOP_MIN)
+    v_bot, why_bot = verdict_below(bottom, LI_BOTTOM_MAX)
+    verdict = SUPPORTED if v_top == v_bot == SUPPORTED else NOT_SUPPORTED
+    return verdict, f"top decile: {why_top}; bottom decile: {why_bot}"
+
+
+def verdict_lmc_not_basis(barrier_slope: Estimate, basis_slope: Estimate) -> tuple[str, str]:
+    """Brown et al. (d): supported iff the LMC barrier falls with width (slope ci_high < 0)
+    **and** basis correlation does not rise correspondingly (its slope per doubling of
+    width has ci_high < :data:`BROWN_BASIS_RISE_MAX`)."""
+    v_bar, why_bar = verdict_below(barrier_slope, 0.0)
+    v_bas, why_bas = verdict_below(basis_slope, BROWN_BASIS_RISE_MAX)
+    verdict = SUPPORTED if v_bar == v_bas == SUPPORTED else NOT_SUPPORTED
+    return verdict, f"barrier slope: {why_bar}; basis-correlation slope: {why_bas}"
+
+
+# --------------------------------------------------------------------------- selection helpers
+
+_CONTROL_NEEDS = {"floor": "the floor control (controls.floor: true)",
+                  "ceiling": "the ceiling control (controls.ceiling: true)",
+                  "cross": "the cross control (controls.cross: true)"}
+
+
+def _cell(frame: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
+    return frame[(frame["dataset"] == dataset) & (frame["arch"] == arch)]
+
+
+def measure_rows(tables: Tables, dataset: str, arch: str, measure: str, *, control: str = "cross",
+                 frozen_k: int | None = 0, parameter_value: float | None = None) -> pd.DataFrame:
+    """Finite rows of one measure in one cell; :class:`NotTestable` says what is missing."""
+    m = _cell(tables.require("measures"), dataset, arch)
+    rows = m[m["measure"] == measure]
+    if rows.empty:
+        raise NotTestable(f"needs measure {measure!r} in measures.csv (its measure family enabled)")
+    if not (rows["control"] == control).any():
+        raise NotTestable(f"needs {_CONTROL_NEEDS.get(control, control)}")
+    rows = rows[rows["control"] == control]
+    if frozen_k is not None:
+        rows = rows[rows["frozen_k"] == frozen_k]
+        if rows.empty:
+            raise NotTestable(f"needs frozen_k = {frozen_k} in the sweep")
+    if parameter_value is not None:
+        rows = rows[np.isclose(rows["parameter_value"].astype(float), parameter_value)]
+    finite = rows[np.isfinite(rows["value"].astype(float))]
+    if finite.empty:
+        notes = rows["note"].dropna().unique() if "note" in rows else []
+        why = f" ({notes[0]})" if len(notes) else ""
+        raise NotTestable(f"measure {measure!r} is unavailable in every row{why}")
+    return finite
+
+
+def pair_means(frame: pd.DataFrame, by: Sequence[str] = (), value: str = "value") -> pd.DataFrame:
+    """Mean of ``value`` per seed pair and ``by``; the result has a ``value`` column."""
+    keys = PAIR + list(by)
+    return frame.groupby(keys, as_index=False)[value].mean().rename(columns={value: "value"})
+
+
+def per_pair_slope(frame: pd.DataFrame, x: str) -> pd.Series:
+    """Least-squares slope of ``value`` on ``x`` within each seed pair (rows averaged per x first).
+
+    Pairs seen at fewer than two distinct ``x`` have no slope and are dropped.
+    """
+    means = pair_means(frame, [x])
+    slopes = {}
+    for key, g in means.groupby(PAIR):
+        if g[x].nunique() >= 2:
+            slopes[key] = float(np.polyfit(g[x].to_numpy(float), g["value"].to_numpy(float), 1)[0])
+    return pd.Series(slopes, dtype=float)
+
+
+def _with_log2_width(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(log2_width=np.log2(frame["width"].astype(float)))
+
+
+def _require_levels(frame: pd.DataFrame, column: str, minimum: int, need: str) -> None:
+    if frame[column].nunique() < minimum:
+        raise NotTestable(f"needs {need} (this sweep has {frame[column].nunique()})")
+
+
+# --------------------------------------------------------------------------- outcome & finding
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finding's evaluation returns for one cell."""
+
+    estimate: Estimate
+    verdict: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One testable claim: its statistic, verdict rule and evaluation function."""
+
+    id: str
+    paper: str
+    claim: str
+    statistic: str
+    rule: str
+    unit: str
+    evaluate: Callable[[Tables, str, str], Outcome] = field(repr=False)
+
+
+# --------------------------------------------------------------------------- Li et al. 2016
+
+def li_reliable_units(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Li et al.: some units are learned reliably, others not.
+
+    Per seed pair (cross, frozen_k = 0): the sorted one-to-one matched-correlation curve
+    (``matched_corr_sorted``) read at its top decile (rank fraction 0.1) and bottom decile
+    (0.9), averaged over widths and layers. The reported value is the spread top − bottom;
+    the verdict is :func:`verdict_reliable_and_unreliable` (top > 0.9, bottom < 0.5).
+    """
+    rows = measure_rows(tables, dataset, arch, "matched_corr_sorted")
+    grid = np.sort(rows["parameter_value"].astype(float).unique())
+    top_at = float(grid[np.argmin(np.abs(grid - LI_TOP_RANK))])
+    bottom_at = float(grid[np.argmin(np.abs(grid - LI_BOTTOM_RANK))])
+    if top_at == bottom_at:
+        raise NotTestable("needs at least two rank fractions in measures.sorted_grid")
+    top = pair_means(rows[np.isclose(rows["parameter_value"], top_at)])
+    bottom = pair_means(rows[np.isclose(rows["parameter_value"], bottom_at)])
+    both = top.merge(bottom, on=PAIR, suffixes=("_top", "_bottom"))
+    e_top, e_bottom = Estimate.of(both["value_top"]), Estimate.of(both["value_bottom"])
+    verdict, reason = verdict_reliable_and_unreliable(e_top, e_bottom)
+    spread = Estimate.of(both["value_top"] - both["value_bottom"])
+    return Outcome(spread, verdict, reason,
+                   f"top (rank fraction {top_at:g}) {e_top}; bottom (rank fraction {bottom_at:g}) {e_bottom}")
+
+
+def li_shared_subspace(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Li et al.: units span subspaces that are shared while the basis vectors are not.
+
+    Per seed pair (cross, frozen_k = 0), per (width, layer): the held-out R² of predicting
+    B's units from all of A's (``sparse_val_r2``, best over the L1 grid) minus the square
+    of the held-out one-to-one matched correlation (``hungarian_mean_corr_cv``), averaged
+    over widths and layers. Positive: a linear mix of A's units predicts B's units much
+    better than B's single best partner does. (r̄² ≤ mean r², so the one-to-one term is
+    slightly underestimated; the margin absorbs that.) Rule: :func:`verdict_above` 0.1.
+    """
+    r2 = measure_rows(tables, dataset, arch, "sparse_val_r2")
+    r2 = r2.groupby(PAIR + ["width", "layer"], as_index=False)["value"].max()
+    corr = measure_rows(tables, dataset, arch, BASIS_MEASURE)
+    both = r2.merge(corr[PAIR + ["width", "layer", "value"]], on=PAIR + ["width", "layer"],
+                    suffixes=("_r2", "_corr"))
+    if both.empty:
+        raise NotTestable(f"needs sparse_val_r2 and {BASIS_MEASURE} for the same pairs and layers")
+    both["value"] = both["value_r2"] - both["value_corr"] ** 2
+    est = Estimate.of(pair_means(both)["value"])
+    verdict, reason = verdict_above(est, LI_SUBSPACE_GAP_MIN)
+    return Outcome(est, verdict, reason, f"linear-map R² {Estimate.of(pair_means(both, value='value_r2')['value'])}; "
+                   f"one-to-one r̄ {Estimate.of(pair_means(both, value='value_corr')['value'])}")
+
+
+# --------------------------------------------------------------------------- Kornblith et al. 2019
+
+def kornblith_grounding(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Kornblith et al.: for each layer of net A the most similar layer of net B (linear CKA)
+    is the same layer.
+
+    From ``cka_layers.csv`` (layer × layer linear CKA between two seeds; cross-seed,
+    frozen_k = 0 rows): per seed pair and width, the fraction of layers — of A against all
+    of B's, and of B against all of A's — whose most similar layer is the corresponding
+    one. The layer table holds one seed pair per cell, so the interval is over
+    (seed pair, width) units. Rule: :func:`verdict_above` 0.9 (the paper: 99.3 %).
+    """
+    c = _cell(tables.require("cka_layers"), dataset, arch)
+    if c.empty:
+        raise NotTestable("needs rows of this cell in cka_layers.csv")
+    c = c[c["seed_a"] != c["seed_b"]]
+    if "control" in c:
+        c = c[c["control"] == "cross"]
+    if "frozen_k" in c:
+        c = c[c["frozen_k"] == 0]
+    c = c[np.isfinite(c["cka_linear"].astype(float))]
+    if c.empty:
+        raise NotTestable("needs cross-seed, frozen_k = 0 rows in cka_layers.csv")
+    _require_levels(c, "layer_a", 2, "≥ 2 layers")
+    hits: dict[tuple, list[bool]] = {}
+    for key, g in c.groupby(PAIR + ["width"]):
+        for own, other in (("layer_a", "layer_b"), ("layer_b", "layer_a")):
+            best = g.loc[g.groupby(own)["cka_linear"].idxmax(), [own, other]]
+            hits.setdefault(key, []).extend((best[own] == best[other]).tolist())
+    est = Estimate.of([float(np.mean(v)) for v in hits.values()])
+    verdict, reason = verdict_above(est, KORNBLITH_GROUNDING_MIN)
+    return Outcome(est, verdict, reason, f"{sum(len(v) for v in hits.values())} layer identifications")
+
+
+def kornblith_width(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Kornblith et al.: cross-seed CKA rises (toward 1) with width.
+
+    Per seed pair (cross, frozen_k = 0): the least-squares slope of linear CKA (mean over
+    layers) on log2(width), i.e. the change per doubling of width. Needs ≥ 2 widths.
+    Rule: :func:`verdict_above` 0.
+    """
+    rows = measure_rows(tables, dataset, arch, "cka_linear")
+    _require_levels(rows, "width", 2, "≥ 2 widths")
+    est = Estimate.of(per_pair_slope(_with_log2_width(rows), "log2_width"))
+    verdict, reason = verdict_above(est, 0.0)
+    by_width = pair_means(rows, ["width"]).groupby("width")["value"].mean()
+    return Outcome(est, verdict, reason, "mean CKA by width: " + ", ".join(
+        f"{w}: {_num(v)}" for w, v in by_width.items()))
+
+
+# --------------------------------------------------------------------------- Wang et al. 2018
+
+def _subspace_over_eps(tables: Tables, dataset: str, arch: str) -> pd.DataFrame:
+    rows = measure_rows(tables, dataset, arch, "subspace_similarity")
+    return rows.groupby(PAIR + ["width", "layer", "layer_index"], as_index=False)["value"].mean()
+
+
+def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Wang et al.: representations are less similar deeper.
+
+    Per seed pair (cross, frozen_k = 0): the slope of the maximum-match subspace
+    similarity (mean over the configured ε grid and over widths) on the layer's depth
+    index. Needs ≥ 2 layers. Rule: :func:`verdict_below` 0.
+    """
+    rows = _subspace_over_eps(tables, dataset, arch)
+    _require_levels(rows, "layer_index", 2, "≥ 2 layers")
+    est = Estimate.of(per_pair_slope(rows, "layer_index"))
+    verdict, reason = verdict_below(est, 0.0)
+    by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
+    return Outcome(est, verdict, reason, "mean similarity by layer: " + ", ".join(
+        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+
+
+def wang_small_matches(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Wang et al.: the maximum-match subsets are small in intermediate conv layers.
+
+    Conv architectures only (the claim is about conv layers, whose neurons are channels
+    seen at every position). Per seed pair (cross, frozen_k = 0): the maximum-match
+    similarity averaged over the ε grid, widths and the intermediate layers (all but the
+    first and last; all layers when there are fewer than three).
+    Rule: :func:`verdict_below` 0.5 (fewer than half the neurons matched).
+    """
+    if arch in DENSE_ARCHS:
+        raise NotTestable(f"needs a conv arch (cnn, resnet18, wrn); this cell is {arch}")
+    rows = _subspace_over_eps(tables, dataset, arch)
+    depths = np.sort(rows["layer_index"].unique())
+    if depths.size >= 3:
+        rows = rows[rows["layer_index"].between(depths[1], depths[-2])]
+    est = Estimate.of(pair_means(rows)["value"])
+    verdict, reason = verdict_below(est, WANG_SMALL_MATCH_MAX)
+    return Outcome(est, verdict, reason, f"layers used: {', '.join(sorted(rows['layer'].unique()))}")
+
+
+# --------------------------------------------------------------------------- Imani et al. 2022
+
+def _alignment(tables: Tables, dataset: str, arch: str, control: str) -> pd.DataFrame:
+    """``alignment_top_c`` averaged over the two networks of each pair."""
+    sides = [measure_rows(tables, dataset, arch, f"alignment_top_c_{s}", control=control) for s in "ab"]
+    return pd.concat(sides).groupby(PAIR + ["width", "layer", "layer_index"], as_index=False)["value"].mean()
+
+
+def imani_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Imani et al.: alignment is higher in layers closer to the output.
+
+    Per seed pair (cross, frozen_k = 0): the slope of the target alignment of the top-c
+    directions (``alignment_top_c``, both networks averaged, mean over widths) on the
+    layer's depth index. Needs ≥ 2 layers. Rule: :func:`verdict_above` 0.
+    """
+    rows = _alignment(tables, dataset, arch, "cross")
+    _require_levels(rows, "layer_index", 2, "≥ 2 layers")
+    est = Estimate.of(per_pair_slope(rows, "layer_index"))
+    verdict, reason = verdict_above(est, 0.0)
+    by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
+    return Outcome(est, verdict, reason, "mean alignment by layer: " + ", ".join(
+        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+
+
+def imani_emerges(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Imani et al.: alignment emerges with training.
+
+    Per seed pair (frozen_k = 0): ``alignment_top_c`` of the trained networks (cross
+    control) minus that of the same seeds' untrained networks (floor control), averaged
+    over widths and layers. Needs the floor control. Rule: :func:`verdict_above` 0.
+    """
+    trained = _alignment(tables, dataset, arch, "cross")
+    untrained = _alignment(tables, dataset, arch, "floor")
+    keys = PAIR + ["width", "layer"]
+    both = trained.merge(untrained[keys + ["value"]], on=keys, suffixes=("_trained", "_untrained"))
+    if both.empty:
+        raise NotTestable("needs floor pairs with the same seeds as the cross pairs")
+    both["value"] = both["value_trained"] - both["value_untrained"]
+    est = Estimate.of(pair_means(both)["value"])
+    verdict, reason = verdict_above(est, 0.0)
+    return Outcome(est, verdict, reason,
+                   f"trained {Estimate.of(pair_means(both, value='value_trained')['value'])}; "
+                   f"untrained {Estimate.of(pair_means(both, value='value_untrained')['value'])}")
+
+
+# --------------------------------------------------------------------------- Brown et al. 2023
+
+def brown_privileged_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Brown et al. (a): a ReLU network's basis is privileged, a linear network's is not.
+
+    From ``rotation.csv``: for each (reference seed, width, layer), the drop of retrained
+    test accuracy from the identity (strength 0) to the strongest rotation, ReLU network
+    minus linear control. The rotation test runs on the reference seed only, so the
+    interval is over (seed, width, layer) cells, not seed pairs. Needs ≥ 2 strengths
+    including 0 and the linear control. Rule: :func:`verdict_above` 0.
+    """
+    r = _cell(tables.require("rotation"), dataset, arch)
+    if r.empty:
+        raise NotTestable("needs rows of this cell in rotation.csv")
+    strengths = np.sort(r["strength"].astype(float).unique())
+    if strengths.size < 2 or not np.isclose(strengths[0], 0.0):
+        raise NotTestable("needs ≥ 2 rotation strengths including 0 (rotation.strengths)")
+    if r["linear"].astype(str).str.lower().eq("true").sum() == 0:
+        raise NotTestable("needs the linear control rows of rotation.csv")
+    r = r.assign(linear=r["linear"].astype(str).str.lower().eq("true"), strength=r["strength"].astype(float))
+    top = strengths[-1]
+    keys = ["seed", "width", "layer"]
+    acc = r.pivot_table(index=keys + ["linear"], columns="strength", values="retrained_test_acc", aggfunc="mean")
+    drop = (acc[strengths[0]] - acc[top]).unstack("linear").dropna()
+    if drop.empty or not {True, False} <= set(drop.columns):
+        raise NotTestable("needs ReLU and linear rows for the same layers in rotation.csv")
+    diff = drop[False] - drop[True]
+    est = Estimate.of(diff)
+    verdict, reason = verdict_above(est, 0.0)
+    return Outcome(est, verdict, reason,
+                   f"retrained-accuracy drop at strength {top:g}: ReLU {Estimate.of(drop[False])}, "
+                   f"linear {Estimate.of(drop[True])}")
+
+
+def brown_no_unique_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Brown et al. (b): different seeds do not converge to a unique basis, even when wide.
+
+    At the widest width (frozen_k = 0), per seed pair: the ceiling's basis correlation
+    (the reference network with itself, matched on one half and evaluated on the other)
+    minus the cross-seed basis correlation (``hungarian_mean_corr_cv``), averaged over
+    layers. Needs the ceiling control. Rule: :func:`verdict_above` 0.1.
+    """
+    cross = measure_rows(tables, dataset, arch, BASIS_MEASURE)
+    ceiling = measure_rows(tables, dataset, arch, BASIS_MEASURE, control="ceiling")
+    widest = int(cross["width"].max())
+    cross = cross[cross["width"] == widest]
+    ceil = ceiling[ceiling["width"] == widest].groupby("layer")["value"].mean()
+    if ceil.empty:
+        raise NotTestable(f"needs the ceiling control at width {widest}")
+    cross = cross[cross["layer"].isin(ceil.index)]
+    gap = cross.assign(value=ceil.reindex(cross["layer"]).to_numpy() - cross["value"].to_numpy())
+    est = Estimate.of(pair_means(gap)["value"])
+    verdict, reason = verdict_above(est, BROWN_CEILING_GAP_MIN)
+    return Outcome(est, verdict, reason, f"width {widest}: cross-seed basis correlation "
+                   f"{Estimate.of(pair_means(cross)['value'])}, ceiling {_num(float(ceil.mean()))} "
+                   "(one reference network, not resampled)")
+
+
+def brown_freezing(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Brown et al. (c): freezing the first k layers identically raises basis correlation.
+
+    Per seed pair: basis correlation (``hungarian_mean_corr_cv``) with frozen_k = k > 0
+    minus frozen_k = 0, same width and layer, over the layers *above* the frozen ones
+    (the frozen layers are identical, correlation 1, by construction), averaged over
+    every k > 0, width and such layer. Needs frozen_k > 0. Rule: :func:`verdict_above` 0
+    (the paper's "markedly" is not quantified, so only the direction is tested).
+    """
+    rows = measure_rows(tables, dataset, arch, BASIS_MEASURE, frozen_k=None)
+    ks = sorted(int(k) for k in rows["frozen_k"].unique() if k > 0)
+    if not ks:
+        raise NotTestable("needs frozen_k > 0 in the sweep")
+    if not (rows["frozen_k"] == 0).any():
+        raise NotTestable("needs frozen_k = 0 in the sweep (the unfrozen baseline)")
+    keys = PAIR + ["width", "layer", "layer_index"]
+    base = rows[rows["frozen_k"] == 0][keys + ["value"]]
+    frozen = rows[(rows["frozen_k"] > 0) & (rows["layer_index"] > rows["frozen_k"])]
+    if frozen.empty:
+        raise NotTestable(f"needs a layer above the frozen ones (frozen_k = {ks} covers every layer)")
+    both = frozen[keys + ["frozen_k", "value"]].merge(base, on=keys, suffixes=("_frozen", "_free"))
+    if both.empty:
+        raise NotTestable("needs frozen and unfrozen runs with the same seeds and widths")
+    both["value"] = both["value_frozen"] - both["value_free"]
+    est = Estimate.of(pair_means(both)["value"])
+    verdict, reason = verdict_above(est, 0.0)
+    return Outcome(est, verdict, reason,
+                   f"frozen_k {ks}: frozen {Estimate.of(pair_means(both, value='value_frozen')['value'])} vs "
+                   f"free {Estimate.of(pair_means(both, value='value_free')['value'])} (layers above k)")
+
+
+def brown_lmc_width(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Brown et al. (d): linear mode connectivity improves with width, but not because
+    basis correlation improves.
+
+    Per seed pair (frozen_k = 0): the slope per doubling of width of the test-error
+    barrier of plain interpolation (``lmc.csv``, variant ``naive``), and of the basis
+    correlation (``hungarian_mean_corr_cv``, mean over layers). Needs ≥ 2 widths.
+    Rule: :func:`verdict_lmc_not_basis` (barrier slope < 0 and basis slope < 0.05).
+    The reported value is the barrier slope.
+    """
+    lmc = _cell(tables.require("lmc"), dataset, arch)
+    lmc = lmc[(lmc["variant"] == LMC_VARIANT) & (lmc["split"] == LMC_SPLIT) & (lmc["frozen_k"] == 0)]
+    lmc = lmc[np.isfinite(lmc["error_barrier"].astype(float))]
+    if lmc.empty:
+        raise NotTestable(f"needs {LMC_VARIANT!r} {LMC_SPLIT}-split frozen_k = 0 rows in lmc.csv")
+    _require_levels(lmc, "width", 2, "≥ 2 widths")
+    barrier = Estimate.of(per_pair_slope(_with_log2_width(lmc.rename(columns={"error_barrier": "value"})),
+                                         "log2_width"))
+    basis_rows = measure_rows(tables, dataset, arch, BASIS_MEASURE)
+    _require_levels(basis_rows, "width", 2, "≥ 2 widths")
+    basis = Estimate.of(per_pair_slope(_with_log2_width(basis_rows), "log2_width"))
+    verdict, reason = verdict_lmc_not_basis(barrier, basis)
+    by_width = lmc.groupby("width")["error_barrier"].mean()
+    return Outcome(barrier, verdict, reason,
+                   f"basis-correlation slope per doubling {basis}; mean test-error barrier by width: "
+                   + ", ".join(f"{w}: {_num(v)}" for w, v in by_width.items()))
+
+
+# --------------------------------------------------------------------------- the registry
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding("li_reliable", "Li et al. 2016", "some units are learned reliably, others not",
+            "top − bottom decile of the sorted one-to-one matched correlation",
+            f"top decile > {LI_TOP_MIN} and bottom decile < {LI_BOTTOM_MAX} (whole intervals)",
+            "seed pairs", li_reliable_units),
+    Finding("li_subspace", "Li et al. 2016", "units span shared subspaces while the basis is not shared",
+            "held-out R² of the best L1 linear map A→B minus held-out one-to-one r̄²",
+            f"interval above {LI_SUBSPACE_GAP_MIN}", "seed pairs", li_shared_subspace),
+    Finding("kornblith_grounding", "Kornblith et al. 2019",
+            "linear CKA identifies the corresponding layer of another seed",
+            "fraction of layers whose most CKA-similar layer in the other net is the same layer",
+            f"interval above {KORNBLITH_GROUNDING_MIN}", "seed pair × width", kornblith_grounding),
+    Finding("kornblith_width", "Kornblith et al. 2019", "cross-seed CKA rises with width",
+            "slope of linear CKA per doubling of width", "interval above 0", "seed pairs", kornblith_width),
+    Finding("wang_depth", "Wang et al. 2018", "representations are less similar deeper",
+            "slope of maximum-match similarity (mean over ε) per layer", "interval below 0", "seed pairs",
+            wang_depth),
+    Finding("wang_small", "Wang et al. 2018", "maximum matches are small in intermediate conv layers",
+            "maximum-match similarity (mean over ε) in intermediate layers",
+            f"interval below {WANG_SMALL_MATCH_MAX}", "seed pairs", wang_small_matches),
+    Finding("imani_depth", "Imani et al. 2022", "alignment is higher in layers closer to the output",
+            "slope of top-c target alignment per layer", "interval above 0", "seed pairs", imani_depth),
+    Finding("imani_emerges", "Imani et al. 2022", "alignment emerges with training",
+            "top-c target alignment, trained minus untrained", "interval above 0", "seed pairs", imani_emerges),
+    Finding("brown_a", "Brown et al. 2023", "(a) a ReLU network's basis is privileged, a linear one's is not",
+            "retrained-accuracy drop under the strongest rotation, ReLU minus linear", "interval above 0",
+            "reference seed × width × layer", brown_privileged_basis),
+    Finding("brown_b", "Brown et al. 2023", "(b) seeds do not converge to a unique basis, even when wide",
+            "ceiling minus cross-seed basis correlation at the widest width",
+            f"interval above {BROWN_CEILING_GAP_MIN}", "seed pairs", brown_no_unique_basis),
+    Finding("brown_c", "Brown et al. 2023", "(c) freezing the first layers identically raises basis correlation",
+            "basis correlation above the frozen layers, frozen_k > 0 minus frozen_k = 0", "interval above 0",
+            "seed pairs", brown_freezing),
+    Finding("brown_d", "Brown et al. 2023", "(d) LMC improves with width, but not because basis correlation does",
+            "slope of the plain-interpolation test-error barrier per doubling of width",
+            f"barrier slope below 0 and basis-correlation slope below {BROWN_BASIS_RISE_MAX} per doubling",
+            "seed pairs", brown_lmc_width),
+)
+
+#: Claims of SPEC.md that no statistic here tests, with the reason (listed in findings.md).
+NOT_OPERATIONALISED: tuple[tuple[str, str, str], ...] = (
+    ("Li et al. 2016", "codes are a mix of local and slightly distributed",
+     "qualitative; the sparse-prediction non-zero counts (sparse_nonzero) show it per layer but no threshold "
+     "for 'slightly distributed' is defined"),
+    ("Kornblith et al. 2019", "CCA-family measures fail the grounding test (1–15 %)",
+     "no CCA-family measure is computed"),
+    ("Wang et al. 2018", "simple (minimal) matches are small",
+     "the minimal-match sizes are in measures.csv (minimal_match_size_*) but the paper gives no threshold"),
+    ("Imani et al. 2022", "alignment emerges across architectures and optimisers",
+     "needs a sweep over optimisers; across architectures: compare imani_emerges between arch cells"),
+)
+
+COLUMNS = ["finding", "paper", "claim", "dataset", "arch", "statistic", "value", "ci_low", "ci_high", "n",
+           "resampled", "verdict", "reason", "rule", "detail"]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def cells(tables: Tables) -> list[tuple[str, str]]:
+    """The (dataset, arch) cells present in any table, sorted."""
+    found: set[tuple[str, str]] = set()
+    for name in TABLE_NAMES:
+        frame = getattr(tables, name)
+        if frame is not None and {"dataset", "arch"} <= set(frame.columns):
+            found |= set(map(tuple, frame[["dataset", "arch"]].astype(str).drop_duplicates().to_numpy()))
+    return sorted(found)
+
+
+def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
+    """One row of the findings table: the finding evaluated on one cell."""
+    row = {"finding": finding.id, "paper": finding.paper, "claim": finding.claim, "dataset": dataset,
+           "arch": arch, "statistic": finding.statistic, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+           "n": 0, "resampled": finding.unit, "rule": finding.rule, "detail": ""}
+    try:
+        out = finding.evaluate(tables, dataset, arch)
+    except NotTestable as err:
+        return {**row, "verdict": NOT_TESTABLE, "reason": str(err)}
+    reason = out.reason
+    if out.estimate.degenerate:
+        reason += (f"; only one resampling unit ({finding.unit}): the interval is degenerate "
+                   "(no spread to resample), so the verdict rests on a single value")
+    return {**row, "value": out.estimate.value, "ci_low": out.estimate.ci_low, "ci_high": out.estimate.ci_high,
+            "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail}
+
+
+def findings_table(tables: Tables, findings: Sequence[Finding] = FINDINGS) -> pd.DataFrame:
+    """Every finding on every (dataset, arch) cell; one row each, columns :data:`COLUMNS`.
+
+    With no table at all there is no cell; each finding then gets one row with empty
+    dataset and arch, not testable.
+    """
+    cell_list = cells(tables) or [("", "")]
+    rows = [evaluate(f, tables, d, a) for f in findings for d, a in cell_list]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# --------------------------------------------------------------------------- rendering
+
+INTRO = (
+    "Each statistic is computed per **seed pair** (two networks that differ only in their seed) and "
+    "reported as the mean over seed pairs with a 95 % percentile bootstrap interval over seed pairs "
+    "(2,000 resamples). Pairs that share a seed are not independent, so with few seeds the interval is "
+    "optimistic; with one pair it collapses to the value. Two statistics resample other units, named in "
+    "their row: the rotation test (brown_a) runs on the reference network only, so its interval is over "
+    "widths × layers; the layer × layer CKA (kornblith_grounding) holds one seed pair per cell, so its "
+    "interval is over seed pair × width. **supported**: the whole interval lies on the side "
+    "of the threshold the paper predicts; **not supported**: it does not (*contradicted* when it lies wholly "
+    "on the other side, *inconclusive* when it contains the threshold); **not testable**: this sweep lacks "
+    "what the statistic needs, and the reason says what. Thresholds and rules are in `convergent/findings.py`."
+)
+
+
+def _value_text(row: Mapping) -> str:
+    if row["verdict"] == NOT_TESTABLE:
+        return "—"
+    return f"{_num(row['value'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+
+
+def _sweep_text(tables: Tables) -> str:
+    runs = tables.runs
+    if runs is None or runs.empty:
+        return "No runs table (results/summary/runs.csv) was given."
+    parts = [f"{len(runs)} trained networks"]
+    for col in ("dataset", "arch", "width", "frozen_k", "seed"):
+        if col in runs:
+            parts.append(f"{col} ∈ {{{', '.join(map(str, sorted(runs[col].unique())))}}}")
+    if "test_acc" in runs:
+        parts.append(f"test accuracy {runs['test_acc'].min():.3f}–{runs['test_acc'].max():.3f}")
+    return "Sweep: " + "; ".join(parts) + "."
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(table: pd.DataFrame, tables: Tables | None = None) -> str:
+    """``findings.md``: a summary table, then one paragraph per finding and cell."""
+    lines = ["# Replication summary", "", _sweep_text(tables or Tables()), "", INTRO, "",
+             "| Finding | Paper | Claim | Cell | Statistic | Value [95 % CI] | n | Verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        cell = f"{r['dataset']}/{r['arch']}" if r["dataset"] else "—"
+        lines.append("| " + " | ".join(_md_cell(x) for x in (
+            r["finding"], r["paper"], r["claim"], cell, r["statistic"], _value_text(r),
+            r["n"] if r["verdict"] != NOT_TESTABLE else "—", f"**{r['verdict']}**")) + " |")
+    lines += ["", "## Findings", ""]
+    docs = {f.id: f for f in FINDINGS}
+    for fid, group in table.groupby("finding", sort=False):
+        first = group.iloc[0]
+        lines += [f"### {fid}: {first['paper']} — {first['claim']}", ""]
+        f = docs.get(fid)
+        if f is not None:
+            lines += [f"*Statistic*: {f.statistic} (interval over {f.unit}). *Rule*: {f.rule}.", ""]
+        for _, r in group.iterrows():
+            cell = f"{r['dataset']}/{r['arch']}" if r["dataset"] else "(no cell)"
+            if r["verdict"] == NOT_TESTABLE:
+                text = f"**{cell}: not testable** — {r['reason']}."
+            else:
+                text = (f"**{cell}: {r['verdict']}.** Value {_value_text(r)} over n = {r['n']} "
+                        f"({r['resampled']}); {r['reason']}.")
+                if r["detail"]:
+                    text += f" Detail: {r['detail']}."
+            lines += [text, ""]
+    lines += ["## Claims not operationalised here", ""]
+    lines += [f"- {paper}: {claim} — {why}." for paper, claim, why in NOT_OPERATIONALISED]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(table: pd.DataFrame, tables: Tables | None = None) -> str:
+    """``findings.html``: the same content as :func:`to_markdown` for the Snakemake report
+    (which shows HTML inline but offers markdown only as a download)."""
+    esc = html.escape
+    rows = []
+    for _, r in table.iterrows():
+        cell = f"{r['dataset']}/{r['arch']}" if r["dataset"] else "—"
+        why = r["reason"] + (f". Detail: {r['detail']}" if r["detail"] else "")
+        rows.append("<tr>" + "".join(f"<td>{esc(str(x))}</td>" for x in (
+            r["finding"], r["paper"], r["claim"], cell, r["statistic"], _value_text(r),
+            r["n"] if r["verdict"] != NOT_TESTABLE else "—")) +
+            f"<td class='{r['verdict'].replace(' ', '-')}'><b>{esc(r['verdict'])}</b></td><td>{esc(why)}</td></tr>")
+    untested = "".join(f"<li>{esc(p)}: {esc(c)} — {esc(w)}.</li>" for p, c, w in NOT_OPERATIONALISED)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Replication summary</title><style>"
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse;font-size:90%}"
+        "td,th{border:1px solid #ccc;padding:4px;vertical-align:top}th{background:#eee}"
+        ".supported{background:#d9f2d9}.not-supported{background:#f8d7d7}.not-testable{background:#eee}"
+        "</style></head><body><h1>Replication summary</h1>"
+        f"<p>{esc(_sweep_text(tables or Tables()))}</p><p>{esc(re.sub(r'[*`]', '', INTRO))}</p>"
+        "<table><tr><th>Finding</th><th>Paper</th><th>Claim</th><th>Cell</th><th>Statistic</th>"
+        "<th>Value [95 % CI]</th><th>n</th><th>Verdict</th><th>Why</th></tr>" + "".join(rows) +
+        f"</table><h2>Claims not operationalised here</h2><ul>{untested}</ul></body></html>\n")

@@ -1,0 +1,41 @@
+# layers: linear CKA of every layer of one network with every layer of another
+# (Kornblith et al.'s layer × layer heatmap and grounding test). One cross-seed pair per
+# (dataset, arch, width, frozen_k) -- the first two seeds -- on the trained stores.
+
+
+rule cka_layers:
+    input:
+        a="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}/trained.zarr",
+        b="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_b}/trained.zarr",
+    output:
+        "results/layers/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.csv",
+    params:
+        layers=lambda wildcards: experiment_of(wildcards).layers,
+        coordinates=cka_layers_coordinates,
+        cka_layers=CKA_LAYERS_PARAMS,
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    log:
+        "results/logs/cka_layers/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.log",
+    benchmark:
+        "results/benchmarks/cka_layers/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/cka_layers.py"
+
+
+rule cka_layers_table:
+    input:
+        all_cka_layer_tables,
+    output:
+        "results/summary/cka_layers.csv",
+    log:
+        "results/logs/aggregate/cka_layers_table.log",
+    benchmark:
+        "results/benchmarks/aggregate/cka_layers_table.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/concat_table.py"

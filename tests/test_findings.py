@@ -1,0 +1,249 @@
+"""The replication summary on synthetic tidy tables whose answer is planted.
+
+Three worlds: one where every finding holds, one where none does, one where the sweep
+cannot test any; plus the edge cases (one seed pair, missing tables, unavailable values).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from convergent import findings as F
+from convergent.findings import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Estimate, Tables
+
+RANKS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+ALPHAS = [0.0, 1e-3, 1e-1]
+EPS = [0.25, 0.5]
+
+
+def _jitter(seed_a: int, seed_b: int) -> float:
+    """A small, pair-specific offset so intervals are not degenerate (planted effects are ≫ it)."""
+    return 0.004 * (seed_a + 2 * seed_b) - 0.01
+
+
+def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, frozen=(0, 1),
+               arch="cnn", controls=("cross", "floor", "ceiling")) -> Tables:
+    """Synthetic summary tables in which every finding holds (``holds``) or none does."""
+    pairs = list(itertools.combinations(seeds, 2))
+    rows: list[dict] = []
+
+    def add(control, sa, sb, w, k, li, measure, value, parameter="", pv=np.nan):
+        rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "frozen_from": "trained",
+                     "control": control, "seed_a": sa, "seed_b": sb, "layer": f"l{li}", "layer_index": li,
+                     "measure": measure, "view": "positions", "parameter": parameter, "parameter_value": pv,
+                     "value": value, "note": ""})
+
+    for w, k, li in itertools.product(widths, frozen, range(1, n_layers + 1)):
+        dw = np.log2(w / widths[0])
+        for control in controls:
+            cell_pairs = [(seeds[0], seeds[0])] if control == "ceiling" else pairs
+            for sa, sb in cell_pairs:
+                j = _jitter(sa, sb)
+                if control == "ceiling":
+                    add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", 1.0)
+                    continue
+                if control == "floor":
+                    add(control, sa, sb, w, k, li, "alignment_top_c_a", (0.1 if holds else 0.9) + j, "k", 10)
+                    add(control, sa, sb, w, k, li, "alignment_top_c_b", (0.1 if holds else 0.9) + j, "k", 10)
+                    continue
+                frozen_layer = li <= k
+                for r in RANKS:
+                    v = 1.0 - 0.9 * r if holds else 0.6
+                    add(control, sa, sb, w, k, li, "matched_corr_sorted", v + j, "rank_fraction", r)
+                for a in ALPHAS:
+                    add(control, sa, sb, w, k, li, "sparse_val_r2", (0.8 if holds else 0.3) - a + j, "alpha", a)
+                if frozen_layer:
+                    basis = 1.0
+                elif holds:
+                    basis = 0.5 + (0.2 if k > 0 else 0.0)
+                else:   # freezing lowers it; it rises with width, towards the ceiling
+                    basis = 0.77 + 0.1 * dw - (0.1 if k > 0 else 0.0)
+                add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", basis + j)
+                add(control, sa, sb, w, k, li, "cka_linear", (0.5 + 0.1 * dw if holds else 0.9 - 0.1 * dw) + j)
+                for e in EPS:
+                    v = 0.45 - 0.1 * li if holds else 0.6 + 0.1 * li
+                    add(control, sa, sb, w, k, li, "subspace_similarity", v + j, "eps", e)
+                for side in "ab":
+                    v = 0.3 + 0.1 * li if holds else 0.8 - 0.1 * li
+                    add(control, sa, sb, w, k, li, f"alignment_top_c_{side}", v + j, "k", 10)
+    measures = pd.DataFrame(rows)
+
+    lmc = pd.DataFrame([
+        {"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "seed_a": sa, "seed_b": sb, "variant": v,
+         "split": split, "applicable": True,
+         "error_barrier": (0.5 - 0.1 * np.log2(w / widths[0]) if holds else 0.2 - 0.05 * np.log2(w / widths[0]))
+         + _jitter(sa, sb)}
+        for w, k, (sa, sb), v, split in itertools.product(widths, frozen, pairs, ["naive", "permuted_weight"],
+                                                         ["train", "test"])])
+
+    rot_rows = []
+    for w, li, linear, t in itertools.product(widths, range(1, n_layers + 1), [False, True], [0.0, 0.5, 1.0]):
+        drop = (0.0 if linear else 0.3) if holds else (0.2 if linear else 0.0)
+        rot_rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": 0, "seed": seeds[0],
+                         "strength": t, "linear": linear, "layer": f"l{li}", "layer_index": li - 1,
+                         "retrained_test_acc": 0.95 - drop * t + 0.002 * li})
+    rotation = pd.DataFrame(rot_rows)
+
+    layer_rows = []
+    for w, k in itertools.product(widths, frozen):
+        sa, sb = seeds[0], seeds[1]
+        for la, lb in itertools.product(range(1, n_layers + 1), repeat=2):
+            if holds:
+                v = 0.95 if la == lb else 0.5
+            else:   # each layer of A is most similar to the last layer of B, and vice versa
+                v = 0.95 if n_layers in (la, lb) else 0.5
+            layer_rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "seed_a": sa,
+                               "seed_b": sb, "layer_a": f"l{la}", "layer_b": f"l{lb}", "cka_linear": v})
+    cka_layers = pd.DataFrame(layer_rows)
+
+    runs = pd.DataFrame([{"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "seed": s, "test_acc": 0.9}
+                         for w, k, s in itertools.product(widths, frozen, seeds)])
+    return Tables(runs=runs, measures=measures, lmc=lmc, rotation=rotation, cka_layers=cka_layers)
+
+
+def verdicts(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["finding"], table["verdict"]))
+
+
+ALL_IDS = [f.id for f in F.FINDINGS]
+
+
+def test_every_finding_supported_where_planted():
+    table = F.findings_table(make_world(True))
+    assert list(table.columns) == F.COLUMNS
+    assert verdicts(table) == {fid: SUPPORTED for fid in ALL_IDS}, table[["finding", "reason"]].to_string()
+    assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
+    assert (table["n"] >= 3).all()
+
+
+def test_no_finding_supported_where_planted_against():
+    table = F.findings_table(make_world(False))
+    assert verdicts(table) == {fid: NOT_SUPPORTED for fid in ALL_IDS}, table[["finding", "reason"]].to_string()
+    # the planted opposites are clear: each is contradicted, not merely inconclusive
+    reasons = dict(zip(table["finding"], table["reason"]))
+    for fid in ("kornblith_width", "wang_depth", "imani_depth", "imani_emerges", "brown_a", "brown_c"):
+        assert reasons[fid].startswith("contradicted"), (fid, reasons[fid])
+    assert "basis-correlation slope: contradicted" in reasons["brown_d"]
+    assert "top decile: contradicted" in reasons["li_reliable"]
+
+
+def test_not_testable_world_says_what_is_needed():
+    world = make_world(True, widths=(16,), n_layers=1, frozen=(0,), arch="mlp", controls=("cross",))
+    m = world.measures
+    m = m[(m["measure"] != "sparse_val_r2")
+          & ~((m["measure"] == "matched_corr_sorted") & (m["parameter_value"] != 0.5))]
+    tables = Tables(runs=world.runs, measures=m)   # no lmc, rotation or cka_layers table
+    table = F.findings_table(tables)
+    assert verdicts(table) == {fid: NOT_TESTABLE for fid in ALL_IDS}
+    reasons = dict(zip(table["finding"], table["reason"]))
+    expected = {
+        "li_reliable": "two rank fractions", "li_subspace": "sparse_val_r2",
+        "kornblith_grounding": "cka_layers.csv", "kornblith_width": "≥ 2 widths", "wang_depth": "≥ 2 layers",
+        "wang_small": "needs a conv arch", "imani_depth": "≥ 2 layers", "imani_emerges": "floor control",
+        "brown_a": "rotation.csv", "brown_b": "ceiling control", "brown_c": "frozen_k > 0",
+        "brown_d": "lmc.csv",
+    }
+    for fid, needle in expected.items():
+        assert needle in reasons[fid], (fid, reasons[fid])
+    assert table["value"].isna().all() and (table["n"] == 0).all()
+
+
+def test_single_seed_pair_gives_a_degenerate_interval_and_says_so():
+    table = F.findings_table(make_world(True, seeds=(0, 1)))
+    pair_based = table[table["resampled"] == "seed pairs"]
+    assert len(pair_based) >= 8
+    assert (pair_based["n"] == 1).all()
+    np.testing.assert_allclose(pair_based["ci_low"], pair_based["value"])
+    np.testing.assert_allclose(pair_based["ci_high"], pair_based["value"])
+    assert pair_based["reason"].str.contains("degenerate").all()
+    assert (pair_based["verdict"] == SUPPORTED).all()   # the planted effect is still found, with the caveat
+    # units other than seed pairs still have spread
+    other = table[table["resampled"] != "seed pairs"]
+    assert (other["n"] > 1).all() and not other["reason"].str.contains("degenerate").any()
+
+
+def test_missing_tables():
+    table = F.findings_table(Tables())
+    assert len(table) == len(F.FINDINGS)
+    assert (table["verdict"] == NOT_TESTABLE).all()
+    assert (table["dataset"] == "").all()
+    assert table["reason"].str.contains(r"needs results/summary/\w+\.csv").all()
+
+
+def test_load_tables_treats_absent_files_as_missing(tmp_path):
+    world = make_world(True)
+    world.measures.to_csv(tmp_path / "measures.csv", index=False)
+    (tmp_path / "lmc.csv").write_text("")        # an empty file is as good as none
+    tables = F.load_summary_dir(tmp_path)
+    assert tables.measures is not None and tables.lmc is None and tables.rotation is None
+    table = F.findings_table(tables)
+    v = verdicts(table)
+    assert v["kornblith_width"] == SUPPORTED and v["brown_d"] == NOT_TESTABLE and v["brown_a"] == NOT_TESTABLE
+    with pytest.raises(ValueError, match="unknown tables"):
+        F.load_tables({"pairs": tmp_path / "x.csv"})
+
+
+def test_unavailable_values_are_not_testable_with_the_note():
+    world = make_world(True)
+    m = world.measures.copy()
+    sel = m["measure"] == "matched_corr_sorted"
+    m.loc[sel, "value"] = np.nan
+    m.loc[sel, "note"] = "unavailable: every unit is dead"
+    row = F.findings_table(Tables(measures=m)).set_index("finding").loc["li_reliable"]
+    assert row["verdict"] == NOT_TESTABLE and "every unit is dead" in row["reason"]
+
+
+def test_cells_are_evaluated_separately():
+    a, b = make_world(True), make_world(False, arch="wrn")
+    both = Tables(**{name: pd.concat([getattr(a, name), getattr(b, name)], ignore_index=True)
+                     for name in F.TABLE_NAMES})
+    table = F.findings_table(both)
+    assert len(table) == 2 * len(F.FINDINGS)
+    by_cell = table.groupby("arch")["verdict"].agg(set)
+    assert by_cell["cnn"] == {SUPPORTED} and by_cell["wrn"] == {NOT_SUPPORTED}
+
+
+@pytest.mark.parametrize(("ci", "above", "below"), [
+    ((0.1, 0.2), SUPPORTED, NOT_SUPPORTED),
+    ((-0.2, -0.1), NOT_SUPPORTED, SUPPORTED),
+    ((-0.1, 0.1), NOT_SUPPORTED, NOT_SUPPORTED),
+    ((0.0, 0.0), NOT_SUPPORTED, NOT_SUPPORTED),   # touching the threshold is not beyond it
+])
+def test_verdict_rules(ci, above, below):
+    est = Estimate(sum(ci) / 2, ci[0], ci[1], 5)
+    assert F.verdict_above(est, 0.0)[0] == above
+    assert F.verdict_below(est, 0.0)[0] == below
+    if ci == (-0.1, 0.1):
+        assert F.verdict_above(est, 0.0)[1].startswith("inconclusive")
+
+
+def test_li_rule_needs_both_ends():
+    high, low, mid = Estimate(0.95, 0.92, 0.97, 3), Estimate(0.2, 0.1, 0.3, 3), Estimate(0.7, 0.6, 0.8, 3)
+    assert F.verdict_reliable_and_unreliable(high, low)[0] == SUPPORTED
+    assert F.verdict_reliable_and_unreliable(mid, low)[0] == NOT_SUPPORTED
+    assert F.verdict_reliable_and_unreliable(high, mid)[0] == NOT_SUPPORTED
+
+
+def test_markdown_and_html_render_every_row():
+    tables = make_world(True)
+    table = F.findings_table(tables)
+    md = F.to_markdown(table, tables)
+    assert md.startswith("# Replication summary")
+    for fid in ALL_IDS:
+        assert f"| {fid} |" in md and f"### {fid}:" in md
+    assert md.count("| **supported** |") == len(ALL_IDS)
+    assert "Claims not operationalised here" in md
+    html = F.to_html(table, tables)
+    assert html.count("<tr>") == len(ALL_IDS) + 1 and "Replication summary" in html
+
+
+def test_summary_tables_follow_the_workflow_targets():
+    targets = ["results/summary/runs.csv", "results/summary/measures.csv", "results/figures/x.png",
+               "results/summary/cka_layers.csv", "results/summary/findings.md"]
+    assert F.summary_tables(targets) == {"runs": "results/summary/runs.csv",
+                                         "measures": "results/summary/measures.csv",
+                                         "cka_layers": "results/summary/cka_layers.csv"}
