@@ -1,7 +1,7 @@
 # The two commands of the README. Both set up .venv on a fresh machine first.
-#   make run   -> the embedded default sweep (config.yaml) on all local cores
+#   make run   -> the embedded default sweep (config.yaml) on all local cores, then its report
 #   make test  -> the test suite
-#   make report -> results/report.html: the self-contained Snakemake report of the results so far
+#   make report -> results/report.html alone: the self-contained Snakemake report of the results so far
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
+	$(BIN)/snakemake --configfile config.yaml --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

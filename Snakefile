@@ -3,7 +3,7 @@
 # Stages (one rules/*.smk file each):
 #   train    -> results/runs/.../model.pt, init.pt, train_log.csv, metrics.json
 #   extract  -> results/runs/.../{trained,init}.zarr   (one Zarr array per layer)
-#   compare  -> results/pairs/.../{layer}.moments.npz -> {layer}.measures.csv
+#   compare  -> results/pairs/.../moments/{layer}.npz -> measures.csv   (per pair, all layers)
 #   layers   -> results/layers/...  (cross-layer CKA of one seed pair per cell)
 #   aggregate-> results/summary/*.csv, results/figures/{dataset}_{arch}_{kind}.{png,svg}
 #   weights  -> results/lmc/... (per cross pair), results/rotation/... (per reference run)

@@ -86,9 +86,10 @@ def test_figures_logs_and_benchmarks_exist(finished):
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
     n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
     # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers tables; figures per experiment
+    # + findings (log and benchmark) and runtime_table (a log; it reads the benchmarks, so has none)
     n_jobs = (len(sweep.runs()) * 2 + 2 * len(sweep.pairs()) + n_cross + n_rotation + n_cells + 5
-              + len(sweep.experiments))
-    assert len(logs) == n_jobs and len(bench) == n_jobs
+              + len(sweep.experiments) + 1)
+    assert len(logs) == n_jobs + 1 and len(bench) == n_jobs
     train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()
     assert "epoch" in train_log
     assert not list((workdir / "results").rglob("*.tmp*")), "temporary files left behind"
@@ -141,7 +142,8 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
         "train": cells, "extract": cells,
         "moments": new_pairs_per_cell * cells, "measures": new_pairs_per_cell * cells,
         "lmc": 2 * cells, "lmc_table": 1,
-        "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments), "all": 1,
+        "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments),
+        "findings": 1, "runtime_table": 1, "all": 1,
     }
 
 
@@ -155,7 +157,7 @@ def test_changing_a_measure_parameter_reruns_only_measures(finished):
     finally:
         write_config(workdir, config)
     assert jobs == {"measures": len(sweep.pairs()), "measures_table": 1, "figures": len(sweep.experiments),
-                    "all": 1}
+                    "findings": 1, "runtime_table": 1, "all": 1}
 
 
 def test_an_interrupted_extract_leaves_nothing_trusted(finished, tmp_path):

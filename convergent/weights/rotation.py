@@ -105,7 +105,8 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
     64); ``epochs`` and ``lr`` always come from the arguments. ``seed`` drives the
     batch order of retraining.
 
-    Returns a flat dict: layer, layer_index, width, arch, linear, retrain_epochs, lr,
+    Returns a flat dict: layer, layer_index (1-based depth, as in every summary table), width,
+    arch, linear, retrain_epochs, lr,
     seed, ``{original,rotated,retrained}_{test_acc,test_loss}`` and ``retrained_train_acc``,
     plus ``rotation_identity`` (whether R == I).
     """
@@ -127,7 +128,7 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
     Rn = np.asarray(R, dtype=float)
     return {
         "arch": model.arch, "linear": bool(model.options.get("linear", False)), "layer": layer,
-        "layer_index": idx, "width": layer_width(model, layer), "retrain_epochs": int(retrain_epochs),
+        "layer_index": idx + 1, "width": layer_width(model, layer), "retrain_epochs": int(retrain_epochs),
         "lr": float(lr), "seed": int(seed), "rotation_identity": bool(np.allclose(Rn, np.eye(len(Rn)))),
         "original_test_acc": orig_acc, "original_test_loss": orig_loss,
         "rotated_test_acc": rot_acc, "rotated_test_loss": rot_loss,
