@@ -269,13 +269,16 @@ def _centred_view(store: Any, layer: str, view: str, n: int):
 
 
 def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: str = "flatten",
-                    max_samples: int | None = 2000, max_features: int = 4096) -> pd.DataFrame:
+                    max_samples: int | None = 2000, max_features: int = 4096,
+                    layer_index: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Linear CKA of every layer of network A with every layer of network B (Kornblith et al. Fig. 2).
 
     Rows: one per (layer_a, layer_b). Both stores must hold the same images in the same order
     (the extract stage guarantees it). Only the first ``max_samples`` images are used (None: all),
     so the n×n Gram matrices of layers wider than ``max_features`` stay small; narrower layers go
     through :func:`convergent.measures.cka.linear_cka` in feature space. Both forms are exact.
+    ``layer_index``: each layer's 1-based depth in the architecture, as in the measures table
+    (default: its position in ``layers``).
     """
     import numpy as np
 
@@ -297,9 +300,11 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
             grams[key] = x @ x.T
         return grams[key]
 
+    depth = dict(layer_index) if layer_index else {layer: i for i, layer in enumerate(layers, start=1)}
     rows = []
-    for i, la in enumerate(layers, start=1):
-        for j, lb in enumerate(layers, start=1):
+    for la in layers:
+        for lb in layers:
+            i, j = depth[la], depth[lb]
             x, y = xs_a[la], xs_b[lb]
             if max(x.shape[1], y.shape[1]) <= max_features:
                 value = linear_cka(x, y)
@@ -312,7 +317,8 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
 
 
 def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordinates: Mapping[str, Any],
-                   params: Mapping[str, Any], out_csv: str) -> pd.DataFrame:
+                   params: Mapping[str, Any], out_csv: str,
+                   layer_index: Mapping[str, int] | None = None) -> pd.DataFrame:
     """Cross-layer linear CKA of one cross-seed pair as a tidy table with the pair's coordinates."""
     from convergent.activations import ActivationStore
 
@@ -320,7 +326,8 @@ def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordin
     p = {**CKA_LAYERS_DEFAULTS, **params}
     start = time.perf_counter()
     table = cross_layer_cka(ActivationStore(store_a), ActivationStore(store_b), list(layers), view=p["view"],
-                            max_samples=p["max_samples"], max_features=int(p["max_features"]))
+                            max_samples=p["max_samples"], max_features=int(p["max_features"]),
+                            layer_index=layer_index)
     for i, (key, value) in enumerate(coordinates.items()):
         table.insert(i, key, value)
     write_csv(out_csv, table)

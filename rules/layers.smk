@@ -10,7 +10,8 @@ rule cka_layers:
     output:
         "results/layers/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.csv",
     params:
-        layers=lambda wildcards: experiment_of(wildcards).layers,
+        layers=pair_layers,
+        layer_index=pair_layer_index,
         coordinates=cka_layers_coordinates,
         cka_layers=CKA_LAYERS_PARAMS,
     resources:

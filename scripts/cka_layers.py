@@ -6,4 +6,5 @@ from convergent.logs import setup_job_logging
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
 cka_layers_job(store_a=sm.input.a, store_b=sm.input.b, layers=sm.params.layers,
-               coordinates=sm.params.coordinates, params=sm.params.cka_layers, out_csv=sm.output[0])
+               coordinates=sm.params.coordinates, params=sm.params.cka_layers,
+               layer_index=sm.params.layer_index, out_csv=sm.output[0])

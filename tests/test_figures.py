@@ -349,6 +349,9 @@ def test_cross_layer_cka_matches_linear_cka_in_both_forms(two_stores):
     assert feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l1"), "cka_linear"] == pytest.approx(1.0, abs=1e-6)
     half = cross_layer_cka(sa, sb, ["l1"], max_samples=20)
     assert (half["n_samples"] == 20).all()
+    # a configured subset of layers keeps each layer's depth in the architecture
+    deep = cross_layer_cka(sa, sb, ["l2"], layer_index={"l2": 2})
+    assert deep[["layer_index_a", "layer_index_b"]].values.tolist() == [[2, 2]]
 
 
 def test_cka_layers_job_writes_tidy_table(two_stores, tmp_path):
