@@ -55,6 +55,27 @@ def test_round_trip_equals_forward_pass(tmp_path, arch, shape, opts):
         np.testing.assert_allclose(raw, direct[name].numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
+def test_every_compression_is_lossless(tmp_path, compression):
+    model = _model("cnn", (1, 8, 8), {"depth": 2})
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 10, (40,))
+    path = extract_to_store(model, x, y, model.layer_names, tmp_path / "acts.zarr", chunk_rows=16,
+                            compression=compression)
+    store = ActivationStore(path)
+    assert store.attrs["compression"] == compression
+    _, direct = model.eval().named_layer_outputs(x)
+    for name in model.layer_names:
+        np.testing.assert_array_equal(np.asarray(store.raw(name)[:]), direct[name].numpy())
+
+
+def test_unknown_compression_is_rejected_before_writing(tmp_path):
+    model = _model("mlp", (1, 8, 8), {"depth": 2})
+    with pytest.raises(ValueError, match="lz4, zstd, none"):
+        extract_to_store(model, torch.randn(8, 1, 8, 8), torch.zeros(8, dtype=torch.long), model.layer_names,
+                         tmp_path / "acts.zarr", compression="gzip")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_views_shapes(tmp_path):
     model = _model("cnn", (1, 8, 8), {"depth": 3})
     n = 20

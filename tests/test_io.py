@@ -1,0 +1,37 @@
+"""Atomic outputs: nothing half-written ever sits at a final path."""
+
+from __future__ import annotations
+
+import pytest
+
+from convergent.io import atomic_directory, atomic_write_bytes
+
+
+def test_atomic_directory_appears_only_when_complete(tmp_path):
+    target = tmp_path / "pair" / "moments"
+    stale = tmp_path / "pair" / ".moments.tmp-999999"   # left by a killed earlier attempt
+    stale.mkdir(parents=True)
+    (stale / "fc1.npz").write_bytes(b"partial")
+    with atomic_directory(target) as tmp:
+        (tmp / "fc1.npz").write_bytes(b"one")
+        assert not target.exists()
+        (tmp / "fc2.npz").write_bytes(b"two")
+    assert sorted(p.name for p in target.iterdir()) == ["fc1.npz", "fc2.npz"]
+    assert [p.name for p in target.parent.iterdir()] == ["moments"]
+
+
+def test_atomic_directory_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "moments"
+    with pytest.raises(RuntimeError, match="layer 2 failed"):
+        with atomic_directory(target) as tmp:
+            (tmp / "fc1.npz").write_bytes(b"one")
+            raise RuntimeError("layer 2 failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_bytes_replaces_whole_file(tmp_path):
+    path = tmp_path / "a" / "table.csv"
+    atomic_write_bytes(path, b"old")
+    atomic_write_bytes(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert [p.name for p in path.parent.iterdir()] == ["table.csv"]
