@@ -66,8 +66,11 @@ block results in float64; entries are then accurate to ~1e-6 relative to the
 spread of the data (not to its offset). :meth:`Moments.from_arrays` defaults to
 float64.
 
-Conv views too wide for d × d matrices (``flatten`` of early conv layers) are
-refused with a message (``max_features``); no sample-space fallback is implemented.
+Conv views too wide for d × d matrices (``flatten`` of early conv layers, more than
+``max_features`` features) are skipped with a logged warning that gives the memory they would
+need; the measures that use such a view then report it unavailable for that layer. A layer
+none of whose requested views fits is refused with a message. No sample-space (n × n)
+fallback is implemented.
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from convergent.activations import ActivationStore, apply_view, repeat_targets, view_shape
+from convergent.logs import get_logger
 from convergent.logs import progress
 
 FORMAT_VERSION = 1
@@ -92,7 +96,7 @@ FORMAT_VERSION = 1
 #: Defaults of the moments pass (the pipeline's ``config["moments"]`` overrides them).
 DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "views": ["positions", "flatten", "pool"],  # conv views computed in the one pass
-    "max_features": 4096,        # refuse a view with more features (d×d float64 matrices)
+    "max_features": 4096,        # skip a view with more features (its d×d float64 sums: ~3.5 GB at 4096)
     "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
     "subsample_seed": 0,
     "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
@@ -636,6 +640,14 @@ class MomentAccumulator:
         return total
 
 
+def moments_memory_gib(d1: int, d2: int, n_classes: int, alignment: bool) -> float:
+    """Rough peak memory of one view's float64 sums: the augmented Gram matrix and the two
+    nets' alignment matrices, for two folds and their total, plus a float32 block product."""
+    w = d1 + d2 + n_classes + 3
+    per_fold = w * w + (2 * (max(d1, d2) + 1 + n_classes) ** 2 if alignment else 0)
+    return (3 * 8 * per_fold + 4 * w * w) / 2**30
+
+
 def _centred_gram(a: np.ndarray) -> np.ndarray:
     """X̄X̄ᵀ of rows centred by their mean, (s, s)."""
     a = a - a.mean(axis=0)
@@ -708,9 +720,10 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
     are the same data: it is accumulated once, every requested view maps to the
     same object and its ``meta['view']`` is ``"dense"``. ``fold_split`` is in *images* (default n_images // 2).
 
-    Raises ``ValueError`` for different numbers of images, different targets,
-    different view shapes, a view wider than ``max_features`` (message names
-    the view and suggests ``pool``/``positions``), or non-finite activations.
+    A conv view wider than ``max_features`` is left out of the result (logged); raises
+    ``ValueError`` for different numbers of images, different targets, different view
+    shapes, a layer none of whose views fits (message names the views and suggests
+    ``pool``/``positions``), or non-finite activations.
 
     ``blas_threads`` (default 1) caps BLAS threads for the pass: Zarr decoding runs
     in a prefetch thread beside the products, and multi-threaded OpenBLAS on
@@ -755,6 +768,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
     compute = views[:1] if dense else views
     split_img = n // 2 if fold_split is None else int(fold_split)
     accs: dict[str, MomentAccumulator] = {}
+    too_wide: list[str] = []
     for v in compute:
         rows_a, da = view_shape(arr_a.shape, v)
         rows_b, db = view_shape(arr_b.shape, v)
@@ -762,10 +776,10 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
             raise ValueError(f"view {v!r}: {layer} has {rows_a} rows in A but {rows_b} in B "
                              f"(raw shapes {arr_a.shape}, {arr_b.shape})")
         if max(da, db) > max_features:
-            raise ValueError(f"view {v!r} of layer {layer!r} has {max(da, db)} features (raw shape "
-                             f"{arr_a.shape}), more than max_features={max_features}: its d×d float64 "
-                             f"moments would need {8 * (da + db) ** 2 * 2 / 2**30:.1f} GiB. Use the 'pool' "
-                             f"or 'positions' view for this layer, or raise max_features.")
+            too_wide.append(f"view {v!r} of layer {layer!r} has {max(da, db)} features (raw shape "
+                            f"{arr_a.shape}), more than max_features={max_features}: its float64 sums "
+                            f"would need ~{moments_memory_gib(da, db, n_classes, alignment):.1f} GiB")
+            continue
         per_image = rows_a // n
         acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
                                 subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
@@ -773,6 +787,11 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
                                 alignment=alignment and (dense or v in alignment_views), precision=precision,
                                 minibatch_max=minibatch_max)
         accs[v] = acc
+    if too_wide and not accs:
+        raise ValueError("; ".join(too_wide) + ". Use the 'pool' or 'positions' view for this layer, "
+                         "or raise max_features.")
+    for reason in too_wide:
+        get_logger().warning("skipped %s; measures that use this view report it unavailable", reason)
     step = int(images_per_chunk or arr_a.chunks[0])
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -18,7 +18,7 @@ rule moments:
         moments=config["moments"],
         layers=pair_layers,
     resources:
-        mem_mb=2000,
+        mem_mb=4000,  # O(d²): a view at moments.max_features (4096) needs ~3.5 GB
         runtime=30,
     log:
         "results/logs/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.log",

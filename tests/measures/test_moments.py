@@ -205,6 +205,33 @@ def test_flatten_too_wide_refused(stores):
         streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
 
 
+def test_flatten_too_wide_is_skipped_and_reported_beside_views_that_fit(stores, caplog):
+    """A wide early conv layer keeps its positions/pool measures; flatten ones say why they are missing."""
+    from convergent.measures import compute_measures
+
+    sa, sb, _, _ = stores
+    with caplog.at_level("WARNING", logger="convergent"):
+        out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"], max_features=10)
+    assert set(out) == {"positions", "pool"}
+    assert any("'flatten'" in r.message and "max_features=10" in r.message for r in caplog.records)
+    table = compute_measures(out)
+    cka = table[table["measure"] == "cka"]
+    assert len(cka) == 1 and np.isnan(cka["value"].iloc[0]) and "flatten" in cka["note"].iloc[0]
+    assert table[(table["measure"] == "hungarian_mean_corr") & (table["view"] == "positions")]["value"].notna().all()
+
+
+@pytest.mark.parametrize("alignment", [False, True])
+def test_memory_estimate_covers_the_accumulators_it_describes(alignment):
+    """The estimate in the skip message: the folds' float64 sums, their total (one more copy) and
+    a float32 block product, checked against the arrays an accumulator really allocates."""
+    from convergent.moments import MomentAccumulator, moments_memory_gib
+
+    acc = MomentAccumulator(300, 200, 10, n_rows=100, fold_split=50, alignment=alignment, precision="mixed")
+    fold_bytes = sum(a.nbytes for f in acc.folds for a in vars(f).values() if isinstance(a, np.ndarray))
+    estimate = moments_memory_gib(300, 200, 10, alignment) * 2**30
+    assert 1.5 * fold_bytes <= estimate <= 2.0 * fold_bytes
+
+
 def test_streaming_defaults_mixed_precision(stores):
     sa, sb, raw, t = stores
     out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"])
