@@ -447,12 +447,17 @@ def imani_emerges(tables: Tables, dataset: str, arch: str) -> Outcome:
     both = trained.merge(untrained[keys + ["value"]], on=keys, suffixes=("_trained", "_untrained"))
     if both.empty:
         raise NotTestable("needs floor pairs with the same seeds as the cross pairs")
-    both["value"] = both["value_trained"] - both["value_untrained"]
+    return _positive_difference(both, "trained", "untrained", "trained {}; untrained {}")
+
+
+def _positive_difference(both: pd.DataFrame, left: str, right: str, detail: str) -> Outcome:
+    """Outcome of "``value_<left>`` exceeds ``value_<right>``" on merged rows: the per-seed-pair
+    mean difference, :func:`verdict_above` 0, and ``detail`` filled with both sides' estimates."""
+    both = both.assign(value=both[f"value_{left}"] - both[f"value_{right}"])
     est = Estimate.of(pair_means(both)["value"])
     verdict, reason = verdict_above(est, 0.0)
-    return Outcome(est, verdict, reason,
-                   f"trained {Estimate.of(pair_means(both, value='value_trained')['value'])}; "
-                   f"untrained {Estimate.of(pair_means(both, value='value_untrained')['value'])}")
+    sides = (Estimate.of(pair_means(both, value=f"value_{side}")["value"]) for side in (left, right))
+    return Outcome(est, verdict, reason, detail.format(*sides))
 
 
 # --------------------------------------------------------------------------- Brown et al. 2023
@@ -536,12 +541,7 @@ def brown_freezing(tables: Tables, dataset: str, arch: str) -> Outcome:
     both = frozen[keys + ["frozen_k", "value"]].merge(base, on=keys, suffixes=("_frozen", "_free"))
     if both.empty:
         raise NotTestable("needs frozen and unfrozen runs with the same seeds and widths")
-    both["value"] = both["value_frozen"] - both["value_free"]
-    est = Estimate.of(pair_means(both)["value"])
-    verdict, reason = verdict_above(est, 0.0)
-    return Outcome(est, verdict, reason,
-                   f"frozen_k {ks}: frozen {Estimate.of(pair_means(both, value='value_frozen')['value'])} vs "
-                   f"free {Estimate.of(pair_means(both, value='value_free')['value'])} (layers above k)")
+    return _positive_difference(both, "frozen", "free", f"frozen_k {ks}: frozen {{}} vs free {{}} (layers above k)")
 
 
 def brown_lmc_width(tables: Tables, dataset: str, arch: str) -> Outcome:
