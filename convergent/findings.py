@@ -374,6 +374,18 @@ def _subspace_over_eps(tables: Tables, dataset: str, arch: str) -> pd.DataFrame:
     return rows.groupby(PAIR + ["width", "layer", "layer_index"], as_index=False)["value"].mean()
 
 
+def _depth_slope(rows: pd.DataFrame, verdict: Callable[[Estimate, float], tuple[str, str]],
+                 what: str) -> Outcome:
+    """Outcome of a per-seed-pair slope of ``value`` on ``layer_index`` judged by ``verdict``
+    against 0, with the mean ``what`` per layer as detail. Needs ≥ 2 layers."""
+    _require_levels(rows, "layer_index", 2, "≥ 2 layers")
+    est = Estimate.of(per_pair_slope(rows, "layer_index"))
+    label, reason = verdict(est, 0.0)
+    by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
+    return Outcome(est, label, reason, f"mean {what} by layer: " + ", ".join(
+        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+
+
 def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Wang et al.: representations are less similar deeper.
 
@@ -381,13 +393,7 @@ def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     similarity (mean over the configured ε grid and over widths) on the layer's depth
     index. Needs ≥ 2 layers. Rule: :func:`verdict_below` 0.
     """
-    rows = _subspace_over_eps(tables, dataset, arch)
-    _require_levels(rows, "layer_index", 2, "≥ 2 layers")
-    est = Estimate.of(per_pair_slope(rows, "layer_index"))
-    verdict, reason = verdict_below(est, 0.0)
-    by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
-    return Outcome(est, verdict, reason, "mean similarity by layer: " + ", ".join(
-        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+    return _depth_slope(_subspace_over_eps(tables, dataset, arch), verdict_below, "similarity")
 
 
 def wang_small_matches(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -425,13 +431,7 @@ def imani_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     directions (``alignment_top_c``, both networks averaged, mean over widths) on the
     layer's depth index. Needs ≥ 2 layers. Rule: :func:`verdict_above` 0.
     """
-    rows = _alignment(tables, dataset, arch, "cross")
-    _require_levels(rows, "layer_index", 2, "≥ 2 layers")
-    est = Estimate.of(per_pair_slope(rows, "layer_index"))
-    verdict, reason = verdict_above(est, 0.0)
-    by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
-    return Outcome(est, verdict, reason, "mean alignment by layer: " + ", ".join(
-        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+    return _depth_slope(_alignment(tables, dataset, arch, "cross"), verdict_above, "alignment")
 
 
 def imani_emerges(tables: Tables, dataset: str, arch: str) -> Outcome:

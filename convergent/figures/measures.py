@@ -133,12 +133,19 @@ def vs_width(measures: pd.DataFrame, palette: Palette) -> Figure:
     return _finish(p.fig, p.axes, _controls_present(*used))
 
 
-def _per_layer_panels(rows: pd.DataFrame, what: str) -> tuple[list[tuple[int, str]], str | None]:
-    """(layer_index, layer) pairs in depth order, or a reason why there are none."""
-    if rows.empty:
-        return [], f"the measures table has no {what} rows"
+def _layer_panels(rows: pd.DataFrame, what: str, empty_title: str):
+    """One panel per layer of ``rows``, in depth order: ``(panels, [(ax, layer, layer's rows)])``.
+
+    Without rows, a single panel titled ``empty_title`` says the table has no ``what`` rows,
+    and the list is empty.
+    """
     layers = rows[["layer_index", "layer"]].drop_duplicates().sort_values("layer_index")
-    return [(int(i), str(n)) for i, n in layers.itertuples(index=False)], None
+    p = panels(len(layers) or 1, sharey=True)
+    if layers.empty:
+        p.axes[0].set_title(empty_title)
+        unavailable(p.axes[0], f"the measures table has no {what} rows")
+    return p, [(ax, str(layer), rows[rows["layer_index"] == idx])
+               for ax, (idx, layer) in zip(p.axes, layers.itertuples(index=False))]
 
 
 def sorted_corr(measures: pd.DataFrame, palette: Palette) -> Figure:
@@ -146,15 +153,11 @@ def sorted_corr(measures: pd.DataFrame, palette: Palette) -> Figure:
     (``matched_corr_sorted`` against rank fraction), a panel per layer, a line per width."""
     base = baseline_frozen(measures)
     rows = rows_of(measures, "matched_corr_sorted", frozen_k=base)
-    layers, reason = _per_layer_panels(rows, "matched_corr_sorted")
-    p = panels(len(layers) or 1, sharey=True)
-    if reason:
-        p.axes[0].set_title("sorted matched correlation")
-        unavailable(p.axes[0], reason)
+    p, per_layer = _layer_panels(rows, "matched_corr_sorted", "sorted matched correlation")
+    if not per_layer:
         return p.fig
-    for ax, (idx, layer) in zip(p.axes, layers):
+    for ax, layer, sub in per_layer:
         ax.set_title(f"layer {layer} (frozen_k = {base})")
-        sub = rows[rows["layer_index"] == idx]
         for width in palette.widths:
             draw_controls(ax, sub[sub["width"] == width], "parameter_value", palette.colour("width", width),
                           f"width {width}")
@@ -269,16 +272,12 @@ def alignment_curves(measures: pd.DataFrame, palette: Palette) -> Figure:
     base = baseline_frozen(measures)
     net = network_alignment(measures)
     net = net[net["frozen_k"] == base]
-    layers, reason = _per_layer_panels(net, "alignment_curve")
-    p = panels(len(layers) or 1, sharey=True)
-    if reason:
-        p.axes[0].set_title("target alignment")
-        unavailable(p.axes[0], reason)
+    p, per_layer = _layer_panels(net, "alignment_curve", "target alignment")
+    if not per_layer:
         return p.fig
     top_c = measures[measures["measure"] == "alignment_top_c_a"]["parameter_value"].dropna().unique()
-    for ax, (idx, layer) in zip(p.axes, layers):
+    for ax, layer, sub in per_layer:
         ax.set_title(f"layer {layer} (frozen_k = {base})")
-        sub = net[net["layer_index"] == idx]
         for width in palette.widths:
             draw_controls(ax, sub[sub["width"] == width], "k", palette.colour("width", width), f"width {width}",
                           controls=("cross", "floor"))
