@@ -65,3 +65,11 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes in the files under ``path`` (a file's own size; 0 if it does not exist)."""
+    p = Path(path)
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.exists() else 0

@@ -105,9 +105,11 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
 
 
 def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Mapping[str, Any],
-                out_dir: str) -> None:
+                out_dir: str, threads: int = 1) -> None:
     """One streaming pass per layer over both stores: ``out_dir/{layer}.npz``, the sufficient
-    statistics of every measure. The directory appears only once every layer is done."""
+    statistics of every measure. The directory appears only once every layer is done.
+    ``threads``: the job's cores; with 2 or more, each fold gets a thread (capped by
+    ``params['threads']``)."""
     from convergent.activations import ActivationStore
     from convergent.io import atomic_directory
     from convergent.moments import save_moments, streaming_moments
@@ -117,7 +119,8 @@ def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Ma
     with atomic_directory(out_dir) as tmp:
         for layer in layers:
             start = time.perf_counter()
-            save_moments(tmp / f"{layer}.npz", streaming_moments(a, b, layer, **dict(params)))
+            kw = {**params, "threads": min(int(threads), int(params.get("threads", 2)), 2)}
+            save_moments(tmp / f"{layer}.npz", streaming_moments(a, b, layer, **kw))
             log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
 
 

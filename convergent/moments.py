@@ -81,6 +81,7 @@ import os
 import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
     "images_per_chunk": None,    # default: the stores' Zarr chunking
     "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
+    "threads": 2,                # 2: the two folds are read and accumulated in two threads; 1: one thread
 }
 
 # Stored array fields (per fold) in order; shapes use d1, d2, c.
@@ -422,12 +424,13 @@ def _unbiased_hsic_batch(g: np.ndarray, L: _Layout) -> tuple[float, float, float
 
 
 class _FoldAccumulator:
-    """Running float64 sums for one fold.
+    """Running float64 sums for one fold: the global rows ``[first, first + rows)``, fed in order.
 
-    Blocks arrive as the augmented rows ``B`` (see :class:`_Layout`; float32 for
-    ``mixed`` precision, else float64) and, with alignment on, the row-normalised
-    blocks ``[φ | T]`` of each net. Products of up to ``block_rows`` rows are
-    added into float64 accumulators.
+    Each :meth:`update` gets ≤ ``block_rows`` raw rows. They are built into the augmented
+    block B (see :class:`_Layout`; float32 for ``mixed`` precision, else float64) and, with
+    alignment on, the row-normalised blocks ``[φ | T]`` of each net, in buffers the fold
+    owns and reuses; one product per block is added into float64 accumulators. A fold's
+    state is touched only by its own updates, so two folds may be fed from two threads.
 
     Minibatch HSIC: the fold's rows form ``n_batches = rows // mb`` consecutive
     minibatches (the trailing incomplete one is dropped); at most ``mb_max`` of
@@ -438,9 +441,15 @@ class _FoldAccumulator:
 
     #: rows per product: bounds the float32 accumulation error in ``mixed`` and keeps BLAS efficient
     block_rows = 4096
+    #: rows built per step: the step's slice of the block buffer stays in the CPU cache while the
+    #: shifted rows, their norms and the labels are written (bench/bench_moments.py measured
+    #: building a whole 16k-row chunk at once ~2x slower, from cache misses and page faults)
+    build_rows = 512
 
-    def __init__(self, L: _Layout, alignment: bool, mb: int, rows: int, mb_max: int | None):
-        self.L, self.mb, self.alignment = L, mb, alignment
+    def __init__(self, L: _Layout, dtype: type, first: int, rows: int, alignment: bool, mb: int,
+                 mb_max: int | None, subsample: np.ndarray):
+        self.L, self.dtype, self.first, self.rows = L, dtype, int(first), int(rows)
+        self.mb, self.alignment = mb, alignment
         self.g = np.zeros((L.width, L.width))
         if alignment:
             self.ax = np.zeros((L.d1 + 1 + L.c, L.d1 + 1 + L.c))
@@ -453,24 +462,72 @@ class _FoldAccumulator:
         self.mb_count = 0
         self.mb_sums = np.zeros(3)
         self._pending: list[np.ndarray] = []    # rows of a selected batch that straddles blocks
+        self.sub = subsample[(subsample >= first) & (subsample < first + rows)]   # global row indices
+        self.sub_rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._buf: list[np.ndarray] = []        # block buffers, see _build
 
-    def update(self, parts: list[np.ndarray]) -> None:
-        """``parts`` = [B] or [B, Φx, Φy], same rows, in fold order."""
-        B = parts[0]
-        b = B.shape[0]
+    def update(self, x: np.ndarray, y: np.ndarray, t: np.ndarray, row0: int,
+               shift: tuple[np.ndarray, np.ndarray]) -> None:
+        """Add the fold's next ≤ ``block_rows`` rows: raw X (b, d1), Y (b, d2), int labels (b,).
+
+        ``row0`` is the global index of the first row (checked against the fold's order);
+        ``shift`` the (c_x, c_y) to subtract, in the product dtype.
+        """
+        b = x.shape[0]
         if b == 0:
             return
-        for s in range(0, b, self.block_rows):
-            Bs = B[s:s + self.block_rows]
-            g = Bs.T @ Bs                       # numpy dispatches aᵀa to BLAS syrk
-            self.g += g
-            if self.alignment:
-                for acc, phi in ((self.ax, parts[1]), (self.ay, parts[2])):
-                    ps = phi[s:s + self.block_rows]
-                    acc += ps.T @ ps
+        if row0 != self.first + self.pos or b > self.block_rows or self.pos + b > self.rows:
+            raise ValueError(f"fold rows [{self.first}, {self.first + self.rows}) must arrive in order in blocks "
+                             f"of <= {self.block_rows}: expected row {self.first + self.pos}, got rows "
+                             f"[{row0}, {row0 + b})")
+        parts = self._build(x, y, t, row0, shift)
+        B = parts[0]
+        self.g += B.T @ B                       # numpy dispatches aᵀa to BLAS syrk
+        if self.alignment:
+            for acc, phi in ((self.ax, parts[1]), (self.ay, parts[2])):
+                acc += phi.T @ phi
         if self.mb_selected:
             self._minibatches(B)
+        if self.sub.size:
+            lo, hi = np.searchsorted(self.sub, [row0, row0 + b])
+            if hi > lo:
+                local = self.sub[lo:hi] - row0
+                self.sub_rows.append((np.asarray(x[local], dtype=np.float64),
+                                      np.asarray(y[local], dtype=np.float64), t[local]))
         self.pos += b
+
+    def _build(self, x: np.ndarray, y: np.ndarray, t: np.ndarray, row0: int,
+               shift: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+        """Block parts [B] or [B, [φx | T], [φy | T]], views of buffers the next call reuses."""
+        L, dt, b = self.L, self.dtype, x.shape[0]
+        if not self._buf:
+            B = np.empty((self.block_rows, L.width), dtype=dt)
+            B[:, L.one] = 1
+            self._buf = [B] + ([np.empty((self.block_rows, d + 1 + L.c), dtype=dt) for d in (L.d1, L.d2)]
+                               if self.alignment else [])
+        parts = [buf[:b] for buf in self._buf]
+        B = parts[0]
+        for s in range(0, b, self.build_rows):
+            e = min(s + self.build_rows, b)
+            Bs = B[s:e]
+            np.subtract(x[s:e], shift[0], out=Bs[:, L.x], casting="unsafe")
+            np.subtract(y[s:e], shift[1], out=Bs[:, L.y], casting="unsafe")
+            np.einsum("ij,ij->i", Bs[:, L.x], Bs[:, L.x], out=Bs[:, L.p])
+            np.einsum("ij,ij->i", Bs[:, L.y], Bs[:, L.y], out=Bs[:, L.q])
+            if not np.isfinite(Bs[:, L.p:L.q + 1]).all():   # a NaN/Inf poisons its row's norm
+                _raise_nonfinite(x, y, row0)
+            Bs[:, L.t] = 0
+            Bs[np.arange(e - s), L.t.start + t[s:e]] = 1
+            if self.alignment:
+                for Phi, raw, d in ((parts[1], x, L.d1), (parts[2], y, L.d2)):
+                    # rows [x, 1] scaled to unit length, then the labels: [φ | T];
+                    # squared norms in the product precision: no cancellation (all terms >= 0)
+                    r = np.asarray(raw[s:e], dtype=dt)
+                    inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", r, r).astype(np.float64) + 1.0)
+                    np.multiply(r, inv.astype(dt)[:, None], out=Phi[s:e, :d], casting="unsafe")
+                    Phi[s:e, d] = inv
+                    Phi[s:e, d + 1:] = Bs[:, L.t]
+        return parts
 
     def _selected(self, k: int) -> bool:
         return k < self.n_batches and k % self.stride == 0 and k // self.stride < self.mb_selected
@@ -489,7 +546,7 @@ class _FoldAccumulator:
                     self.mb_sums += _unbiased_hsic_batch(g, self.L)
                     self.mb_count += 1
                 else:
-                    self._pending[-1] = self._pending[-1].copy()   # the block buffer is not ours to keep
+                    self._pending[-1] = self._pending[-1].copy()   # the block buffer is reused
             k += 1
 
     def result(self, shift_x: np.ndarray, shift_y: np.ndarray, meta: dict[str, Any]) -> Moments:
@@ -513,14 +570,28 @@ class _FoldAccumulator:
             mb_xy=float(self.mb_sums[0]), mb_xx=float(self.mb_sums[1]), mb_yy=float(self.mb_sums[2]),
             meta=dict(meta))
 
+def _raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
+    """Explain why a block (first row = global row ``row0``) gave non-finite sums, as a ValueError."""
+    for name, a in (("X (network A)", x), ("Y (network B)", y)):
+        bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
+        if bad.any():
+            r = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
+                             f"at row {row0}; first at row {row0 + r}")
+    raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {row0}")
+
 
 class MomentAccumulator:
-    """Feed row blocks of X (b, d1), Y (b, d2), labels (b,) in order; get :class:`Moments`.
+    """Feed row blocks of X (b, d1), Y (b, d2), labels (b,); get :class:`Moments`.
 
     ``n_rows`` (total rows, for checking) and ``fold_split`` (first row of fold 1)
     are fixed up front so a block straddling the split is divided exactly.
     ``subsample``: sorted global row indices whose rows are kept for the kernel
     Gram matrices.
+
+    Blocks are fed in row order (:meth:`update` without ``row0``), or, to use two
+    threads, each fold's rows in order from its own thread (``row0`` given, after
+    :meth:`set_shift`); the result is the same either way.
     """
 
     def __init__(self, d1: int, d2: int, n_classes: int, n_rows: int, fold_split: int,
@@ -538,91 +609,60 @@ class MomentAccumulator:
         self.precision = precision
         self.dtype = np.float32 if precision == "mixed" else np.float64
         self.alignment = bool(alignment)
-        self.folds = [_FoldAccumulator(self.L, self.alignment, int(minibatch_size), rows, minibatch_max)
-                      for rows in (self.fold_split, self.n_rows - self.fold_split)]
-        self.offset = 0
+        self.sub = np.zeros(0, np.int64) if subsample is None else np.asarray(subsample, dtype=np.int64)
+        self.folds = [_FoldAccumulator(self.L, self.dtype, first, rows, self.alignment, int(minibatch_size),
+                                       minibatch_max, self.sub)
+                      for first, rows in ((0, self.fold_split), (self.fold_split, self.n_rows - self.fold_split))]
+        self.offset = 0                         # next row of sequential feeding
         self.shift_x: np.ndarray | None = None
         self.shift_y: np.ndarray | None = None
-        self.sub = np.zeros(0, np.int64) if subsample is None else np.asarray(subsample, dtype=np.int64)
-        self._sub_x: list[np.ndarray] = []
-        self._sub_y: list[np.ndarray] = []
-        self._sub_t: list[np.ndarray] = []
+        self._shift_dt: tuple[np.ndarray, np.ndarray] | None = None
 
-    def update(self, x: np.ndarray, y: np.ndarray, t: np.ndarray) -> None:
-        """Add the next block of rows (same rows of both networks, same labels)."""
+    def set_shift(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Fix the shift (c_x, c_y) as the column means of a block (the first one, by convention)."""
+        sx, sy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
+        if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
+            _raise_nonfinite(x, y, 0)
+        dt = self.dtype
+        # in the product dtype, so that x - shift is one rounding and the shift is exactly recorded
+        self.shift_x, self.shift_y = sx.astype(dt).astype(np.float64), sy.astype(dt).astype(np.float64)
+        self._shift_dt = (self.shift_x.astype(dt), self.shift_y.astype(dt))
+
+    def update(self, x: np.ndarray, y: np.ndarray, t: np.ndarray, row0: int | None = None) -> None:
+        """Add a block of rows (same rows of both networks, same labels) starting at global row
+        ``row0`` (default: right after the previous block). Without :meth:`set_shift`, the
+        first block must start at row 0: the shift is its mean."""
         b = x.shape[0]
         if y.shape[0] != b or t.shape[0] != b:
             raise ValueError(f"block row counts differ: X {x.shape[0]}, Y {y.shape[0]}, labels {t.shape[0]}")
         if x.shape[1] != self.d1 or y.shape[1] != self.d2:
             raise ValueError(f"block widths {x.shape[1]}, {y.shape[1]} != declared {self.d1}, {self.d2}")
-        if self.offset + b > self.n_rows:
-            raise ValueError(f"more than the declared {self.n_rows} rows were fed")
+        row0 = self.offset if row0 is None else int(row0)
+        if row0 < 0 or row0 + b > self.n_rows:
+            raise ValueError(f"rows [{row0}, {row0 + b}) fed, but only {self.n_rows} rows were declared")
         if b == 0:
             return
         t = np.asarray(t)
         if t.min() < 0 or t.max() >= self.c:
             raise ValueError(f"labels must lie in [0, {self.c}); got range [{t.min()}, {t.max()}]")
         t = t.astype(np.intp)
-        L, dt = self.L, self.dtype
-        if self.shift_x is None:
-            # shift = mean of the first block: later sums are of small, centred-ish numbers
-            sx, sy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
-            # in the product dtype, so that x - shift is one rounding and the shift is exactly recorded
-            self.shift_x, self.shift_y = sx.astype(dt).astype(np.float64), sy.astype(dt).astype(np.float64)
-            if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
-                self._raise_nonfinite(x, y)
-        B = np.empty((b, L.width), dtype=dt)
-        np.subtract(x, self.shift_x.astype(dt), out=B[:, L.x], casting="unsafe")
-        np.subtract(y, self.shift_y.astype(dt), out=B[:, L.y], casting="unsafe")
-        p = np.einsum("ij,ij->i", B[:, L.x], B[:, L.x])
-        q = np.einsum("ij,ij->i", B[:, L.y], B[:, L.y])
-        if not (np.isfinite(p).all() and np.isfinite(q).all()):   # a NaN/Inf poisons its row's norm
-            self._raise_nonfinite(x, y)
-        B[:, L.p], B[:, L.q] = p, q
-        B[:, L.t] = 0
-        B[np.arange(b), L.t.start + t] = 1
-        B[:, L.one] = 1
-        parts = [B]
-        if self.alignment:
-            for raw, d in ((x, self.d1), (y, self.d2)):
-                # rows [x, 1] scaled to unit length, then the labels: [φ | T]
-                Phi = np.empty((b, d + 1 + self.c), dtype=dt)
-                # squared norms in the product precision: no cancellation (all terms >= 0)
-                raw = np.asarray(raw, dtype=dt)
-                inv = 1.0 / np.sqrt(np.einsum("ij,ij->i", raw, raw).astype(np.float64) + 1.0)
-                np.multiply(raw, inv.astype(dt)[:, None], out=Phi[:, :d], casting="unsafe")
-                Phi[:, d] = inv
-                Phi[:, d + 1:] = B[:, L.t]
-                parts.append(Phi)
-        # split at the fold boundary
-        cut = min(max(self.fold_split - self.offset, 0), b)
-        if cut:
-            self.folds[0].update([a[:cut] for a in parts])
-        if cut < b:
-            self.folds[1].update([a[cut:] for a in parts])
-        # subsample rows in this block
-        if self.sub.size:
-            lo, hi = np.searchsorted(self.sub, [self.offset, self.offset + b])
-            if hi > lo:
-                local = self.sub[lo:hi] - self.offset
-                self._sub_x.append(np.asarray(x[local], dtype=np.float64))
-                self._sub_y.append(np.asarray(y[local], dtype=np.float64))
-                self._sub_t.append(t[local])
-        self.offset += b
-
-    def _raise_nonfinite(self, x: np.ndarray, y: np.ndarray) -> None:
-        for name, a in (("X (network A)", x), ("Y (network B)", y)):
-            bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
-            if bad.any():
-                r = int(np.argwhere(bad)[0][0])
-                raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
-                                 f"at row {self.offset}; first at row {self.offset + r}")
-        raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {self.offset}")
+        if self._shift_dt is None:
+            if row0 != 0:
+                raise ValueError("the shift is the mean of the first block: feed rows from row 0 or call set_shift")
+            # the mean of the first block: later sums are of small, centred-ish numbers
+            self.set_shift(x, y)
+        for fold in self.folds:                 # split at the fold boundary, then into product blocks
+            lo, hi = max(row0, fold.first), min(row0 + b, fold.first + fold.rows)
+            for s in range(lo, hi, fold.block_rows):
+                e = min(s + fold.block_rows, hi)
+                fold.update(x[s - row0:e - row0], y[s - row0:e - row0], t[s - row0:e - row0], s, self._shift_dt)
+        self.offset = row0 + b
 
     def result(self, meta: dict[str, Any] | None = None) -> Moments:
         """The total :class:`Moments` (with both folds); checks every declared row was fed."""
-        if self.offset != self.n_rows:
-            raise ValueError(f"{self.offset} rows fed but {self.n_rows} declared")
+        fed = sum(f.pos for f in self.folds)
+        if fed != self.n_rows:
+            raise ValueError(f"{fed} rows fed but {self.n_rows} declared")
         if self.n_rows == 0:
             raise ValueError("no rows")
         meta = dict(meta or {})
@@ -634,9 +674,11 @@ class MomentAccumulator:
         total.meta = meta
         total.folds = folds
         if self.sub.size:
-            xs, ys = np.concatenate(self._sub_x), np.concatenate(self._sub_y)
+            rows = [r for f in self.folds for r in f.sub_rows]
+            xs, ys = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
             total.sub_kx, total.sub_ky = _centred_gram(xs), _centred_gram(ys)
-            total.sub_idx, total.sub_labels = self.sub.copy(), np.concatenate(self._sub_t).astype(np.int64)
+            total.sub_idx = self.sub.copy()
+            total.sub_labels = np.concatenate([r[2] for r in rows]).astype(np.int64)
         return total
 
 
@@ -713,7 +755,8 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                       precision: str = DEFAULT_MOMENT_PARAMS["precision"],
                       images_per_chunk: int | None = None, fold_split: int | None = None,
                       prefetch: bool = True,
-                      blas_threads: int | None = DEFAULT_MOMENT_PARAMS["blas_threads"]) -> dict[str, Moments]:
+                      blas_threads: int | None = DEFAULT_MOMENT_PARAMS["blas_threads"],
+                      threads: int = DEFAULT_MOMENT_PARAMS["threads"]) -> dict[str, Moments]:
     """One pass over ``layer`` of both stores, in lockstep, computing every view.
 
     Returns ``{view: Moments}`` (totals with folds). For a dense layer all views
@@ -725,28 +768,34 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
     shapes, a layer none of whose views fits (message names the views and suggests
     ``pool``/``positions``), or non-finite activations.
 
-    ``blas_threads`` (default 1) caps BLAS threads for the pass: Zarr decoding runs
-    in a prefetch thread beside the products, and multi-threaded OpenBLAS on
-    these block sizes degrades by up to 20× when cores are oversubscribed
-    (measured on the 2-core dev machine); ``None`` leaves the setting alone.
+    ``threads`` (default 2): with 2, fold 0 and fold 1 are each read, built and
+    multiplied by their own thread (the boundary chunk is read by both); with 1, one
+    thread accumulates while a prefetch thread (``prefetch``) decodes the next chunk.
+    The result is the same. ``blas_threads`` (default 1) caps BLAS threads *per
+    thread*: multi-threaded OpenBLAS on these block sizes degrades by up to 20× when
+    cores are oversubscribed (measured on the 2-core dev machine); ``None`` leaves the
+    setting alone. bench/bench_moments.py compares the settings.
     """
+    if threads not in (1, 2):
+        raise ValueError(f"threads must be 1 or 2 (one per fold), got {threads!r}")
     if blas_threads is None:
         return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
                                   subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch)
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
     from threadpoolctl import threadpool_limits   # installed with scikit-learn
 
     with threadpool_limits(limits=int(blas_threads), user_api="blas"):
         return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
                                   subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch)
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
 
 
 def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
                        views: Sequence[str] | None, layer_b: str | None, max_features: int, subsample_size: int,
                        subsample_seed: int, minibatch_size: int, minibatch_max: int | None,
                        minibatch_views: Sequence[str], alignment: bool, alignment_views: Sequence[str],
-                       precision: str, images_per_chunk: int | None, fold_split: int | None, prefetch: bool
+                       precision: str, images_per_chunk: int | None, fold_split: int | None, prefetch: bool,
+                       threads: int
                        ) -> dict[str, Moments]:
     views = list(DEFAULT_MOMENT_PARAMS["views"] if views is None else views)
     layer_b = layer if layer_b is None else layer_b
@@ -793,17 +842,52 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
     for reason in too_wide:
         get_logger().warning("skipped %s; measures that use this view report it unavailable", reason)
     step = int(images_per_chunk or arr_a.chunks[0])
+    per_image = {v: acc.n_rows // n for v, acc in accs.items()}
 
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for s in range(0, n, step):
-            e = min(s + step, n)
-            yield np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e]
+    def read(s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        return np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e], s
 
-    tick = progress(-(-n // step), f"moments of {layer}: chunk")   # the per-chunk progress of the job's log
-    for i, (a, b, t) in enumerate(_prefetch(blocks()) if prefetch else blocks()):
-        for v, acc in accs.items():
-            acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v))
-        tick(i + 1)
+    def chunks(lo: int, hi: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+        """The chunks overlapping images [lo, hi), cut to it (a chunk straddling a fold
+        boundary is read by both folds' threads, each keeping its part)."""
+        for s in range(lo - lo % step, hi, step):
+            yield read(max(s, lo), min(s + step, hi))
+
+    a, b, _, _ = read(0, min(step, n))
+    for v, acc in accs.items():                 # every view's shift: the mean of the first chunk
+        acc.set_shift(apply_view(a, v), apply_view(b, v))
+    folds = [(0, split_img), (split_img, n)] if threads > 1 else [(0, n)]
+    total = sum(-(-hi // step) - lo // step for lo, hi in folds if hi > lo)
+    tick = progress(total, f"moments of {layer}: chunk")   # the per-chunk progress of the job's log
+    done = [0]
+    lock, failed = threading.Lock(), threading.Event()
+
+    def run(lo: int, hi: int) -> None:
+        it = chunks(lo, hi)
+        for a, b, t, s in (_prefetch(it) if prefetch and threads == 1 else it):
+            if failed.is_set():
+                return
+            for v, acc in accs.items():
+                acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v),
+                           row0=s * per_image[v])
+            with lock:
+                done[0] += 1
+                tick(done[0])
+
+    if len(folds) == 1:
+        run(*folds[0])
+    else:
+        # each fold's sums are separate (MomentAccumulator), so each fold gets a thread that reads
+        # and accumulates its own rows: Zarr decoding, building and the products (which release
+        # the GIL) of the two folds run side by side on two cores
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="moments-fold") as pool:
+            futures = [pool.submit(run, lo, hi) for lo, hi in folds]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                failed.set()                    # a failed fold stops the other (no-op once both are done)
+            for f in futures:
+                f.result()
     out: dict[str, Moments] = {}
     for v, acc in accs.items():
         out[v] = acc.result({"layer": layer, "layer_b": layer_b, "view": "dense" if dense else v,

@@ -1,5 +1,6 @@
 # Shared helpers: the planned sweep, wildcard constraints and path builders.
 
+from convergent.io import tree_bytes
 from convergent.sweep import CONTROLS, ConfigError, Pair, Run, plan_sweep
 
 try:
@@ -67,6 +68,17 @@ def pair_stores(wildcards):
     run_a, run_b = pair.runs()
     return {"a": f"results/{run_a.path}/{pair.state}.zarr",
             "b": f"results/{run_b.path}/{pair.state}.zarr"}
+
+
+#: a pair whose network-A store holds less than this gets one thread for its moments: its
+#: pass takes about a second, mostly start-up, and should not hold a second core
+MOMENTS_TWO_THREADS_MIN_BYTES = 256 * 2**20
+
+
+def moments_threads(wildcards, input):
+    """Cores of a moments job: ``moments.threads`` (one thread per fold) for big stores, else 1.
+    Evaluated when the job is ready, so the stores exist (a dry run sees 0 bytes)."""
+    return config["moments"]["threads"] if tree_bytes(input.a) >= MOMENTS_TWO_THREADS_MIN_BYTES else 1
 
 
 def pair_coordinates(wildcards):

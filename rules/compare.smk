@@ -17,6 +17,7 @@ rule moments:
     params:
         moments=config["moments"],
         layers=pair_layers,
+    threads: moments_threads
     resources:
         mem_mb=4000,  # O(d²): a view at moments.max_features (4096) needs ~3.5 GB
         runtime=30,

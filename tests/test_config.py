@@ -122,6 +122,8 @@ def test_schema_knows_every_measure_and_moment_parameter():
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     assert set(schema["properties"]["measures"]["properties"]) == set(DEFAULT_PARAMS)
     assert set(schema["properties"]["moments"]["properties"]) == set(DEFAULT_MOMENT_PARAMS)
+    for key, spec in schema["properties"]["moments"]["properties"].items():   # defaults filled by the schema
+        assert spec.get("default", DEFAULT_MOMENT_PARAMS[key]) == DEFAULT_MOMENT_PARAMS[key], key
     config = tiny_config()
     config["measures"] = {**DEFAULT_PARAMS}
     config["moments"] = {**DEFAULT_MOMENT_PARAMS}

@@ -35,3 +35,14 @@ def test_atomic_write_bytes_replaces_whole_file(tmp_path):
     atomic_write_bytes(path, b"new")
     assert path.read_bytes() == b"new"
     assert [p.name for p in path.parent.iterdir()] == ["table.csv"]
+
+
+def test_tree_bytes_counts_nested_files(tmp_path):
+    from convergent.io import tree_bytes
+
+    (tmp_path / "s" / "c" / "0").mkdir(parents=True)
+    (tmp_path / "s" / "zarr.json").write_bytes(b"x" * 10)
+    (tmp_path / "s" / "c" / "0" / "0").write_bytes(b"x" * 1000)
+    assert tree_bytes(tmp_path / "s") == 1010
+    assert tree_bytes(tmp_path / "s" / "zarr.json") == 10
+    assert tree_bytes(tmp_path / "missing") == 0

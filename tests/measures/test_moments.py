@@ -142,13 +142,15 @@ def stores(tmp_path, rng):
     return ActivationStore(a), ActivationStore(b), {"conv": (conv_a, conv_b), "fc": (dense_a, dense_b)}, t
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("ipc", [None, 1, 4, 23, 50])
 @pytest.mark.parametrize("layer", ["conv", "fc"])
-def test_streaming_equals_in_memory(stores, ipc, layer):
+def test_streaming_equals_in_memory(stores, ipc, layer, threads):
     sa, sb, raw, t = stores
     views = ["positions", "flatten", "pool"]
     out = streaming_moments(sa, sb, layer, views, images_per_chunk=ipc, subsample_size=10, minibatch_size=4,
-                            minibatch_views=views, alignment_views=views, precision="float64", prefetch=ipc != 4)
+                            minibatch_views=views, alignment_views=views, precision="float64", prefetch=ipc != 4,
+                            threads=threads)
     a, b = raw[layer]
     for view, m in out.items():
         X, Y = apply_view(a, view).astype(np.float64), apply_view(b, view).astype(np.float64)
@@ -167,6 +169,26 @@ def test_streaming_equals_in_memory(stores, ipc, layer):
         assert m.meta["layer"] == layer and m.meta["view"] == (view if layer == "conv" else "dense")
     if layer == "fc":
         assert out["positions"] is out["flatten"] is out["pool"]
+
+
+@pytest.mark.parametrize("precision", ["mixed", "float64"])
+def test_fold_threads_give_the_same_bits(stores, precision):
+    """threads=2 (one thread per fold, the boundary chunk read by both) blocks the rows exactly
+    as one thread does, so every stored sum is bitwise equal, not just close."""
+    sa, sb, _, _ = stores
+    kw = dict(images_per_chunk=4, subsample_size=10, minibatch_size=4, minibatch_views=["pool"],
+              alignment_views=["pool"], precision=precision)
+    one = streaming_moments(sa, sb, "conv", ["positions", "pool"], threads=1, **kw)
+    two = streaming_moments(sa, sb, "conv", ["positions", "pool"], threads=2, **kw)
+    for view in one:
+        for fold in (0, 1):
+            for name in ("sx", "sxx", "syy", "sxy", "sxt", "s_pxpy", "s_x_py", "ax", "ayt", "mb_xy"):
+                a, b = getattr(one[view].fold(fold), name), getattr(two[view].fold(fold), name)
+                assert (a is None and b is None) or np.array_equal(a, b), (view, fold, name)
+        np.testing.assert_array_equal(one[view].sub_kx, two[view].sub_kx)
+        np.testing.assert_array_equal(one[view].sub_labels, two[view].sub_labels)
+    with pytest.raises(ValueError, match="threads must be 1 or 2"):
+        streaming_moments(sa, sb, "conv", ["pool"], threads=3)
 
 
 def test_save_load_roundtrip(stores, tmp_path):
@@ -255,6 +277,13 @@ def test_streaming_nonfinite_stops_cleanly(tmp_path, rng):
     # the writer refuses NaN, so poison a chunk of the written array directly
     import zarr
     zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")["fc"][10:15] = np.nan
-    with pytest.raises(ValueError, match=r"Y \(network B\).*non-finite.*row 10"):
-        streaming_moments(sa, ActivationStore(tmp_path / "b.zarr"), "fc", ["pool"], images_per_chunk=5)
-    assert not [th for th in threading.enumerate() if th.name == "moments-prefetch"]
+    for threads in (1, 2):
+        with pytest.raises(ValueError, match=r"Y \(network B\).*non-finite.*row 10"):
+            streaming_moments(sa, ActivationStore(tmp_path / "b.zarr"), "fc", ["pool"], images_per_chunk=5,
+                              threads=threads)
+    # in fold 1 (rows 15-29), found by the second fold's thread
+    zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")["fc"][10:15] = b[10:15]
+    zarr.open_group(str(tmp_path / "b.zarr"), mode="r+")["fc"][22, 1] = np.inf
+    with pytest.raises(ValueError, match=r"Y \(network B\).*non-finite.*row 22"):
+        streaming_moments(sa, ActivationStore(tmp_path / "b.zarr"), "fc", ["pool"], images_per_chunk=5, threads=2)
+    assert not [th for th in threading.enumerate() if th.name.startswith(("moments-prefetch", "moments-fold"))]
