@@ -44,12 +44,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 LAYER = "h"
 
+_CORE = {"minibatch_size": 0, "alignment": False, "subsample_size": 0, "precision": "mixed"}
 CONFIGS = {
-    # name: streaming_moments keyword arguments
-    "core_mixed": {"minibatch_size": 0, "alignment": False, "subsample_size": 0, "precision": "mixed"},
-    "core_mixed_blas2": {"minibatch_size": 0, "alignment": False, "subsample_size": 0, "precision": "mixed",
-                         "blas_threads": None},
-    "default": {},  # DEFAULT_MOMENT_PARAMS: mixed precision, minibatch 256, alignment, subsample 1000
+    # name: streaming_moments keyword arguments (DEFAULT_MOMENT_PARAMS: threads 2, 1 BLAS thread each)
+    "core": _CORE,                                           # the second moments only
+    "core_1thread": {**_CORE, "threads": 1},                 # one thread + a prefetch thread
+    "core_1thread_blas2": {**_CORE, "threads": 1, "blas_threads": None},
+    "default": {},  # mixed precision, minibatch 256, alignment, subsample 1000
+    "default_1thread": {"threads": 1},
     "default_float64": {"precision": "float64"},
 }
 #: the store compression used for (b), and the default of ``extract.compression``
@@ -92,20 +94,42 @@ def make_pair(root: Path, n: int, d: int, chunk_rows: int, compression: str = DE
 
 # ----------------------------------------------------------------------------- (a) timing
 
-def baseline_seconds(pa: Path, pb: Path, repeats: int) -> float:
-    """Plain in-memory float32 XᵀX + XᵀY + YᵀY (data loaded first, not timed); best of ``repeats``."""
-    from convergent.activations import ActivationStore
+class Floor:
+    """Plain in-memory float32 XᵀX + XᵀY + YᵀY of the pair (loaded once, not timed).
 
-    X = np.asarray(ActivationStore(pa).raw(LAYER)[:])
-    Y = np.asarray(ActivationStore(pb).raw(LAYER)[:])
-    best = np.inf
-    for _ in range(repeats):
+    Call :meth:`measure` between the passes being compared: the machine may be shared, so
+    the floor is sampled under the same conditions as they are and its best is kept.
+    """
+
+    def __init__(self, pa: Path, pb: Path):
+        from convergent.activations import ActivationStore
+
+        self.X = np.asarray(ActivationStore(pa).raw(LAYER)[:])
+        self.Y = np.asarray(ActivationStore(pb).raw(LAYER)[:])
+        self.samples: list[float] = []
+
+    def once(self) -> float:
+        """Seconds of one floor product (not recorded)."""
+        X, Y = self.X, self.Y
         t0 = time.perf_counter()
         X.T @ X
         X.T @ Y
         Y.T @ Y
-        best = min(best, time.perf_counter() - t0)
-    return float(best)
+        return time.perf_counter() - t0
+
+    def measure(self, repeats: int = 1) -> float:
+        """Record ``repeats`` samples; the best so far."""
+        self.samples += [self.once() for _ in range(repeats)]
+        return self.best
+
+    def measure_one(self) -> float:
+        """Record one sample and return it."""
+        self.measure(1)
+        return self.samples[-1]
+
+    @property
+    def best(self) -> float:
+        return float(min(self.samples))
 
 
 def read_only_seconds(pa: Path, pb: Path) -> float:
@@ -121,17 +145,29 @@ def read_only_seconds(pa: Path, pb: Path) -> float:
     return time.perf_counter() - t0
 
 
-def moments_seconds(pa: Path, pb: Path, cfg: dict, repeats: int) -> float:
+def moments_seconds(pa: Path, pb: Path, cfg: dict) -> float:
+    """Seconds of one moments pass with ``cfg`` over DEFAULT_MOMENT_PARAMS."""
     from convergent.activations import ActivationStore
     from convergent.moments import DEFAULT_MOMENT_PARAMS, streaming_moments
 
     kw = {**DEFAULT_MOMENT_PARAMS, **cfg, "views": ["flatten"]}
-    best = np.inf
+    t0 = time.perf_counter()
+    streaming_moments(ActivationStore(pa), ActivationStore(pb), LAYER, **kw)
+    return time.perf_counter() - t0
+
+
+def paired_ratios(pa: Path, pb: Path, cfg: dict, repeats: int, floor: Floor) -> tuple[list[float], list[float]]:
+    """``repeats`` passes, each followed by one floor product: (pass seconds, pass/floor ratios).
+
+    On a shared machine whose speed drifts (the floor's own samples spread by up to 2x on the
+    dev VM), a pass compared with the floor measured right after it is the fair ratio.
+    """
+    passes, ratios = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        streaming_moments(ActivationStore(pa), ActivationStore(pb), LAYER, **kw)
-        best = min(best, time.perf_counter() - t0)
-    return float(best)
+        sec = moments_seconds(pa, pb, cfg)
+        passes.append(sec)
+        ratios.append(sec / floor.measure_one())
+    return passes, ratios
 
 
 def store_mib(path: Path) -> float:
@@ -239,7 +275,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[500_000, 1_000_000, 2_000_000])
     ap.add_argument("--d", type=int, default=256)
     ap.add_argument("--chunk-rows", type=int, default=16384)
-    ap.add_argument("--repeats", type=int, default=2, help="timing repeats (best is kept)")
+    ap.add_argument("--repeats", type=int, default=5, help="timing repeats (median paired ratio)")
     ap.add_argument("--timing-sizes", type=int, nargs="*", default=None,
                     help="sizes for (a) (default: the largest only)")
     ap.add_argument("--compressions", nargs="+", default=["none", "lz4", "zstd"],
@@ -283,18 +319,20 @@ def main() -> None:
         for n in args.timing_sizes or [max(args.sizes)]:
             for compression in args.compressions:
                 pa, pb = make_pair(workdir, n, args.d, args.chunk_rows, compression)
+                floor = Floor(pa, pb)
+                floor.measure(args.repeats)
                 row = {"n": n, "compression": compression, "store_mib": store_mib(pa) + store_mib(pb),
-                       "baseline_f32_seconds": baseline_seconds(pa, pb, args.repeats),
                        "read_only_seconds": read_only_seconds(pa, pb)}
                 with threadpool_limits(limits=1, user_api="blas"):
-                    row["baseline_f32_1thread_seconds"] = baseline_seconds(pa, pb, args.repeats)
+                    row["baseline_f32_1thread_seconds"] = min(floor.once() for _ in range(args.repeats))
                 for name, cfg in CONFIGS.items():
-                    row[f"{name}_seconds"] = moments_seconds(pa, pb, cfg, args.repeats)
-                # baseline again at the end: the machine is shared, keep the better one
-                row["baseline_f32_seconds"] = min(row["baseline_f32_seconds"],
-                                                  baseline_seconds(pa, pb, args.repeats))
-                for name in CONFIGS:
-                    row[f"{name}_ratio"] = row[f"{name}_seconds"] / row["baseline_f32_seconds"]
+                    passes, ratios = paired_ratios(pa, pb, cfg, args.repeats, floor)
+                    row[f"{name}_seconds"] = min(passes)
+                    row[f"{name}_ratio"] = float(np.median(ratios))
+                    row[f"{name}_ratios"] = ratios
+                row["baseline_f32_seconds"] = floor.best
+                row["baseline_f32_samples"] = floor.samples
+                del floor
                 res["timing"].append(row)
                 print(json.dumps(row), flush=True)
                 if compression != DEFAULT_COMPRESSION and not args.keep_data:
@@ -350,9 +388,14 @@ def main() -> None:
 def to_markdown(res: dict) -> str:
     lines = [f"# Moments benchmark (d = {res['d']}, float32 Zarr, chunk {res['chunk_rows']} rows)", "",
              f"Machine: {res['machine']}", "", "## (a) moments pass vs in-memory float32 XᵀX + XᵀY + YᵀY", "",
-             "Ratios are to the baseline with the default BLAS threads. The moments pass runs its products",
-             "with 1 BLAS thread (``blas_threads``, default) while a prefetch thread decodes Zarr; the",
-             "``_blas2`` row leaves BLAS at its default thread count. ``store MiB``: both stores on disk.", "",
+             "Ratio = median over repeats of (pass s) / (floor s measured right after that pass), the floor",
+             "with the default BLAS threads (2 here): the shared machine's speed drifts, so each pass is",
+             "compared with a floor taken under the same conditions. Seconds are the best pass and the best",
+             "floor. ``core``: the second moments only; ``default``:",
+             "the pipeline default (+ minibatch CKA, alignment, subsample). Without a suffix the pass runs",
+             "the two folds in two threads (``threads: 2``), each with 1 BLAS thread; ``_1thread``: one",
+             "thread plus a prefetch thread decoding Zarr; ``_blas2``: that with 2 BLAS threads.",
+             "``store MiB``: both stores on disk.", "",
              "| n | compression | store MiB | baseline s | baseline 1 thread s | read-only Zarr s | "
              + " | ".join(f"{c} s (ratio)" for c in CONFIGS) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(CONFIGS)]

@@ -54,10 +54,13 @@ Conventions
   ``sub_ky``; s × s, centred by the subsample mean) rather than the rows: every
   kernel measure here needs only pairwise distances or centred inner products.
 
-How: each block of rows is turned into one augmented matrix B = [x̃ | ỹ | p | q | T | 1]
-(p = ‖x̃‖², q = ‖ỹ‖², T one-hot) and a single symmetric product BᵀB (BLAS syrk) per
-≤ 4096 rows yields every sum above at once; the alignment terms need one more
-product per net on the row-normalised rows.
+How: each block of ≤ 4096 rows is turned into one augmented matrix
+B = [x̃ | ỹ | p | q | T | 1] (p = ‖x̃‖², q = ‖ỹ‖², T one-hot), built in cache-sized steps
+into a buffer that is reused, and a single symmetric product BᵀB (BLAS syrk) yields
+every sum above at once; the alignment terms need one more product per net on the
+row-normalised rows. The two folds have separate sums, so the streaming pass can give
+each fold its own thread (``threads=2``): each reads its own chunks and accumulates,
+and the result is bitwise the same as with one thread.
 
 Precision: ``precision="float64"`` multiplies in float64. ``"mixed"`` (the default
 of the streaming pass, :data:`DEFAULT_MOMENT_PARAMS`) forms each ≤ 4096-row block's
@@ -500,10 +503,12 @@ class _FoldAccumulator:
                shift: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
         """Block parts [B] or [B, [φx | T], [φy | T]], views of buffers the next call reuses."""
         L, dt, b = self.L, self.dtype, x.shape[0]
-        if not self._buf:
-            B = np.empty((self.block_rows, L.width), dtype=dt)
+        if not self._buf or self._buf[0].shape[0] < b:
+            # as many rows as the largest block so far: a wide `flatten` view comes in blocks of
+            # a chunk's images, far fewer than block_rows
+            B = np.empty((b, L.width), dtype=dt)
             B[:, L.one] = 1
-            self._buf = [B] + ([np.empty((self.block_rows, d + 1 + L.c), dtype=dt) for d in (L.d1, L.d2)]
+            self._buf = [B] + ([np.empty((b, d + 1 + L.c), dtype=dt) for d in (L.d1, L.d2)]
                                if self.alignment else [])
         parts = [buf[:b] for buf in self._buf]
         B = parts[0]
@@ -804,6 +809,8 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
     if store_b.n_images != n or arr_a.shape[0] != n or arr_b.shape[0] != n:
         raise ValueError(f"stores disagree on the number of images: {store_a.path}: {arr_a.shape[0]}, "
                          f"{store_b.path}: {arr_b.shape[0]} (targets {n}, {store_b.n_images})")
+    if n == 0:
+        raise ValueError(f"{store_a.path} and {store_b.path} hold no images")
     labels = store_a.targets()
     if not np.array_equal(labels, store_b.targets()):
         bad = int(np.sum(labels != store_b.targets()))
@@ -842,7 +849,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
     for reason in too_wide:
         get_logger().warning("skipped %s; measures that use this view report it unavailable", reason)
     step = int(images_per_chunk or arr_a.chunks[0])
-    per_image = {v: acc.n_rows // n for v, acc in accs.items()}
+    rows_per_image = {v: acc.n_rows // n for v, acc in accs.items()}
 
     def read(s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         return np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e], s
@@ -869,7 +876,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
                 return
             for v, acc in accs.items():
                 acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v),
-                           row0=s * per_image[v])
+                           row0=s * rows_per_image[v])
             with lock:
                 done[0] += 1
                 tick(done[0])
