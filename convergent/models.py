@@ -304,6 +304,11 @@ def _check_names(model: ConvergentNet, names: list[str]) -> None:
         raise AssertionError(f"{model.arch}: built layers do not match archspec {names}")
 
 
+def is_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm of any dimension (channel-wise affine map + running stats)."""
+    return isinstance(module, nn.modules.batchnorm._BatchNorm)
+
+
 def _activation(opts: Mapping[str, Any]) -> nn.Module:
     return nn.Identity() if opts.get("linear", False) else nn.ReLU()
 
@@ -315,7 +320,7 @@ def _he_init(module: nn.Module, nonlinearity: str, mode: str) -> None:
             nn.init.kaiming_normal_(m.weight, mode=mode, nonlinearity=nonlinearity)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        elif is_batchnorm(m):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 

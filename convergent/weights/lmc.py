@@ -40,7 +40,7 @@ from torch import nn
 
 from convergent.data import DatasetSplits
 from convergent.logs import get_logger
-from convergent.models import ConvergentNet
+from convergent.models import ConvergentNet, is_batchnorm
 from convergent.train import evaluate
 from convergent.weights.permute import Perms, activation_matching, apply_permutation, weight_matching
 from convergent.weights.repair import endpoint_stats, interpolate_stats, repaired
@@ -77,7 +77,7 @@ def interpolate(state_a: Mapping[str, torch.Tensor], state_b: Mapping[str, torch
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return any(is_batchnorm(m) for m in model.modules())
 
 
 @torch.no_grad()
@@ -85,7 +85,7 @@ def reset_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     """Recompute every BatchNorm's running stats on ``x`` in place (cumulative average over
     batches, like ``torch.optim.swa_utils.update_bn``); other modules run in train mode
     only for that pass. Momenta and the train/eval mode are restored afterwards."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = [m for m in model.modules() if is_batchnorm(m)]
     if not bns:
         return
     momenta = {m: m.momentum for m in bns}

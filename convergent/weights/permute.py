@@ -77,7 +77,7 @@ from torch import nn
 
 from convergent.measures._common import MeasureUnavailable
 from convergent.measures.matching import correlation_matrix
-from convergent.models import BasicBlock, Block, ConvergentNet, Head, PreActBlock
+from convergent.models import BasicBlock, Block, ConvergentNet, Head, PreActBlock, is_batchnorm
 from convergent.moments import MomentAccumulator, Moments
 
 Perms = dict[str, np.ndarray]
@@ -155,7 +155,7 @@ class _SpecBuilder:
 
     def norm(self, group: str | None, path: str) -> None:
         """The module at ``path``, if a BatchNorm, acts channel-wise on ``group``'s units."""
-        if isinstance(self.model.get_submodule(path), nn.modules.batchnorm._BatchNorm):
+        if is_batchnorm(self.model.get_submodule(path)):
             for t in _BN_KEYS:
                 self.add(group, f"{path}.{t}", 0)
 
@@ -217,7 +217,7 @@ def _preact_block_rule(sb: _SpecBuilder, m: PreActBlock, path: str, name: str, i
 def _head_rule(sb: _SpecBuilder, m: Head, path: str, incoming: str | None) -> None:
     """Head: any BatchNorm in ``pre`` (wrn's final BN) and the classifier's input axis."""
     for sub, mod in m.pre.named_modules():
-        if sub and isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        if sub and is_batchnorm(mod):
             sb.norm(incoming, f"{path}.pre.{sub}")
     sb.consume(incoming, f"{path}.linear")
 

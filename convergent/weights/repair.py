@@ -38,16 +38,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock
+from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock, is_batchnorm
 
 #: repair point (module path) → (mean, std) per channel, float64 (c,)
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 _EPS = 1e-5
-
-
-def _is_bn(m: nn.Module) -> bool:
-    return isinstance(m, nn.modules.batchnorm._BatchNorm)
 
 
 def repair_points(model: ConvergentNet) -> list[str]:
@@ -56,7 +52,7 @@ def repair_points(model: ConvergentNet) -> list[str]:
     for i, layer in enumerate(model.layers):
         p = f"layers.{i}"
         if isinstance(layer, Block):
-            points.append(f"{p}.norm" if _is_bn(layer.norm) else f"{p}.linear")
+            points.append(f"{p}.norm" if is_batchnorm(layer.norm) else f"{p}.linear")
         elif isinstance(layer, BasicBlock):
             points += [f"{p}.bn1", f"{p}.bn2"]
             if not isinstance(layer.shortcut, nn.Identity):
