@@ -26,6 +26,12 @@ EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_sam
                                      "compression": "lz4"}
 
 
+def _prepend_columns(frame: pd.DataFrame, columns: Mapping[str, Any]) -> None:
+    """Insert constant ``columns`` (e.g. a pair's coordinates) at the front of ``frame``, in order."""
+    for i, (key, value) in enumerate(columns.items()):
+        frame.insert(i, key, value)
+
+
 def _device(requested: str) -> str:
     """The config's ``device`` resolved by :func:`convergent.train.resolve_device`, as a string."""
     from convergent.train import resolve_device
@@ -112,14 +118,14 @@ def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Ma
     ``params['threads']``)."""
     from convergent.activations import ActivationStore
     from convergent.io import atomic_directory
-    from convergent.moments import save_moments, streaming_moments
+    from convergent.moments import DEFAULT_MOMENT_PARAMS, save_moments, streaming_moments
 
     log = get_logger()
     a, b = ActivationStore(store_a), ActivationStore(store_b)
+    kw = {**params, "threads": min(int(threads), int(params.get("threads", DEFAULT_MOMENT_PARAMS["threads"])))}
     with atomic_directory(out_dir) as tmp:
         for layer in layers:
             start = time.perf_counter()
-            kw = {**params, "threads": min(int(threads), int(params.get("threads", 2)), 2)}
             save_moments(tmp / f"{layer}.npz", streaming_moments(a, b, layer, **kw))
             log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
 
@@ -140,9 +146,7 @@ def measures_job(*, moments_dir: str, layers: Sequence[str], params: Mapping[str
     for layer in layers:
         start = time.perf_counter()
         table = compute_measures(load_moments(Path(moments_dir) / f"{layer}.npz"), dict(params))
-        for i, (key, value) in enumerate({**coordinates, "layer": layer,
-                                          "layer_index": layer_index[layer]}.items()):
-            table.insert(i, key, value)
+        _prepend_columns(table, {**coordinates, "layer": layer, "layer_index": layer_index[layer]})
         tables.append(table)
         log.info("measures of %s: %d rows in %.2f s", layer, len(table), time.perf_counter() - start)
     out = pd.concat(tables, ignore_index=True)
@@ -207,8 +211,7 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
                                     default_alphas(int(p["alphas"])), variants, seed=int(pair["seed_a"]))
     log.info("lmc timings (s): %s", {k: round(v, 3) for k, v in timings.items()})
     for frame in (curve, bars):
-        for i, (key, value) in enumerate(pair.items()):
-            frame.insert(i, key, value)
+        _prepend_columns(frame, pair)
     write_csv(out_curve, curve)
     write_csv(out_barriers, bars)
 
@@ -286,6 +289,7 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
     import numpy as np
 
     from convergent.measures.cka import linear_cka
+    from convergent.measures.kernels import cka_from_kernels
 
     n_a, n_b = store_a.n_images, store_b.n_images
     if n_a != n_b:
@@ -312,8 +316,7 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
             if max(x.shape[1], y.shape[1]) <= max_features:
                 value = linear_cka(x, y)
             else:
-                k, m = gram("a", la), gram("b", lb)
-                value = float(np.sum(k * m) / (np.linalg.norm(k) * np.linalg.norm(m)))
+                value = cka_from_kernels(gram("a", la), gram("b", lb))
             rows.append({"layer_a": la, "layer_index_a": i, "layer_b": lb, "layer_index_b": j,
                          "view": view, "n_samples": n, "cka_linear": value})
     return pd.DataFrame(rows)
@@ -331,8 +334,7 @@ def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordin
     table = cross_layer_cka(ActivationStore(store_a), ActivationStore(store_b), list(layers), view=p["view"],
                             max_samples=p["max_samples"], max_features=int(p["max_features"]),
                             layer_index=layer_index)
-    for i, (key, value) in enumerate(coordinates.items()):
-        table.insert(i, key, value)
+    _prepend_columns(table, coordinates)
     write_csv(out_csv, table)
     log.info("cross-layer CKA of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
              int(table["n_samples"].iloc[0]) if len(table) else 0, time.perf_counter() - start)

@@ -51,7 +51,8 @@ def _centre_kernel(K: np.ndarray) -> np.ndarray:
     return K - K.mean(0)[None, :] - K.mean(1)[:, None] + K.mean()
 
 
-def _cka_from_kernels(K: np.ndarray, L: np.ndarray) -> float:
+def cka_from_kernels(K: np.ndarray, L: np.ndarray) -> float:
+    """CKA of two n × n kernel matrices of the same samples (centred here), in [0, 1] for PSD kernels."""
     Kc, Lc = _centre_kernel(K), _centre_kernel(L)
     den = np.linalg.norm(Kc) * np.linalg.norm(Lc)
     if not den > 0:
@@ -80,7 +81,7 @@ def rbf_cka_grid(X: np.ndarray | Moments, Y: np.ndarray | None = None,
     if Gx.shape[0] < 3:
         raise MeasureUnavailable("RBF CKA needs at least 3 subsample rows")
     (Dx, mx), (Dy, my) = _dist_and_median(Gx), _dist_and_median(Gy)
-    return [_cka_from_kernels(np.exp(-Dx / (2.0 * (t * mx) ** 2)), np.exp(-Dy / (2.0 * (t * my) ** 2)))
+    return [cka_from_kernels(np.exp(-Dx / (2.0 * (t * mx) ** 2)), np.exp(-Dy / (2.0 * (t * my) ** 2)))
             for t in sigma_scales]
 
 
@@ -92,7 +93,7 @@ def rbf_cka(X: np.ndarray | Moments, Y: np.ndarray | None = None, sigma_scale: f
 def linear_cka_subsample(X: np.ndarray | Moments, Y: np.ndarray | None = None) -> float:
     """Linear CKA ⟨Gx, Gy⟩ / (‖Gx‖ ‖Gy‖) of the centred subsample Grams; in [0, 1]."""
     Gx, Gy = subsample_grams(X, Y)
-    return _cka_from_kernels(Gx, Gy)
+    return cka_from_kernels(Gx, Gy)
 
 
 def _knn(G: np.ndarray, k: int) -> np.ndarray:
