@@ -161,10 +161,8 @@ def figure_inputs(wildcards):
     inputs = {"measures": "results/summary/measures.csv", "runs": "results/summary/runs.csv"}
     if config["lmc"]["enabled"]:
         inputs["lmc"] = "results/summary/lmc.csv"
-        inputs["lmc_curves"] = [
-            f"results/lmc/{p.dataset}/{p.arch}/w{p.width}/f{p.frozen_k}/s{p.seed_a}-s{p.seed_b}/curve.csv"
-            for p in SWEEP.pairs()
-            if p.control == "cross" and (p.dataset, p.arch) == (exp.dataset, exp.arch)]
+        inputs["lmc_curves"] = [lmc_file(p, "curve.csv") for p in SWEEP.pairs()
+                                if p.control == "cross" and (p.dataset, p.arch) == (exp.dataset, exp.arch)]
     if config["rotation"]["enabled"]:
         inputs["rotation"] = "results/summary/rotation.csv"
     if cka_layers_pairs():
@@ -172,9 +170,14 @@ def figure_inputs(wildcards):
     return inputs
 
 
+def lmc_file(pair, name):
+    """File ``name`` of rule lmc's output directory for a cross-seed pair."""
+    return (f"results/lmc/{pair.dataset}/{pair.arch}/w{pair.width}/f{pair.frozen_k}/"
+            f"s{pair.seed_a}-s{pair.seed_b}/{name}")
+
+
 def all_lmc_barriers(wildcards):
-    return [f"results/lmc/{p.dataset}/{p.arch}/w{p.width}/f{p.frozen_k}/s{p.seed_a}-s{p.seed_b}/barriers.csv"
-            for p in SWEEP.pairs() if p.control == "cross"]
+    return [lmc_file(p, "barriers.csv") for p in SWEEP.pairs() if p.control == "cross"]
 
 
 def all_rotation_tables(wildcards):
