@@ -332,12 +332,12 @@ def _full_correlation(m: Moments) -> np.ndarray:
 
 @torch.no_grad()
 def probe_moments(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tensor, probes: list[Probe],
-                  batch_size: int = 1024, chunk_rows: int = 65536) -> dict[Probe, Moments]:
+                  batch_size: int = 1024) -> dict[Probe, Moments]:
     """Joint float64 moments of A's and B's units at each probe, over inputs ``x`` (n, ...).
 
-    One eval-mode pass per network in batches of ``batch_size`` inputs; rows are fed to
-    one :class:`~convergent.moments.MomentAccumulator` per probe in blocks of at most
-    ``chunk_rows`` (memory independent of n). Only first and second moments are used
+    One eval-mode pass per network in batches of ``batch_size`` inputs; each batch's rows go
+    to one :class:`~convergent.moments.MomentAccumulator` per probe, which multiplies them in
+    blocks of bounded size (memory independent of n). Only first and second moments are used
     (no alignment/minibatch/subsample terms); a single class label.
     """
     was = model_a.training, model_b.training
@@ -361,10 +361,7 @@ def probe_moments(model_a: ConvergentNet, model_b: ConvergentNet, x: torch.Tenso
                     rows = len(x) * (a.shape[0] // len(xb))
                     acc[p] = MomentAccumulator(a.shape[1], b.shape[1], 1, n_rows=rows, fold_split=rows // 2,
                                                alignment=False, precision="float64")
-                zeros = np.zeros(chunk_rows, dtype=np.int64)
-                for s in range(0, a.shape[0], chunk_rows):
-                    blk = slice(s, s + chunk_rows)
-                    acc[p].update(a[blk], b[blk], zeros[:len(a[blk])])
+                acc[p].update(a, b, np.zeros(a.shape[0], dtype=np.int64))
     finally:
         for h in handles:
             h.remove()
