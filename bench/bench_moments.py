@@ -270,6 +270,33 @@ def measures_seconds(d: int, n: int, workdir: Path) -> dict:
 
 # ----------------------------------------------------------------------------- main
 
+def external_rows(pair: tuple[Path, Path], sizes: list[int], timeout: float) -> dict:
+    """repsim's CKA beside ours on the first ``n`` rows of ``pair``, each in a fresh process."""
+    pa, pb = pair
+    ext = {"package": "repsim", "rows": []}
+    try:
+        import repsim  # noqa: F401
+
+        ext["version"] = getattr(repsim, "__version__", "?")
+    except ImportError as err:
+        ext["skipped"] = f"repsim not importable ({err}); `pip install repsim` to compare"
+        print(ext["skipped"])
+    if "skipped" not in ext:
+        for n in sizes:
+            row = {"n": n}
+            try:
+                r = run_worker("repsim", "--a", str(pa), "--b", str(pb), "--n", str(n), timeout=timeout)
+                row.update(repsim_seconds=r["seconds"], repsim_max_rss_mib=r["max_rss_mib"],
+                           repsim_value=r["value"])
+            except subprocess.TimeoutExpired:
+                row["repsim_timeout_seconds"] = timeout
+            o = run_worker("ours_small", "--a", str(pa), "--b", str(pb), "--n", str(n))
+            row.update(ours_seconds=o["seconds"], ours_max_rss_mib=o["max_rss_mib"], ours_value=o["value"])
+            ext["rows"].append(row)
+            print(json.dumps(row), flush=True)
+    return ext
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[500_000, 1_000_000, 2_000_000])
@@ -280,6 +307,10 @@ def main() -> None:
                     help="sizes for (a) (default: the largest only)")
     ap.add_argument("--compressions", nargs="+", default=["none", "lz4", "zstd"],
                     help="store compressions timed in (a)")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS),
+                    help="the pass configurations timed in (a)")
+    ap.add_argument("--parts", nargs="+", default=["timing", "memory", "measures", "external"],
+                    choices=["timing", "memory", "measures", "external"], help="(a) (b) (c) (d)")
     ap.add_argument("--measures-d", type=int, default=512)
     ap.add_argument("--measures-n", type=int, default=20_000)
     ap.add_argument("--external-n", type=int, nargs="*", default=[1000, 2000])
@@ -307,7 +338,7 @@ def main() -> None:
                  "d": args.d, "chunk_rows": args.chunk_rows, "sizes": args.sizes}
     try:
         pairs = {}
-        for n in args.sizes:
+        for n in (args.sizes if {"memory", "external"} & set(args.parts) else []):
             t0 = time.perf_counter()
             pairs[n] = make_pair(workdir, n, args.d, args.chunk_rows)
             print(f"data n={n}: {time.perf_counter() - t0:.1f} s", flush=True)
@@ -316,7 +347,7 @@ def main() -> None:
         from threadpoolctl import threadpool_limits
 
         res["timing"] = []
-        for n in args.timing_sizes or [max(args.sizes)]:
+        for n in (args.timing_sizes or [max(args.sizes)]) if "timing" in args.parts else []:
             for compression in args.compressions:
                 pa, pb = make_pair(workdir, n, args.d, args.chunk_rows, compression)
                 floor = Floor(pa, pb)
@@ -325,8 +356,8 @@ def main() -> None:
                        "read_only_seconds": read_only_seconds(pa, pb)}
                 with threadpool_limits(limits=1, user_api="blas"):
                     row["baseline_f32_1thread_seconds"] = min(floor.once() for _ in range(args.repeats))
-                for name, cfg in CONFIGS.items():
-                    passes, ratios = paired_ratios(pa, pb, cfg, args.repeats, floor)
+                for name in args.configs:
+                    passes, ratios = paired_ratios(pa, pb, CONFIGS[name], args.repeats, floor)
                     row[f"{name}_seconds"] = min(passes)
                     row[f"{name}_ratio"] = float(np.median(ratios))
                     row[f"{name}_ratios"] = ratios
@@ -339,44 +370,25 @@ def main() -> None:
                     shutil.rmtree(pa.parent, ignore_errors=True)
 
         # (b) memory, fresh subprocess per n
-        res["imports_max_rss_mib"] = run_worker("imports")["max_rss_mib"]
-        res["memory"] = []
-        for n in args.sizes:
-            pa, pb = pairs[n]
-            r = run_worker("moments", "--a", str(pa), "--b", str(pb), "--config", "default",
-                           "--save", str(workdir / f"m{n}.npz"))
-            res["memory"].append({"n": n, "max_rss_mib": r["max_rss_mib"], "seconds": r["seconds"],
-                                  "moments_file_mib": (workdir / f"m{n}.npz").stat().st_size / 2**20})
-            print(json.dumps(res["memory"][-1]), flush=True)
+        if "memory" in args.parts:
+            res["imports_max_rss_mib"] = run_worker("imports")["max_rss_mib"]
+            res["memory"] = []
+            for n in args.sizes:
+                pa, pb = pairs[n]
+                r = run_worker("moments", "--a", str(pa), "--b", str(pb), "--config", "default",
+                               "--save", str(workdir / f"m{n}.npz"))
+                res["memory"].append({"n": n, "max_rss_mib": r["max_rss_mib"], "seconds": r["seconds"],
+                                      "moments_file_mib": (workdir / f"m{n}.npz").stat().st_size / 2**20})
+                print(json.dumps(res["memory"][-1]), flush=True)
 
         # (c) measures from a moments file
-        res["measures"] = measures_seconds(args.measures_d, args.measures_n, workdir)
-        print(json.dumps(res["measures"]), flush=True)
+        if "measures" in args.parts:
+            res["measures"] = measures_seconds(args.measures_d, args.measures_n, workdir)
+            print(json.dumps(res["measures"]), flush=True)
 
         # (d) a published CKA package
-        res["external"] = {"package": "repsim", "rows": []}
-        try:
-            import repsim  # noqa: F401
-
-            res["external"]["version"] = getattr(repsim, "__version__", "?")
-        except ImportError as err:
-            res["external"]["skipped"] = f"repsim not importable ({err}); `pip install repsim` to compare"
-            print(res["external"]["skipped"])
-        if "skipped" not in res["external"]:
-            pa, pb = pairs[min(args.sizes)]
-            for n in args.external_n:
-                row = {"n": n}
-                try:
-                    r = run_worker("repsim", "--a", str(pa), "--b", str(pb), "--n", str(n),
-                                   timeout=args.external_timeout)
-                    row.update(repsim_seconds=r["seconds"], repsim_max_rss_mib=r["max_rss_mib"],
-                               repsim_value=r["value"])
-                except subprocess.TimeoutExpired:
-                    row["repsim_timeout_seconds"] = args.external_timeout
-                o = run_worker("ours_small", "--a", str(pa), "--b", str(pb), "--n", str(n))
-                row.update(ours_seconds=o["seconds"], ours_max_rss_mib=o["max_rss_mib"], ours_value=o["value"])
-                res["external"]["rows"].append(row)
-                print(json.dumps(row), flush=True)
+        if "external" in args.parts:
+            res["external"] = external_rows(pairs[min(args.sizes)], args.external_n, args.external_timeout)
     finally:
         if not args.keep_data and args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -386,6 +398,7 @@ def main() -> None:
 
 
 def to_markdown(res: dict) -> str:
+    configs = [c for c in CONFIGS if any(f"{c}_ratio" in r for r in res.get("timing", []))]
     lines = [f"# Moments benchmark (d = {res['d']}, float32 Zarr, chunk {res['chunk_rows']} rows)", "",
              f"Machine: {res['machine']}", "", "## (a) moments pass vs in-memory float32 XᵀX + XᵀY + YᵀY", "",
              "Ratio = median over repeats of (pass s) / (floor s measured right after that pass), the floor",
@@ -397,18 +410,20 @@ def to_markdown(res: dict) -> str:
              "thread plus a prefetch thread decoding Zarr; ``_blas2``: that with 2 BLAS threads.",
              "``store MiB``: both stores on disk.", "",
              "| n | compression | store MiB | baseline s | baseline 1 thread s | read-only Zarr s | "
-             + " | ".join(f"{c} s (ratio)" for c in CONFIGS) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(CONFIGS)]
+             + " | ".join(f"{c} s (ratio)" for c in configs) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(configs)]
     for r in res.get("timing", []):
         lines.append(f"| {r['n']:,} | {r.get('compression', '?')} | {r.get('store_mib', float('nan')):.0f} | "
                      f"{r['baseline_f32_seconds']:.2f} | "
                      f"{r.get('baseline_f32_1thread_seconds', float('nan')):.2f} | {r['read_only_seconds']:.2f} | "
-                     + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})" for c in CONFIGS) + " |")
-    lines += ["", f"## (b) peak memory (max RSS of a fresh process; imports alone: "
-                  f"{res.get('imports_max_rss_mib', float('nan')):.0f} MiB)", "",
-              "| n | max RSS MiB | pass s | moments file MiB |", "|---|---|---|---|"]
-    for r in res.get("memory", []):
-        lines.append(f"| {r['n']:,} | {r['max_rss_mib']:.0f} | {r['seconds']:.1f} | {r['moments_file_mib']:.1f} |")
+                     + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})" for c in configs) + " |")
+    if "memory" in res:
+        lines += ["", f"## (b) peak memory (max RSS of a fresh process; imports alone: "
+                      f"{res['imports_max_rss_mib']:.0f} MiB)", "",
+                  "| n | max RSS MiB | pass s | moments file MiB |", "|---|---|---|---|"]
+        for r in res["memory"]:
+            lines.append(f"| {r['n']:,} | {r['max_rss_mib']:.0f} | {r['seconds']:.1f} | "
+                         f"{r['moments_file_mib']:.1f} |")
     m = res.get("measures")
     if m:
         lines += ["", f"## (c) all measures from a moments file, d = {m['d']} (file {m['file_mib']:.1f} MiB)", "",
