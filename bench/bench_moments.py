@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,13 @@ def make_pair(root: Path, n: int, d: int, chunk_rows: int, compression: str = DE
 
 # ----------------------------------------------------------------------------- (a) timing
 
+def timed(f: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the whole process: every thread, user + system) of ``f()``."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    f()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
 class Floor:
     """Plain in-memory float32 XᵀX + XᵀY + YᵀY of the pair (loaded once, not timed).
 
@@ -107,25 +115,25 @@ class Floor:
         self.X = np.asarray(ActivationStore(pa).raw(LAYER)[:])
         self.Y = np.asarray(ActivationStore(pb).raw(LAYER)[:])
         self.samples: list[float] = []
+        self.cpu_samples: list[float] = []
 
-    def once(self) -> float:
-        """Seconds of one floor product (not recorded)."""
+    def _product(self) -> None:
         X, Y = self.X, self.Y
-        t0 = time.perf_counter()
         X.T @ X
         X.T @ Y
         Y.T @ Y
-        return time.perf_counter() - t0
+
+    def once(self) -> float:
+        """Seconds of one floor product (not recorded)."""
+        return timed(self._product)[0]
 
     def measure(self, repeats: int = 1) -> float:
-        """Record ``repeats`` samples; the best so far."""
-        self.samples += [self.once() for _ in range(repeats)]
+        """Record ``repeats`` samples (wall and CPU seconds); the best wall time so far."""
+        for _ in range(repeats):
+            wall, cpu = timed(self._product)
+            self.samples.append(wall)
+            self.cpu_samples.append(cpu)
         return self.best
-
-    def measure_one(self) -> float:
-        """Record one sample and return it."""
-        self.measure(1)
-        return self.samples[-1]
 
     @property
     def best(self) -> float:
@@ -145,29 +153,33 @@ def read_only_seconds(pa: Path, pb: Path) -> float:
     return time.perf_counter() - t0
 
 
-def moments_seconds(pa: Path, pb: Path, cfg: dict) -> float:
-    """Seconds of one moments pass with ``cfg`` over DEFAULT_MOMENT_PARAMS."""
+def moments_seconds(pa: Path, pb: Path, cfg: dict) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one moments pass with ``cfg`` over DEFAULT_MOMENT_PARAMS."""
     from convergent.activations import ActivationStore
     from convergent.moments import DEFAULT_MOMENT_PARAMS, streaming_moments
 
     kw = {**DEFAULT_MOMENT_PARAMS, **cfg, "views": ["flatten"]}
-    t0 = time.perf_counter()
-    streaming_moments(ActivationStore(pa), ActivationStore(pb), LAYER, **kw)
-    return time.perf_counter() - t0
+    return timed(lambda: streaming_moments(ActivationStore(pa), ActivationStore(pb), LAYER, **kw))
 
 
-def paired_ratios(pa: Path, pb: Path, cfg: dict, repeats: int, floor: Floor) -> tuple[list[float], list[float]]:
-    """``repeats`` passes, each followed by one floor product: (pass seconds, pass/floor ratios).
+def paired_ratios(pa: Path, pb: Path, cfg: dict, repeats: int, floor: Floor
+                  ) -> tuple[list[float], list[float], list[float]]:
+    """``repeats`` passes, each followed by one floor product: (pass wall seconds, wall ratios,
+    CPU ratios), each ratio pass / the floor right after it.
 
     On a shared machine whose speed drifts (the floor's own samples spread by up to 2x on the
-    dev VM), a pass compared with the floor measured right after it is the fair ratio.
+    dev VM), a pass compared with the floor measured right after it is the fair ratio. The CPU
+    ratio (all threads, user + system) is the work the pass does beyond the products: Zarr
+    reading, building the blocks, and the extra columns.
     """
-    passes, ratios = [], []
+    passes, ratios, cpu_ratios = [], [], []
     for _ in range(repeats):
-        sec = moments_seconds(pa, pb, cfg)
-        passes.append(sec)
-        ratios.append(sec / floor.measure_one())
-    return passes, ratios
+        wall, cpu = moments_seconds(pa, pb, cfg)
+        floor.measure(1)
+        passes.append(wall)
+        ratios.append(wall / floor.samples[-1])
+        cpu_ratios.append(cpu / floor.cpu_samples[-1])
+    return passes, ratios, cpu_ratios
 
 
 def store_mib(path: Path) -> float:
@@ -357,12 +369,14 @@ def main() -> None:
                 with threadpool_limits(limits=1, user_api="blas"):
                     row["baseline_f32_1thread_seconds"] = min(floor.once() for _ in range(args.repeats))
                 for name in args.configs:
-                    passes, ratios = paired_ratios(pa, pb, CONFIGS[name], args.repeats, floor)
+                    passes, ratios, cpu_ratios = paired_ratios(pa, pb, CONFIGS[name], args.repeats, floor)
                     row[f"{name}_seconds"] = min(passes)
                     row[f"{name}_ratio"] = float(np.median(ratios))
                     row[f"{name}_ratios"] = ratios
+                    row[f"{name}_cpu_ratio"] = float(np.median(cpu_ratios))
                 row["baseline_f32_seconds"] = floor.best
                 row["baseline_f32_samples"] = floor.samples
+                row["baseline_f32_cpu_samples"] = floor.cpu_samples
                 del floor
                 res["timing"].append(row)
                 print(json.dumps(row), flush=True)
@@ -408,7 +422,9 @@ def to_markdown(res: dict) -> str:
              "the pipeline default (+ minibatch CKA, alignment, subsample). Without a suffix the pass runs",
              "the two folds in two threads (``threads: 2``), each with 1 BLAS thread; ``_1thread``: one",
              "thread plus a prefetch thread decoding Zarr; ``_blas2``: that with 2 BLAS threads.",
-             "``store MiB``: both stores on disk.", "",
+             "``CPU``: the same paired median for process CPU seconds (all threads, user + system), i.e.",
+             "the work the pass adds to the products (Zarr reading, block building, extra columns),",
+             "which the machine's cores then share. ``store MiB``: both stores on disk.", "",
              "| n | compression | store MiB | baseline s | baseline 1 thread s | read-only Zarr s | "
              + " | ".join(f"{c} s (ratio)" for c in configs) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(configs)]
@@ -416,7 +432,9 @@ def to_markdown(res: dict) -> str:
         lines.append(f"| {r['n']:,} | {r.get('compression', '?')} | {r.get('store_mib', float('nan')):.0f} | "
                      f"{r['baseline_f32_seconds']:.2f} | "
                      f"{r.get('baseline_f32_1thread_seconds', float('nan')):.2f} | {r['read_only_seconds']:.2f} | "
-                     + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})" for c in configs) + " |")
+                     + " | ".join(f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f}; CPU {r[c + '_cpu_ratio']:.2f})"
+                                  if c + "_cpu_ratio" in r else f"{r[c + '_seconds']:.2f} ({r[c + '_ratio']:.2f})"
+                                  for c in configs) + " |")
     if "memory" in res:
         lines += ["", f"## (b) peak memory (max RSS of a fresh process; imports alone: "
                       f"{res['imports_max_rss_mib']:.0f} MiB)", "",
