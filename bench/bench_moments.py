@@ -16,13 +16,17 @@ Not a test. Writes ``bench/out/bench_moments.json`` and ``bench/out/bench_moment
     sizes it can handle, time, memory and value beside ours. Skipped with a
     message when it is not importable.
 
-Full run (a few minutes, ~8 GB of temporary Zarr data under --workdir)::
+Full run (~45 min on the 2-core dev VM, ~8 GB of temporary Zarr data under --workdir)::
 
     .venv/bin/python bench/bench_moments.py
 
 Quick run::
 
     .venv/bin/python bench/bench_moments.py --sizes 100000 200000 --measures-n 5000 --external-n 500
+
+Only (a), for the core and default passes over uncompressed and lz4 stores, 7 repeats (~30 min)::
+
+    .venv/bin/python bench/bench_moments.py --sizes 2000000 --parts timing --configs core default --compressions none lz4 --repeats 7
 """
 
 from __future__ import annotations
