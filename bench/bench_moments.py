@@ -187,7 +187,9 @@ def paired_ratios(pa: Path, pb: Path, cfg: dict, repeats: int, floor: Floor
 
 
 def store_mib(path: Path) -> float:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+    from convergent.io import tree_bytes
+
+    return tree_bytes(path) / 2**20
 
 
 # ----------------------------------------------------------------------------- (b) memory

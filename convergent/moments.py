@@ -576,6 +576,7 @@ class _FoldAccumulator:
             mb_xy=float(self.mb_sums[0]), mb_xx=float(self.mb_sums[1]), mb_yy=float(self.mb_sums[2]),
             meta=dict(meta))
 
+
 def _raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
     """Explain why a block (first row = global row ``row0``) gave non-finite sums, as a ValueError."""
     for name, a in (("X (network A)", x), ("Y (network B)", y)):
