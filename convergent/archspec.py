@@ -64,3 +64,63 @@ def layer_names(arch: str, options: Mapping[str, Any] | None = None) -> list[str
 def layer_slug(layer: str) -> str:
     """A file-name-safe form of a layer name (``layer1.0`` → ``layer1-0``)."""
     return layer.replace(".", "-")
+
+
+# --- the rotation test's sites (Brown et al.; convergent.weights.rotation inserts R) ----------
+
+#: where R sits for each kind of layer, in words (README and error messages)
+ROTATION_SITES: dict[str, str] = {
+    "mlp": "fc{i}: between the Linear map and its ReLU; consumed by the next Linear (or the head)",
+    "cnn": "conv{i}: between the conv (+ BatchNorm) and its ReLU; consumed by the next conv, after the "
+           "pool that opens it (average pool in the linear control), or by the head after global average pooling",
+    "resnet18": "stem: between the stem's BatchNorm and ReLU; consumed by layer1.0's conv1 and its shortcut, "
+                "which the test turns into a trainable 1x1 conv initialised to the identity. "
+                "layer{s}.{b}: inside the BasicBlock, between bn1 and the inner ReLU; consumed only by conv2",
+    "wrn": "block{s}.{b}: inside the pre-activation block, between bn2 and its ReLU; consumed only by conv2. "
+           "stem: not rotatable",
+}
+
+_WRN_STEM_REFUSAL = (
+    "wrn's stem is a bare 3x3 conv with no nonlinearity of its own: its output is the residual stream, "
+    "read by block1.0's BatchNorm (per channel, so R^-1 cannot be folded into it) and by the identity "
+    "skip of every stage-1 block, so neither a 'pre-activation' to rotate nor a linear consumer that could "
+    "undo R exists; the first rotatable site is block1.0")
+
+
+def rotation_refusals(arch: str, options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``{layer: reason}`` for the layers of ``arch`` that have no rotation site."""
+    layer_names(arch, options)  # validates arch and options
+    return {"stem": _WRN_STEM_REFUSAL} if arch == "wrn" else {}
+
+
+def rotatable_layers(arch: str, options: Mapping[str, Any] | None = None) -> list[str]:
+    """The layers of ``arch`` that have a rotation site, input to output."""
+    refused = rotation_refusals(arch, options)
+    return [name for name in layer_names(arch, options) if name not in refused]
+
+
+def rotation_layers(arch: str, options: Mapping[str, Any] | None, spec: Any) -> list[str]:
+    """The layers the rotation test runs on for ``arch``, from the config's ``rotation.layers``.
+
+    ``spec`` is ``"all"`` (every rotatable layer), a list of layer names (each must be a
+    rotatable layer of *every* architecture of the sweep), or a mapping ``{arch: "all" | [names]}``
+    (an architecture absent from the mapping gets ``"all"``). Raises ``ValueError`` naming the
+    architecture, the layer and the allowed rotatable layers (and why a refused layer is refused).
+    Returned in depth order.
+    """
+    if isinstance(spec, Mapping):
+        spec = spec.get(arch, "all")
+    allowed = rotatable_layers(arch, options)
+    if spec == "all":
+        return allowed
+    names = list(spec)
+    refused = rotation_refusals(arch, options)
+    all_layers = layer_names(arch, options)
+    for name in names:
+        if name in refused:
+            raise ValueError(f"rotation.layers: {arch} layer {name!r} is not rotatable ({refused[name]}); "
+                             f"allowed for {arch}: {', '.join(allowed)}")
+        if name not in all_layers:
+            raise ValueError(f"rotation.layers: {arch} has no layer {name!r}; "
+                             f"allowed for {arch}: {', '.join(allowed)}")
+    return [name for name in allowed if name in names]

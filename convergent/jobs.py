@@ -221,12 +221,17 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     """Brown et al.'s privileged-basis test on one trained network, with its linear control.
 
     For every configured layer and rotation strength t (R = expm(t·A), A random
-    skew-symmetric; t = 0 is the identity control), rotate the layer's pre-activation,
-    retrain the layers above, and record accuracy. The linear control trains the same
-    architecture without nonlinearities from the same seed and applies the same test.
+    skew-symmetric; t = 0 is the identity control), rotate the layer's pre-activation at
+    its rotation site (:func:`convergent.weights.rotation.rotation_site`), retrain
+    everything above R, and record accuracy. The linear control (option ``linear``: ReLU →
+    identity, max-pool → average pool) trains the same architecture from the same seed
+    with the sweep's training settings and applies the same test. ``rotation.layers``
+    resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
+    without a site (wrn's stem) are named in the log with the reason.
     """
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, set_determinism, train
+    from convergent.archspec import rotation_layers, rotation_refusals
     from convergent.weights.rotation import layer_width, rotation_path, rotation_test
 
     import tempfile
@@ -243,7 +248,9 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     with tempfile.TemporaryDirectory() as tmp:
         train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
               log_path=Path(tmp) / "linear.csv", log=lambda s: log.info("linear control: %s", s))
-    layers = relu.layer_names if p["layers"] == "all" else list(p["layers"])
+    layers = rotation_layers(relu.arch, relu.options, p["layers"])
+    for name, reason in rotation_refusals(relu.arch, relu.options).items():
+        log.info("rotation: %s layer %s has no rotation site and gets no rows: %s", relu.arch, name, reason)
     rows = []
     for model in (relu, linear):
         for layer in layers:

@@ -30,10 +30,18 @@ Per architecture (``width`` as in :mod:`convergent.archspec`):
   stream ``x + f(x)``, which is therefore the extracted representation of ``stem`` and
   ``block{s}.{b}`` (not post-ReLU; the non-negativity some measures assume does not hold).
 
-Option ``linear=True`` (mlp, cnn) replaces every hidden activation by the identity.
-For the rotation experiment (Brown et al.): in mlp/cnn a layer's pre-activation is the
-input of ``layers[i].act`` and the post-activation its output, so a rotation between
-the linear map and the nonlinearity is ``layers[i].act = nn.Sequential(rotation, act)``.
+Option ``linear=True`` (every architecture) is the rotation test's linear control: every
+ReLU becomes the identity (the wrn head's BN-ReLU included) and the cnn's max-pool becomes an
+average pool of the same window, so that the whole network commutes with a channel rotation
+wherever one is inserted (a max-pool does not: max over positions of a rotated map is not
+the rotated max). BatchNorm stays: in eval mode it is a per-channel affine map.
+
+Rotation sites (Brown et al., see :mod:`convergent.weights.rotation`): in mlp/cnn a layer's
+pre-activation is the input of ``layers[i].act``; in ``BasicBlock`` and ``PreActBlock``
+the block's *inner* pre-activation is the output of the ``mid`` placeholder (an
+``nn.Identity`` between the inner BatchNorm and ReLU, consumed only by ``conv2``).
+Modules marked ``pinned = True`` (set by the rotation test on the modules that compute
+R's input inside a block) stay frozen and in eval mode like the frozen prefix.
 
 Initialisation: He-normal (fan-in for mlp/cnn with the activation's gain, fan-out for
 ResNets as in torchvision), zero biases, BatchNorm weight 1 / bias 0, and PyTorch's
@@ -55,8 +63,8 @@ from convergent import archspec
 ALLOWED_OPTIONS: dict[str, set[str]] = {
     "mlp": {"depth", "linear"},
     "cnn": {"depth", "batchnorm", "linear"},
-    "resnet18": set(),
-    "wrn": {"depth"},
+    "resnet18": {"linear"},
+    "wrn": {"depth", "linear"},
 }
 
 
@@ -70,7 +78,10 @@ def _bn_cls(spatial_dims: int) -> type[nn.Module]:
     return {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}[spatial_dims]
 
 
-def _pool_cls(spatial_dims: int) -> type[nn.Module]:
+def _pool_cls(spatial_dims: int, linear: bool = False) -> type[nn.Module]:
+    """Max-pool, or for the linear control the average pool (commutes with channel rotations)."""
+    if linear:
+        return {1: nn.AvgPool1d, 2: nn.AvgPool2d}[spatial_dims]
     return {1: nn.MaxPool1d, 2: nn.MaxPool2d}[spatial_dims]
 
 
@@ -110,9 +121,13 @@ class Block(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """Post-activation ResNet block: ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
+    """Post-activation ResNet block: ``relu(bn2(conv2(relu(mid(bn1(conv1(x)))))) + shortcut(x))``.
 
-    def __init__(self, cin: int, cout: int, stride: int, dims: int):
+    ``mid`` is an ``nn.Identity`` placeholder marking the inner pre-activation (the
+    rotation test's site); ``act`` is ReLU, or the identity in the linear control.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, dims: int, act: nn.Module | None = None):
         super().__init__()
         conv, bn = _conv_cls(dims), _bn_cls(dims)
         self.conv1 = conv(cin, cout, 3, stride=stride, padding=1, bias=False)
@@ -122,22 +137,25 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(conv(cin, cout, 1, stride=stride, bias=False), bn(cout))
-        self.act = nn.ReLU()
+        self.mid: nn.Module = nn.Identity()
+        self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act(self.bn1(self.conv1(x)))
+        out = self.act(self.mid(self.bn1(self.conv1(x))))
         out = self.bn2(self.conv2(out))
         return self.act(out + self.shortcut(x))
 
 
 class PreActBlock(nn.Module):
-    """WideResNet block: ``x + conv2(relu(bn2(conv1(relu(bn1(x))))))``.
+    """WideResNet block: ``x + conv2(relu(mid(bn2(conv1(relu(bn1(x)))))))``.
 
     When the shape changes, the shortcut is a 1×1 conv of the pre-activated input, as
-    in the authors' implementation.
+    in the authors' implementation. ``mid`` is an ``nn.Identity`` placeholder marking the
+    inner pre-activation (the rotation test's site); ``act`` is ReLU or, in the linear
+    control, the identity.
     """
 
-    def __init__(self, cin: int, cout: int, stride: int, dims: int):
+    def __init__(self, cin: int, cout: int, stride: int, dims: int, act: nn.Module | None = None):
         super().__init__()
         conv, bn = _conv_cls(dims), _bn_cls(dims)
         self.bn1 = bn(cin)
@@ -147,11 +165,12 @@ class PreActBlock(nn.Module):
         self.shortcut: nn.Module | None = None
         if stride != 1 or cin != cout:
             self.shortcut = conv(cin, cout, 1, stride=stride, bias=False)
-        self.act = nn.ReLU()
+        self.mid: nn.Module = nn.Identity()
+        self.act = act if act is not None else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act(self.bn1(x))
-        out = self.conv2(self.act(self.bn2(self.conv1(pre))))
+        out = self.conv2(self.act(self.mid(self.bn2(self.conv1(pre)))))
         skip = x if self.shortcut is None else self.shortcut(pre)
         return out + skip
 
@@ -206,6 +225,9 @@ class ConvergentNet(nn.Module):
         super().train(mode)
         for layer in self.layers[:self.frozen_k]:
             layer.eval()  # frozen BatchNorm keeps its running statistics
+        for module in self.modules():
+            if is_pinned(module):
+                module.eval()
         return self
 
     # -- layer bookkeeping --
@@ -304,6 +326,14 @@ def _check_names(model: ConvergentNet, names: list[str]) -> None:
         raise AssertionError(f"{model.arch}: built layers do not match archspec {names}")
 
 
+def is_pinned(module: nn.Module) -> bool:
+    """Whether ``module`` is marked ``pinned``: frozen and in eval mode whatever ``frozen_k`` is.
+
+    The rotation test pins the modules inside a block that compute the rotated
+    pre-activation (everything at and below R is frozen)."""
+    return bool(getattr(module, "pinned", False))
+
+
 def is_batchnorm(module: nn.Module) -> bool:
     """Whether ``module`` is a BatchNorm of any dimension (channel-wise affine map + running stats)."""
     return isinstance(module, nn.modules.batchnorm._BatchNorm)
@@ -348,9 +378,10 @@ def _mlp(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mappi
 
 def _cnn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
     dims = _spatial_dims(input_shape, "cnn")
-    conv, bn, pool = _conv_cls(dims), _bn_cls(dims), _pool_cls(dims)
+    linear = bool(opts.get("linear", False))
+    conv, bn, pool = _conv_cls(dims), _bn_cls(dims), _pool_cls(dims, linear)
     use_bn = bool(opts.get("batchnorm", False))
-    nonlin = "linear" if opts.get("linear", False) else "relu"
+    nonlin = "linear" if linear else "relu"
     layers, cin = [], input_shape[0]
     for i in range(int(opts["depth"])):
         cout = width * 2 ** (i // 2)
@@ -368,17 +399,18 @@ def _cnn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mappi
 def _resnet18(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mapping[str, Any]):
     dims = _spatial_dims(input_shape, "resnet18")
     conv, bn = _conv_cls(dims), _bn_cls(dims)
-    stem = Block(conv(input_shape[0], width, 3, padding=1, bias=False), nn.ReLU(), norm=bn(width))
+    nonlin = "linear" if opts.get("linear", False) else "relu"
+    stem = Block(conv(input_shape[0], width, 3, padding=1, bias=False), _activation(opts), norm=bn(width))
     layers: list[nn.Module] = [stem]
     cin = width
     for s in range(4):
         cout = width * 2 ** s
         for b in range(2):
             stride = 2 if (s > 0 and b == 0) else 1
-            layers.append(BasicBlock(cin, cout, stride, dims))
+            layers.append(BasicBlock(cin, cout, stride, dims, _activation(opts)))
             cin = cout
     for layer in layers:
-        _he_init(layer, "relu", "fan_out")
+        _he_init(layer, nonlin, "fan_out")
     return layers, Head(nn.Linear(cin, num_classes), pool=_adaptive_avg(dims))
 
 
@@ -386,6 +418,7 @@ def _wrn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mappi
     dims = _spatial_dims(input_shape, "wrn")
     conv, bn = _conv_cls(dims), _bn_cls(dims)
     n = archspec.wrn_blocks_per_stage(int(opts["depth"]))
+    nonlin = "linear" if opts.get("linear", False) else "relu"
     stem = Block(conv(input_shape[0], 16, 3, padding=1, bias=False), nn.Identity())
     layers: list[nn.Module] = [stem]
     cin = 16
@@ -393,12 +426,12 @@ def _wrn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mappi
         cout = 16 * width * 2 ** s
         for b in range(n):
             stride = 2 if (s > 0 and b == 0) else 1
-            layers.append(PreActBlock(cin, cout, stride, dims))
+            layers.append(PreActBlock(cin, cout, stride, dims, _activation(opts)))
             cin = cout
     for layer in layers:
-        _he_init(layer, "relu", "fan_out")
-    final = nn.Sequential(bn(cin), nn.ReLU())
-    _he_init(final, "relu", "fan_out")
+        _he_init(layer, nonlin, "fan_out")
+    final = nn.Sequential(bn(cin), _activation(opts))
+    _he_init(final, nonlin, "fan_out")
     return layers, Head(nn.Linear(cin, num_classes), pool=_adaptive_avg(dims), pre=final)
 
 
@@ -428,12 +461,17 @@ def freeze_first_layers(model: ConvergentNet, k: int) -> None:
     """Freeze the first ``k`` layers: no gradients, and BatchNorm kept in eval mode.
 
     Layers after ``k`` are made trainable again, so calling this twice with different
-    ``k`` leaves exactly the last ``k`` frozen.
+    ``k`` leaves exactly the last ``k`` frozen. Modules marked ``pinned`` (see
+    :func:`is_pinned`) stay frozen wherever they are.
     """
     model.first_layers(k)  # validates k
     for i, layer in enumerate(model.layers):
         for p in layer.parameters():
             p.requires_grad_(i >= k)
+    for module in model.modules():
+        if is_pinned(module):
+            for p in module.parameters():
+                p.requires_grad_(False)
     model.frozen_k = int(k)
     model.train(model.training)  # re-apply the eval mode of the frozen prefix
 

@@ -61,3 +61,135 @@ def test_linear_net_recovers_from_rotation(digits, tmp_path):
     assert res["original_test_acc"] > 0.8
     assert res["rotated_test_acc"] < res["original_test_acc"] - 0.1  # the rotation did hurt
     assert res["retrained_test_acc"] >= res["original_test_acc"] - 0.03
+
+
+# --- every architecture, every rotatable layer: the linear control undoes R exactly ------------
+
+from convergent import archspec  # noqa: E402
+from convergent.weights.rotation import NotRotatable, rotation_site  # noqa: E402
+
+FOLD_CASES = [
+    ("mlp", 6, (1, 8, 8), {"depth": 3}),
+    ("cnn", 3, (1, 8, 8), {"depth": 5, "batchnorm": True}),  # pools open conv3 and conv5
+    ("cnn", 3, (3, 32, 32), {"depth": 4, "batchnorm": False}),
+    ("cnn", 2, (1, 40), {"depth": 3, "batchnorm": True}),  # Conv1d
+    ("resnet18", 2, (1, 8, 8), {}),
+    ("resnet18", 2, (3, 32, 32), {}),
+    ("wrn", 1, (1, 8, 8), {"depth": 10}),  # block1.0: 16 -> 16 channels, identity skip
+    ("wrn", 2, (3, 32, 32), {"depth": 10}),  # block1.0: 16 -> 32 channels, 1x1 conv shortcut
+]
+
+
+def _random_eval_net(arch, width, shape, opts, linear):
+    """float64, random weights, BatchNorm in eval mode with non-trivial statistics and affine."""
+    torch.manual_seed(0)
+    model = build_model(arch, width, shape, 5, {**opts, "linear": linear}).double().eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                c = m.num_features
+                m.running_mean.copy_(0.5 * torch.randn(c, generator=gen, dtype=torch.float64))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(c, generator=gen, dtype=torch.float64))
+                m.weight.copy_(0.5 + torch.rand(c, generator=gen, dtype=torch.float64))
+                m.bias.copy_(0.3 * torch.randn(c, generator=gen, dtype=torch.float64))
+    return model
+
+
+def _consumers(net, arch, i):
+    """Every module reading layer i's rotated pre-activation (written from the architectures'
+    definitions, independently of rotation_site)."""
+    nxt = net.layers[i + 1] if i + 1 < len(net.layers) else None
+    if arch in ("mlp", "cnn"):
+        return {f"layers.{i + 1}.linear" if nxt is not None else "head.linear":
+                nxt.linear if nxt is not None else net.head.linear}
+    if arch == "resnet18" and i == 0:  # the stem feeds layer1.0's conv1 and (now 1x1 conv) shortcut
+        return {"layers.1.conv1": nxt.conv1, "layers.1.shortcut": nxt.shortcut}
+    return {f"layers.{i}.conv2": net.layers[i].conv2}  # resnet18 / wrn blocks: conv2 alone
+
+
+def _fold_inverse(net, arch, i, R):
+    """Each consumer's weight W (out, in, *kernel) on R's unit axis becomes W R, so that
+    (h R)(W R)^T = h W^T: R^-1 = R^T folded into everything that reads the rotated units."""
+    consumers = _consumers(net, arch, i)
+    with torch.no_grad():
+        for m in consumers.values():
+            m.weight.copy_(torch.einsum("oi...,ij->oj...", m.weight, R))
+    return sorted(consumers)
+
+
+@pytest.mark.parametrize("case", FOLD_CASES, ids=[f"{c[0]}-w{c[1]}-{'x'.join(map(str, c[2]))}" for c in FOLD_CASES])
+def test_linear_control_undoes_every_rotation_exactly(case):
+    arch, width, shape, opts = case
+    linear = _random_eval_net(arch, width, shape, opts, linear=True)
+    relu = _random_eval_net(arch, width, shape, opts, linear=False)
+    x = torch.randn(4, *shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    refused = archspec.rotation_refusals(arch, opts)
+    rotatable = archspec.rotatable_layers(arch, opts)
+    assert sorted(rotatable + list(refused)) == sorted(linear.layer_names)  # every layer: a site or a reason
+    assert set(refused) == ({"stem"} if arch == "wrn" else set())
+    with torch.no_grad():
+        base_lin, base_relu = linear(x), relu(x)
+        for layer in rotatable:
+            i = linear.layer_index(layer)
+            site = rotation_site(linear, layer)
+            R = torch.as_tensor(random_rotation(site.units, i + 7))
+            rot_lin = insert_rotation(linear, layer, R).eval()
+            # R did change the function before folding (else the check below is empty)
+            assert (rot_lin(x) - base_lin).abs().max() > 1e-3, layer
+            folded = _fold_inverse(rot_lin, arch, i, R)
+            assert folded == sorted(site.consumers), (layer, folded, site.consumers)
+            err = (rot_lin(x) - base_lin).abs().max().item()
+            assert err < 1e-5 * max(1.0, base_lin.abs().max().item()), (layer, err)
+            # the same fold does not restore the ReLU net: its basis is privileged
+            rot_relu = insert_rotation(relu, layer, R).eval()
+            _fold_inverse(rot_relu, arch, i, R)
+            assert (rot_relu(x) - base_relu).abs().max() > 1e-3, layer
+
+
+def test_linear_cnn_pools_by_averaging():
+    # max-pool does not commute with a channel rotation; the linear control must average
+    relu = build_model("cnn", 2, (1, 8, 8), 3, {"depth": 3})
+    linear = build_model("cnn", 2, (1, 8, 8), 3, {"depth": 3, "linear": True})
+    assert isinstance(relu.layers[2].pre, torch.nn.MaxPool2d)
+    assert isinstance(linear.layers[2].pre, torch.nn.AvgPool2d)
+    assert not any(isinstance(m, (torch.nn.ReLU, torch.nn.MaxPool2d)) for m in linear.modules())
+
+
+@pytest.mark.parametrize("arch,width,opts", [("resnet18", 2, {}), ("wrn", 1, {"depth": 10})])
+def test_no_rotation_site_is_refused_with_its_reason(arch, width, opts):
+    model = build_model(arch, width, (1, 8, 8), 10, opts)
+    if arch == "wrn":
+        with pytest.raises(NotRotatable, match="stem.*not rotatable.*BatchNorm"):
+            insert_rotation(model, "stem", np.eye(16))
+        with pytest.raises(NotRotatable):
+            rotation_site(model, "stem")
+    with pytest.raises(ValueError, match="units"):
+        insert_rotation(model, model.layer_names[1], np.eye(3))
+
+
+@pytest.mark.parametrize("arch,width,layer,opts", [("resnet18", 2, "layer2.0", {}),
+                                                   ("resnet18", 2, "stem", {}),
+                                                   ("wrn", 1, "block2.0", {"depth": 10})])
+def test_retraining_freezes_everything_at_and_below_R(arch, width, layer, opts, digits, tmp_path):
+    set_determinism(0)
+    model = build_model(arch, width, digits.input_shape, digits.num_classes, opts)
+    res = rotation_test(model, digits, layer, random_rotation(rotation_site(model, layer).units, 0),
+                        retrain_epochs=1, lr=0.05, seed=0, cfg={"batch_size": 128})
+    assert res["layer_index"] == model.layer_index(layer) + 1
+    assert np.isfinite(res["retrained_test_loss"])
+    # retrain again, keeping the network, to see which tensors moved
+    net = insert_rotation(model, layer, random_rotation(rotation_site(model, layer).units, 0))
+    site = rotation_site(model, layer)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train(net, digits, TrainConfig(epochs=1, batch_size=128, lr=0.05), seed=0, frozen_k=site.frozen_k,
+          log_path=tmp_path / "log.csv", log=lambda s: None)
+    after = net.state_dict()
+    below = [f"layers.{j}." for j in range(site.frozen_k)] + [f"layers.{site.index}.{m}." for m in site.pinned]
+    above = [f"{c}." for c in site.consumers] + ["head."]
+    for key, value in before.items():
+        if any(key.startswith(p) for p in below) or key.endswith(".R"):
+            assert torch.equal(after[key], value), f"{key} (below R) changed"
+    moved = [k for k in before if any(k.startswith(p) for p in above) and k.endswith("weight")
+             and not torch.equal(after[k], before[k])]
+    assert sorted(moved) == sorted(k for k in before if any(k.startswith(p) for p in above) and k.endswith("weight"))
