@@ -31,11 +31,22 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "wrn": {"depth": 16},
 }
 
+#: option keys each architecture accepts (``linear``: the rotation test's linear control, every arch)
+ARCH_OPTIONS: dict[str, tuple[str, ...]] = {
+    "mlp": ("depth", "linear"),
+    "cnn": ("depth", "batchnorm", "linear"),
+    "resnet18": ("linear",),
+    "wrn": ("depth", "linear"),
+}
+
 
 def arch_options(arch: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults for ``arch`` updated with ``options``; rejects unknown architectures."""
+    """Defaults for ``arch`` updated with ``options``; rejects unknown architectures and options."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+    unknown = sorted(set(options or {}) - set(ARCH_OPTIONS[arch]))
+    if unknown:
+        raise ValueError(f"unknown {arch} options {unknown}; allowed: {sorted(ARCH_OPTIONS[arch])}")
     merged = dict(ARCH_DEFAULTS[arch])
     merged.update(dict(options or {}))
     return merged

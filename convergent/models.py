@@ -59,13 +59,8 @@ from torch import nn
 
 from convergent import archspec
 
-#: option keys each architecture accepts (defaults in archspec.ARCH_DEFAULTS, plus ``linear``)
-ALLOWED_OPTIONS: dict[str, set[str]] = {
-    "mlp": {"depth", "linear"},
-    "cnn": {"depth", "batchnorm", "linear"},
-    "resnet18": {"linear"},
-    "wrn": {"depth", "linear"},
-}
+#: option keys each architecture accepts (archspec.ARCH_OPTIONS; defaults in archspec.ARCH_DEFAULTS)
+ALLOWED_OPTIONS: dict[str, set[str]] = {arch: set(keys) for arch, keys in archspec.ARCH_OPTIONS.items()}
 
 
 # --- building blocks ----------------------------------------------------------------------

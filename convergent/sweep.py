@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convergent.archspec import arch_options, layer_names
+from convergent.archspec import arch_options, layer_names, rotation_layers
 
 CONTROLS = ("cross", "floor", "ceiling")
 #: which saved network state each control compares
@@ -185,10 +185,30 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
             if key in ov and ov[key] not in allowed:
                 raise ConfigError(f"overrides[{i}].{key} = {ov[key]!r} matches no experiment; "
                                   f"allowed: {', '.join(allowed)} (sweep.{key}s)")
+    _check_rotation(config.get("rotation") or {}, experiments, sweep_cfg["archs"])
     controls = [c for c in CONTROLS if (config.get("controls") or {}).get(c, True)]
     if "cross" not in controls:
         raise ConfigError("controls.cross must stay true: cross-seed pairs are what the sweep measures")
     return Sweep(experiments, controls)
+
+
+def _check_rotation(rotation: Mapping[str, Any], experiments: list[Experiment], archs: list[str]) -> None:
+    """Every ``rotation.layers`` entry must be a rotatable layer of each architecture it applies to."""
+    if not rotation.get("enabled", True):
+        return
+    spec = rotation.get("layers", "all")
+    if isinstance(spec, Mapping):
+        extra = [arch for arch in spec if arch not in archs]
+        if extra:
+            raise ConfigError(f"rotation.layers has entries for {extra}, which are not in the sweep; "
+                              f"allowed: {', '.join(archs)} (sweep.archs)")
+    for exp in experiments:
+        try:
+            rotation_layers(exp.arch, exp.model, spec)
+        except ValueError as err:
+            hint = ("; a list applies to every architecture of the sweep, a mapping {arch: [layers]} "
+                    "chooses per architecture") if not isinstance(spec, (str, Mapping)) and len(archs) > 1 else ""
+            raise ConfigError(f"experiment {exp.key}: {err}{hint}") from err
 
 
 def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Experiment:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -144,3 +145,64 @@ def test_schema_lists_exactly_the_lmc_variants_the_code_has():
         "properties"]["variants"]
     assert set(variants["items"]["enum"]) == set(VARIANTS)
     assert set(variants["default"]) == set(LMC_DEFAULTS["variants"])
+
+
+# --- architecture options and rotation layers (issue 12) -----------------------------------------
+
+@pytest.mark.parametrize("arch, options, key, allowed", [
+    ("resnet18", {"depth": 3}, "depth", "['linear']"),
+    ("wrn", {"batchnorm": True}, "batchnorm", "['depth', 'linear']"),
+    ("mlp", {"batchnorm": False}, "batchnorm", "['depth', 'linear']"),
+])
+def test_option_of_another_architecture_is_refused_naming_key_and_allowed(arch, options, key, allowed):
+    config = tiny_config(archs=["mlp", arch] if arch != "mlp" else ["mlp"], model={arch: options})
+    with pytest.raises(Exception) as err:
+        check(config)
+    text = str(err.value)
+    assert key in text and allowed in text and arch in text, text
+    # the same refusal without the schema (plan_sweep alone, e.g. a programmatic caller)
+    with pytest.raises(ConfigError, match=rf"model\.{arch}.*{key}.*allowed: {re.escape(allowed)}"):
+        plan_sweep(copy.deepcopy(config))
+
+
+def test_linear_option_is_accepted_by_every_architecture():
+    from convergent.models import ALLOWED_OPTIONS
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    per_arch = schema["$defs"]["model"]["properties"]
+    for arch, allowed in ALLOWED_OPTIONS.items():
+        assert set(per_arch[arch]["propertyNames"]["enum"]) == allowed == set(per_arch[arch]["properties"]), arch
+        assert "linear" in allowed
+    check(tiny_config(archs=["mlp", "cnn", "resnet18", "wrn"],
+                      model={a: {"linear": True} for a in ("mlp", "cnn", "resnet18", "wrn")}))
+
+
+@pytest.mark.parametrize("layers, words", [
+    (["layer1.0"], ["wrn", "'layer1.0'", "allowed for wrn: block1.0, block2.0, block3.0", "per architecture"]),
+    (["stem"], ["wrn", "'stem'", "not rotatable", "allowed for wrn: block1.0"]),
+    ({"wrn": ["stem"]}, ["wrn", "'stem'", "not rotatable"]),
+    ({"resnet18": ["layer9.0"]}, ["resnet18", "'layer9.0'", "allowed for resnet18: stem, layer1.0"]),
+    ({"cnn": "all"}, ["rotation.layers", "['cnn']", "allowed: resnet18, wrn"]),
+])
+def test_rotation_layer_an_architecture_lacks_is_refused(layers, words):
+    config = tiny_config(archs=["resnet18", "wrn"], model={"wrn": {"depth": 10}})
+    config["rotation"]["layers"] = layers
+    with pytest.raises(ConfigError) as err:
+        check(config)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+    config["rotation"]["enabled"] = False  # the test is off: nothing to check
+    check(config)
+
+
+def test_rotation_layers_per_architecture_plan():
+    from convergent.archspec import rotation_layers
+
+    config = tiny_config(archs=["resnet18", "wrn"], model={"wrn": {"depth": 10}})
+    config["rotation"]["layers"] = {"resnet18": ["layer2.1", "stem"]}
+    sweep = check(config)
+    opts = {e.arch: e.model for e in sweep.experiments}
+    spec = config["rotation"]["layers"]
+    assert rotation_layers("resnet18", opts["resnet18"], spec) == ["stem", "layer2.1"]
+    assert rotation_layers("wrn", opts["wrn"], spec) == ["block1.0", "block2.0", "block3.0"]  # all but the stem
+    assert rotation_layers("wrn", opts["wrn"], "all") == ["block1.0", "block2.0", "block3.0"]

@@ -93,11 +93,15 @@ def test_conv_parameter_counts_match_references():
 
 
 def test_linear_option_makes_the_network_affine():
-    # cnn depth 2: no max-pool (pooling is not linear, even in a "linear" network)
-    for arch, shape, opts in (("mlp", (1, 8, 8), {}), ("cnn", (1, 8, 8), {"depth": 2}), ("cnn", (1, 40), {"depth": 2})):
+    # every architecture; cnn depth 3 and 5 pool (by averaging in the linear control)
+    for arch, shape, opts in (("mlp", (1, 8, 8), {}), ("cnn", (1, 8, 8), {"depth": 2}), ("cnn", (1, 40), {"depth": 3}),
+                              ("cnn", (3, 32, 32), {"depth": 5}), ("resnet18", (3, 32, 32), {}),
+                              ("resnet18", (1, 8, 8), {}), ("wrn", (3, 32, 32), {"depth": 10}),
+                              ("wrn", (1, 8, 8), {"depth": 10})):
         torch.manual_seed(0)
-        model = build_model(arch, 6, shape, 5, {"linear": True, **opts}).eval().double()
-        assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+        width = 1 if arch == "wrn" else (2 if arch == "resnet18" else 6)
+        model = build_model(arch, width, shape, 5, {"linear": True, **opts}).eval().double()
+        assert not any(isinstance(m, (nn.ReLU, nn.MaxPool1d, nn.MaxPool2d)) for m in model.modules())
         a, b = torch.randn(2, *shape, dtype=torch.float64), torch.randn(2, *shape, dtype=torch.float64)
         f0 = model(torch.zeros_like(a))
         torch.testing.assert_close(model(a + b) - f0, (model(a) - f0) + (model(b) - f0))
