@@ -115,6 +115,7 @@ def test_foreign_resume_checkpoint_is_ignored(tiny, tmp_path):
     ("cnn", 4, {"depth": 3, "batchnorm": True}, 3),  # every layer frozen: only the head trains
     ("mlp", 8, {"depth": 3}, 2),
     ("resnet18", 2, {}, 2),
+    ("wrn", 1, {"depth": 10}, 4),  # every layer frozen: only the head's BN and Linear train
 ])
 def test_frozen_layers_stay_bit_identical(tiny, tmp_path, arch, width, opts, k):
     cfg = TrainConfig(epochs=2, batch_size=64)
