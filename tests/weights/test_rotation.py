@@ -193,3 +193,31 @@ def test_retraining_freezes_everything_at_and_below_R(arch, width, layer, opts, 
     moved = [k for k in before if any(k.startswith(p) for p in above) and k.endswith("weight")
              and not torch.equal(after[k], before[k])]
     assert sorted(moved) == sorted(k for k in before if any(k.startswith(p) for p in above) and k.endswith("weight"))
+
+
+def test_rotation_job_runs_a_residual_arch_with_its_linear_control(tmp_path, monkeypatch, digits):
+    """The job that failed with "unknown wrn options ['linear']": ReLU and linear rows, finite."""
+    import pandas as pd
+
+    import convergent.data
+    from convergent.jobs import rotation_job
+    from convergent.train import init_model, save_state
+
+    monkeypatch.setattr(convergent.data, "load_dataset", lambda *a, **k: digits)  # the 600/300 subset: fast
+    data = digits
+    opts = {"depth": 10}
+    model = init_model("wrn", 1, data, opts, seed=0)
+    save_state(model, tmp_path / "model.pt")
+    settings = {"model": opts, "training": {"epochs": 1, "batch_size": 128, "lr": 0.05}}
+    run = {"dataset": "digits", "arch": "wrn", "width": 1, "frozen_k": 0, "seed": 0}
+    table = rotation_job(run=run, settings=settings, checkpoint=str(tmp_path / "model.pt"),
+                         params={"layers": {"wrn": ["block2.0"], "cnn": "all"}, "strengths": [0.0, 1.0],
+                                 "retrain_epochs": 1},
+                         data_dir=str(tmp_path), device="cpu", threads=1, out_csv=str(tmp_path / "rot.csv"))
+    assert len(pd.read_csv(tmp_path / "rot.csv")) == len(table) == 4
+    assert sorted(map(tuple, table[["linear", "strength"]].values.tolist())) == [
+        (False, 0.0), (False, 1.0), (True, 0.0), (True, 1.0)]
+    assert set(table["layer"]) == {"block2.0"} and set(table["units"]) == {32}  # 16·k·2 channels in stage 2
+    assert np.isfinite(table[["original_test_acc", "rotated_test_loss", "retrained_test_loss"]].to_numpy()).all()
+    relu_t0 = table[(~table["linear"]) & (table["strength"] == 0.0)].iloc[0]
+    assert relu_t0["rotated_test_acc"] == relu_t0["original_test_acc"]  # R = I changes nothing
