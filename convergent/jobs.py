@@ -229,9 +229,9 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
     without a site (wrn's stem) are named in the log with the reason.
     """
+    from convergent.archspec import rotation_layers, rotation_refusals
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, set_determinism, train
-    from convergent.archspec import rotation_layers, rotation_refusals
     from convergent.weights.rotation import layer_width, rotation_path, rotation_test
 
     import tempfile

@@ -36,7 +36,8 @@ average pool of the same window, so that the whole network commutes with a chann
 wherever one is inserted (a max-pool does not: max over positions of a rotated map is not
 the rotated max). BatchNorm stays: in eval mode it is a per-channel affine map.
 
-Rotation sites (Brown et al., see :mod:`convergent.weights.rotation`): in mlp/cnn a layer's
+Rotation sites (Brown et al., see :mod:`convergent.weights.rotation`): in mlp/cnn and the
+resnet18 stem (each a ``Block``) a layer's
 pre-activation is the input of ``layers[i].act``; in ``BasicBlock`` and ``PreActBlock``
 the block's *inner* pre-activation is the output of the ``mid`` placeholder (an
 ``nn.Identity`` between the inner BatchNorm and ReLU, consumed only by ``conv2``).
