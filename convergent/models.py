@@ -37,8 +37,8 @@ wherever one is inserted (a max-pool does not: max over positions of a rotated m
 the rotated max). BatchNorm stays: in eval mode it is a per-channel affine map.
 
 Rotation sites (Brown et al., see :mod:`convergent.weights.rotation`): in mlp/cnn and the
-resnet18 stem (each a ``Block``) a layer's
-pre-activation is the input of ``layers[i].act``; in ``BasicBlock`` and ``PreActBlock``
+resnet18 stem (each a ``Block``) a layer's pre-activation is the input of ``layers[i].act``;
+in ``BasicBlock`` and ``PreActBlock``
 the block's *inner* pre-activation is the output of the ``mid`` placeholder (an
 ``nn.Identity`` between the inner BatchNorm and ReLU, consumed only by ``conv2``).
 Modules marked ``pinned = True`` (set by the rotation test on the modules that compute
