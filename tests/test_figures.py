@@ -20,6 +20,7 @@ from convergent.figures import weights as weight_figs
 from convergent.figures.experiment import Tables, draw_figure, experiment_figures
 from convergent.figures.style import Palette, is_unavailable, level_colour
 from convergent.jobs import cka_layers_job, cross_layer_cka
+from convergent.measures.classic import pwcca, rsa_sqeuclid
 from convergent.measures.cka import linear_cka
 
 WIDTHS = (8, 16)
@@ -347,6 +348,20 @@ def test_cross_layer_cka_matches_linear_cka_in_both_forms(two_stores):
     for row in feature.itertuples():
         assert row.cka_linear == pytest.approx(linear_cka(flat[row.layer_a], flat_b[row.layer_b]), abs=1e-10)
     assert feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l1"), "cka_linear"] == pytest.approx(1.0, abs=1e-6)
+    # the classic measures: the d×d and the n×n (dual) forms agree where both exist, and each
+    # agrees with the measure on the arrays; CCA and matching say why they are missing in the dual form
+    # (arccos near 1 turns rounding of 1e-16 into ~1e-8: the angle of identical layers is compared apart)
+    np.testing.assert_allclose(feature["procrustes_angle"], gram["procrustes_angle"], atol=1e-6)
+    shared = ["procrustes_distance", "linreg_r2_a_from_b", "linreg_r2_b_from_a",
+              "rsa_sqeuclid_pearson", "rsa_sqeuclid_cosine", "cka_rbf_0.2", "cka_rbf_0.4", "cka_rbf_0.8"]
+    np.testing.assert_allclose(feature[shared], gram[shared], atol=1e-9)
+    assert gram["cca_mean"].isna().all() and gram["note"].str.contains("max_features=1").all()
+    one = feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l1")]
+    assert one["cca_mean"] == pytest.approx(1.0, abs=1e-6) and one["procrustes_distance"] == pytest.approx(0, abs=1e-6)
+    assert one["linreg_r2_a_from_b"] == pytest.approx(1.0, abs=1e-6)
+    row = feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l2")]
+    assert row["pwcca"] == pytest.approx(pwcca(flat["l1"], flat_b["l2"]), abs=1e-10)
+    assert row["rsa_sqeuclid_pearson"] == pytest.approx(rsa_sqeuclid(flat["l1"], flat_b["l2"]), abs=1e-10)
     half = cross_layer_cka(sa, sb, ["l1"], max_samples=20)
     assert (half["n_samples"] == 20).all()
     # a configured subset of layers keeps each layer's depth in the architecture

@@ -341,10 +341,23 @@ def _check_grams(Kx: np.ndarray, Ky: np.ndarray) -> int:
     return Kx.shape[0]
 
 
-def _psd_eig(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gram_eig(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positive eigen-pairs (w (r,), u (n, r)) of a centred PSD Gram (n, n): the range of K,
+    eigenvalues ≤ 1e-12 × the largest dropped as rounding. Cache it per layer when one layer
+    meets many (cross-layer tables)."""
     w, v = np.linalg.eigh(K)
     keep = w > 1e-12 * max(float(w[-1]), 0.0)
     return w[keep], v[:, keep]
+
+
+def procrustes_from_eigs(eig_x: tuple[np.ndarray, np.ndarray], eig_y: tuple[np.ndarray, np.ndarray],
+                         kind: str = "angle") -> float:
+    """:func:`procrustes_from_grams` from the two Grams' :func:`gram_eig` (tr K = Σ w)."""
+    (wx, ux), (wy, uy) = eig_x, eig_y
+    if wx.size == 0 or wy.size == 0:
+        raise MeasureUnavailable("a representation is constant over the samples; Procrustes undefined")
+    core = np.sqrt(wx)[:, None] * (ux.T @ uy) * np.sqrt(wy)[None, :]
+    return _shape(float(np.linalg.svd(core, compute_uv=False).sum()), float(wx.sum()), float(wy.sum()), kind)
 
 
 def procrustes_from_grams(Kx: np.ndarray, Ky: np.ndarray, kind: str = "angle") -> float:
@@ -354,26 +367,27 @@ def procrustes_from_grams(Kx: np.ndarray, Ky: np.ndarray, kind: str = "angle") -
     of S^½ (Uᵀ U') S'^½ (orthogonal factors drop out); ‖X̃‖²_F = tr K.
     """
     _check_grams(Kx, Ky)
-    wx, ux = _psd_eig(Kx)
-    wy, uy = _psd_eig(Ky)
-    tx, ty = float(np.trace(Kx)), float(np.trace(Ky))
-    if not (tx > 0 and ty > 0) or wx.size == 0 or wy.size == 0:
-        raise MeasureUnavailable("a representation is constant over the samples; Procrustes undefined")
-    core = np.sqrt(wx)[:, None] * (ux.T @ uy) * np.sqrt(wy)[None, :]
-    return _shape(float(np.linalg.svd(core, compute_uv=False).sum()), tx, ty, kind)
+    return procrustes_from_eigs(gram_eig(Kx), gram_eig(Ky), kind)
 
 
-def linreg_r2_from_grams(Kt: np.ndarray, Kp: np.ndarray) -> float:
-    """R² of the target (Gram ``Kt``) from the predictor (Gram ``Kp``): tr(P Kt) / tr Kt with
-    P the projector onto the predictor's column span (Kp's range). Unavailable at rank ≥ n − 1."""
-    n = _check_grams(Kt, Kp)
-    _, u = _psd_eig(Kp)
+def linreg_r2_from_eig(Kt: np.ndarray, eig_p: tuple[np.ndarray, np.ndarray]) -> float:
+    """:func:`linreg_r2_from_grams` with the predictor's :func:`gram_eig` given."""
+    n = Kt.shape[0]
+    _, u = eig_p
     if u.shape[1] >= n - 1:
-        raise MeasureUnavailable(f"the predictor has rank {u.shape[1]} >= n - 1 = {n - 1}: R² = 1 whatever the data")
+        raise MeasureUnavailable(f"the predictor has rank {u.shape[1]} >= n - 1 = {n - 1}: it spans every "
+                                 "centred direction and R² = 1 whatever the data; needs more samples than units")
     tt = float(np.trace(Kt))
     if not tt > 0:
         raise MeasureUnavailable("the target representation is constant over the samples")
     return float(np.sum(u * (Kt @ u)) / tt)
+
+
+def linreg_r2_from_grams(Kt: np.ndarray, Kp: np.ndarray) -> float:
+    """R² of the target (Gram ``Kt``) from the predictor (Gram ``Kp``): tr(P Kt) / tr Kt with
+    P = UUᵀ the projector onto the predictor's column span (Kp's range). Unavailable at rank ≥ n − 1."""
+    _check_grams(Kt, Kp)
+    return linreg_r2_from_eig(Kt, gram_eig(Kp))
 
 
 def rsa_sqeuclid_from_grams(Kx: np.ndarray, Ky: np.ndarray, kind: str = "pearson") -> float:
