@@ -379,3 +379,34 @@ def test_cka_layers_job_writes_tidy_table(two_stores, tmp_path):
     assert list(table.columns[:6]) == list(coords)
     assert len(table) == 4 and {"layer_a", "layer_b", "cka_linear", "n_samples", "view"} <= set(table.columns)
     assert grounding_table(table)["grounding_fraction"].iloc[0] == pytest.approx(1.0)
+
+
+def test_identification_table_planted():
+    """Per measure: a similarity identifying every layer, a distance (smaller = closer) identifying
+    every layer, a symmetrised asymmetric measure whose halves each point elsewhere, and a measure
+    undefined on one layer."""
+    from convergent.figures.grounding import identification_table
+
+    rows = []
+    L = 4
+    for i, j in itertools.product(range(1, L + 1), repeat=2):
+        rows.append({"dataset": "toy", "arch": "cnn", "width": 8, "frozen_k": 0, "seed_a": 0, "seed_b": 1,
+                     "layer_a": f"l{i}", "layer_index_a": i, "layer_b": f"l{j}", "layer_index_b": j,
+                     "cka_linear": 0.9 if i == j else 0.3,
+                     "procrustes_angle": 0.1 if i == j else 1.0,          # distance: the diagonal is closest
+                     # R²(A_i ← B_j) is highest for j = 4 and R²(B_j ← A_i) for i = 4, but their sum peaks
+                     # on the diagonal: S + Sᵀ identifies every layer while each half identifies one
+                     "linreg_r2_a_from_b": (0.6 if i == j else 0.1) + (0.55 if j == L else 0),
+                     "linreg_r2_b_from_a": (0.6 if i == j else 0.1) + (0.55 if i == L else 0),
+                     "cca_mean": np.nan if L in (i, j) else (0.8 if i == j else 0.2),
+                     "note": "cca: d1 + d2 > n - 1" if L in (i, j) else ""})
+    t = identification_table(pd.DataFrame(rows)).set_index("measure")
+    assert t.loc["cka_linear", "fraction"] == 1.0 and t.loc["cka_linear", "n_identifications"] == 2 * L
+    assert t.loc["cka_linear", "paper_fraction"] == pytest.approx(0.993)
+    assert t.loc["procrustes_angle", "fraction"] == 1.0
+    assert t.loc["linreg_r2", "fraction"] == 1.0 and t.loc["linreg_r2", "kind"] == "symmetrised"
+    # A from B: every row of A picks B's last layer (only l4 right); columns pick the diagonal
+    assert t.loc["linreg_r2_a_from_b", "n_identified"] == 1 + L
+    assert t.loc["cca_mean", "n_comparable"] == L - 1 and t.loc["cca_mean", "fraction"] == 1.0
+    assert "not comparable" in t.loc["cca_mean", "note"] and "l4" in t.loc["cca_mean", "note"]
+    assert np.isnan(t.loc["pwcca", "fraction"]) and t.loc["pwcca", "note"].startswith("unavailable: no column")
