@@ -243,10 +243,14 @@ def _cca_family(m: Moments, p: dict[str, Any]) -> list[dict]:
         r = cca(m, ridge=ridge, **kw)
         rows += [_row("cca_mean", float(np.mean(r.rho)), *par), _row("cca_r2", float(np.mean(r.rho ** 2)), *par)]
     except MeasureUnavailable as err:
-        rows += [_row(name, np.nan, *par, note=f"unavailable: {err}") for name in ("cca_mean", "cca_r2")]
+        r, why = None, f"unavailable: {err}"
+        rows += [_row(name, np.nan, *par, note=why) for name in ("cca_mean", "cca_r2")]
     for v in p["svcca_variance_kept"]:
         _try(rows, "svcca", lambda v=v: svcca(m, variance_kept=float(v), **kw), "variance_kept", v)
-    _try(rows, "pwcca", lambda: pwcca(m, ridge=ridge, **kw), *par)
+    if r is None:
+        rows.append(_row("pwcca", np.nan, *par, note=why))
+    else:
+        _try(rows, "pwcca", lambda: pwcca(m, ridge=ridge, result=r, **kw), *par)
     return rows
 
 

@@ -215,11 +215,13 @@ def svcca(X: Any, Y: np.ndarray | None = None, variance_kept: float = 0.99, sing
 
 
 def pwcca(X: Any, Y: np.ndarray | None = None, ridge: float = 0.0, singular_tol: float | None = None,
-          dead_tol: float = DEFAULT_DEAD_TOL, dead_atol: float = 0.0) -> float:
+          dead_tol: float = DEFAULT_DEAD_TOL, dead_atol: float = 0.0, result: CCAResult | None = None) -> float:
     """Projection-weighted CCA (Morcos et al. 2018) as google/svcca computes it, on centred
-    variates (module docstring). Similarity in [0, 1]."""
+    variates (module docstring). Similarity in [0, 1]. ``result``: the :func:`cca` of the same
+    moments and parameters, if already computed (saves its two eigendecompositions)."""
     m = _stats(X, Y)
-    r = cca(m, ridge=ridge, singular_tol=singular_tol, dead_tol=dead_tol, dead_atol=dead_atol)
+    r = result if result is not None else cca(m, ridge=ridge, singular_tol=singular_tol, dead_tol=dead_tol,
+                                              dead_atol=dead_atol)
     if r.units_a.size <= r.units_b.size:
         c, coef = m.cxx[np.ix_(r.units_a, r.units_a)], r.a
     else:
@@ -368,6 +370,25 @@ def procrustes_from_grams(Kx: np.ndarray, Ky: np.ndarray, kind: str = "angle") -
     """
     _check_grams(Kx, Ky)
     return procrustes_from_eigs(gram_eig(Kx), gram_eig(Ky), kind)
+
+
+def svcca_from_eigs(eig_x: tuple[np.ndarray, np.ndarray], eig_y: tuple[np.ndarray, np.ndarray],
+                    variance_kept: float = 0.99) -> float:
+    """:func:`svcca` from the two Grams' :func:`gram_eig`: the top principal components of X̃ are
+    U_k S_k^½ (n, k), so the CCA of the kept components is the set of cosines of the principal
+    angles between span U_k and span U'_k': ρ = singular values of U_kᵀ U'_k'. Exact for d > n,
+    where the d × d form cannot be formed; unavailable when k + k' > n − 1."""
+    def top(eig: tuple[np.ndarray, np.ndarray], side: str) -> np.ndarray:
+        w, u = eig
+        if w.size == 0:
+            raise MeasureUnavailable(f"{side} has no variance")
+        order = np.argsort(w)[::-1]
+        w, u = w[order], u[:, order]
+        k = int(np.searchsorted(np.cumsum(w) / w.sum(), variance_kept - 1e-12) + 1)
+        return u[:, :min(k, w.size)]
+    ux, uy = top(eig_x, "A"), top(eig_y, "B")
+    _check_rows(ux.shape[0], ux.shape[1], uy.shape[1], "SVCCA")
+    return float(np.mean(np.clip(np.linalg.svd(ux.T @ uy, compute_uv=False), 0.0, 1.0)))
 
 
 def linreg_r2_from_eig(Kt: np.ndarray, eig_p: tuple[np.ndarray, np.ndarray]) -> float:

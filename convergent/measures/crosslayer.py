@@ -25,7 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from convergent.measures._common import MeasureUnavailable, dead_units
 from convergent.measures.classic import (CentredStats, cca, gram_eig, linreg_r2, linreg_r2_from_eig,
                                          procrustes_angle, procrustes_distance, procrustes_from_eigs, pwcca,
-                                         rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca)
+                                         rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca, svcca_from_eigs)
 from convergent.measures.kernels import _dist_and_median, cka_from_kernels
 
 #: defaults of :func:`cross_layer_measures` (the pipeline's ``cka_layers`` settings)
@@ -52,7 +52,10 @@ class _Layer:
 
     def __init__(self, x: np.ndarray, max_features: int, kernel_samples: int) -> None:
         self.x, self.n, self.d = x, x.shape[0], x.shape[1]
-        self.wide = self.d > max_features
+        # the dual form when the d × d form is too big or the wrong object (d ≥ n: the n × n Gram
+        # is smaller, and CCA is undefined there anyway)
+        self.wide = self.d > max_features or self.d >= self.n
+        self.max_features = max_features
         self.a = np.einsum("ij,ij->i", x, x)
         self._dual: tuple[np.ndarray, tuple[np.ndarray, np.ndarray]] | None = None
         if not self.wide:
@@ -93,13 +96,17 @@ def pair_values(la: _Layer, lb: _Layer, p: Mapping[str, Any]) -> dict[str, Any]:
         # dual form: everything that is a function of the Grams; the rest is unavailable
         (ka, ea), (kb, eb) = la.dual(), lb.dual()
         _value(out, notes, "cka_linear", lambda: cka_from_kernels(ka, kb))
-        why = (f"a layer is wider ({max(la.d, lb.d)} features) than max_features={p['max_features']}: "
-               "only the Gram (dual) form is computed")
+        d = max(la.d, lb.d)
+        why = (f"a layer has {d} features, more than max_features={p['max_features']}: only the Gram (dual) "
+               "form is computed" if d > int(p["max_features"]) else
+               f"a layer has {d} features >= n = {la.n} samples (more units than samples): CCA is undefined "
+               "(every ρ = 1) and only the Gram (dual) form is computed")
 
         def unavailable():
             raise MeasureUnavailable(why)
-        for name in ("hungarian_mean_corr", "cca_mean", "cca_r2", "svcca", "pwcca"):
+        for name in ("hungarian_mean_corr", "cca_mean", "cca_r2", "pwcca"):
             _value(out, notes, name, unavailable)
+        _value(out, notes, "svcca", lambda: svcca_from_eigs(ea, eb, float(p["svcca_variance_kept"])))
         _value(out, notes, "procrustes_angle", lambda: procrustes_from_eigs(ea, eb, "angle"))
         _value(out, notes, "procrustes_distance", lambda: procrustes_from_eigs(ea, eb, "distance"))
         _value(out, notes, "linreg_r2_a_from_b", lambda: linreg_r2_from_eig(ka, eb))
@@ -112,16 +119,14 @@ def pair_values(la: _Layer, lb: _Layer, p: Mapping[str, Any]) -> dict[str, Any]:
         _value(out, notes, "hungarian_mean_corr", lambda: _hungarian_mean(s, tol, int(p["match_max_features"])))
         kw = {"dead_tol": tol}
 
-        def both():
-            r = cca(s, **kw)
-            return float(np.mean(r.rho)), float(np.mean(r.rho ** 2))
         try:
-            out["cca_mean"], out["cca_r2"] = both()
+            r = cca(s, **kw)
+            out["cca_mean"], out["cca_r2"] = float(np.mean(r.rho)), float(np.mean(r.rho ** 2))
+            _value(out, notes, "pwcca", lambda: pwcca(s, result=r, **kw))
         except MeasureUnavailable as err:
-            out["cca_mean"] = out["cca_r2"] = np.nan
-            notes.append(f"cca: {err}")
+            out["cca_mean"] = out["cca_r2"] = out["pwcca"] = np.nan
+            notes.append(f"cca, pwcca: {err}")
         _value(out, notes, "svcca", lambda: svcca(s, variance_kept=float(p["svcca_variance_kept"]), **kw))
-        _value(out, notes, "pwcca", lambda: pwcca(s, **kw))
         _value(out, notes, "procrustes_angle", lambda: procrustes_angle(s))
         _value(out, notes, "procrustes_distance", lambda: procrustes_distance(s))
         _value(out, notes, "linreg_r2_a_from_b", lambda: linreg_r2(s, direction="a_from_b", **kw))

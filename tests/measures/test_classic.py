@@ -6,7 +6,7 @@ import pytest
 from convergent.measures import MeasureUnavailable, compute_measures
 from convergent.measures.classic import (CentredStats, cca, cca_mean, cca_r2, linreg_r2, linreg_r2_from_grams,
                                          procrustes_angle, procrustes_distance, procrustes_from_grams, pwcca,
-                                         rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca)
+                                         rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca, svcca_from_eigs, gram_eig)
 from convergent.moments import Moments
 from tests.measures import naive
 
@@ -87,6 +87,9 @@ def test_gram_forms_match_naive(case):
     assert linreg_r2_from_grams(L, K) == pytest.approx(naive.linreg_r2(Y, X), abs=TOL)
     for kind in ("pearson", "cosine"):
         assert rsa_sqeuclid_from_grams(K, L, kind) == pytest.approx(naive.rsa_sqeuclid(X, Y, kind), abs=TOL)
+    for kept in (0.5, 0.99):
+        got = svcca_from_eigs(gram_eig(K), gram_eig(L), kept)
+        assert got == pytest.approx(naive.svcca(naive.drop_dead(X), naive.drop_dead(Y), kept), abs=TOL)
 
 
 def test_gram_forms_on_wide_views():
@@ -101,6 +104,13 @@ def test_gram_forms_on_wide_views():
     assert rsa_sqeuclid_from_grams(K, L) == pytest.approx(naive.rsa_sqeuclid(X, Y, "pearson"), abs=TOL)
     with pytest.raises(MeasureUnavailable, match="n - 1"):
         linreg_r2_from_grams(K, L)        # 35 units span all 19 centred directions
+    # SVCCA keeps few enough components of a low-rank wide layer to be defined from the Grams
+    Xl = rng.standard_normal((20, 3)) @ rng.standard_normal((3, 50))
+    Yl = Xl[:, :30] @ rng.standard_normal((30, 35)) + 1e-3 * rng.standard_normal((20, 35))
+    Kl, Ll = (Xl - Xl.mean(0)) @ (Xl - Xl.mean(0)).T, (Yl - Yl.mean(0)) @ (Yl - Yl.mean(0)).T
+    assert svcca_from_eigs(gram_eig(Kl), gram_eig(Ll), 0.99) == pytest.approx(naive.svcca(Xl, Yl, 0.99), abs=TOL)
+    with pytest.raises(MeasureUnavailable, match="Theorem 1"):
+        svcca_from_eigs(gram_eig(K), gram_eig(L), 0.99)
     with pytest.raises(MeasureUnavailable, match="Theorem 1"):
         cca(X, Y)
 
