@@ -55,6 +55,15 @@ def synthetic_measures(frozen=FROZEN, widths=WIDTHS, empty_minimal_at_f0: bool =
 
             row("hungarian_mean_corr", noisy())
             row("cka_linear", noisy())
+            # classic measures: CCA undefined on the widest layer (fc1), PWCCA everywhere
+            wide = "unavailable: CCA of 40 + 40 alive dimensions on n = 50 samples: d1 + d2 > n - 1 ...; " \
+                   "needs more samples than units, or cca_ridge > 0"
+            row("cca_mean", np.nan if layer == "fc1" else noisy(), note=wide if layer == "fc1" else None)
+            row("pwcca", np.nan, note=wide)
+            for kept in (0.5, 0.99):
+                row("svcca", noisy(), "variance_kept", kept)
+            for name in ("procrustes_angle", "linreg_r2_a_from_b", "rsa_sqeuclid_pearson"):
+                row(name, noisy())
             for q in (0.0, 0.5, 1.0):
                 row("matched_corr_sorted", noisy(q), "rank_fraction", q)
             for eps in (0.25, 0.5):
@@ -160,11 +169,19 @@ def test_palette_colours_are_fixed_per_level(palette):
 def test_matched_vs_layer_one_line_per_width_with_floor_and_ceiling(tables, palette):
     fig = measure_figs.matched_vs_layer(tables.measures, palette)
     axes = visible_axes(fig)
-    assert len(axes) == 2
+    assert len(axes) == 2 + len(measure_figs.CLASSIC_PANELS)
+    titles = [ax.get_title() for ax in axes]
     for ax in axes:
-        assert labelled(ax) == ["width 8", "width 16"]
+        if ax.get_title().startswith("pwcca"):   # undefined everywhere: the panel says why
+            assert is_unavailable(ax) and "more samples than units" in " ".join(t.get_text() for t in ax.texts)
+            continue
+        assert labelled(ax) == ["width 8", "width 16"], ax.get_title()
         assert hidden(ax, "floor") == 2 and hidden(ax, "ceiling") == 2
         assert ax.get_xlabel() and ax.get_ylabel()
+    cca = axes[[t.startswith("cca_mean") for t in titles].index(True)]
+    assert "undefined at fc1" in " ".join(t.get_text() for t in cca.texts)
+    assert len(cca.get_lines()[0].get_xdata()) == 2          # fc2, fc3 only
+    assert any("variance_kept = 0.99" in t for t in titles)  # one parameter value per panel, named
     # the planted ordering survives the summary: the wider net is more similar at every layer
     cka = axes[1]
     w8, w16 = (line for line in cka.get_lines() if line.get_label() in ("width 8", "width 16"))
@@ -184,7 +201,11 @@ def test_frozen_vs_layer_grid_and_single_frozen_k(tables, palette):
 
 def test_vs_width_one_line_per_layer_and_single_width(tables, palette):
     axes = visible_axes(measure_figs.vs_width(tables.measures, palette))
-    assert [labelled(ax) for ax in axes] == [[f"layer {layer}" for layer in LAYERS]] * 2
+    drawn = [ax for ax in axes if not is_unavailable(ax)]
+    assert len(drawn) == len(axes) - 1                        # pwcca: undefined everywhere
+    assert [labelled(ax) for ax in drawn[:2]] == [[f"layer {layer}" for layer in LAYERS]] * 2
+    cca = next(ax for ax in drawn if ax.get_title().startswith("cca_mean"))
+    assert labelled(cca) == ["layer fc2", "layer fc3"]
     one = synthetic_measures(widths=(8,))
     axes = visible_axes(measure_figs.vs_width(one, Palette.from_tables(one)))
     assert all(is_unavailable(ax) and not ax.get_lines() for ax in axes)

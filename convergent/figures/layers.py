@@ -105,6 +105,8 @@ def layer_identification(cka: pd.DataFrame | None, palette: Palette,
             ax.bar(pos, np.nan_to_num(frac), bar, color=palette.colour("width", w) if palette.widths else None,
                    label=f"width {w}")
             for xp, f in zip(pos, frac):
+                if np.isfinite(f) and f == 0:      # a zero bar is invisible: say it
+                    ax.text(xp, 0.01, "0", fontsize=6, ha="center", va="bottom", color="0.3")
                 if not np.isfinite(f):
                     ax.text(xp, 0.02, "n/a: undefined\n(d > n?)", rotation=90, fontsize=6, ha="center",
                             va="bottom", color="0.3")
