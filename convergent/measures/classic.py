@@ -337,10 +337,17 @@ def rsa_sqeuclid(X: Any, Y: np.ndarray | None = None, kind: str = "pearson") -> 
 
 # ------------------------------------------------------------------ the dual (Gram) form
 
-def _check_grams(Kx: np.ndarray, Ky: np.ndarray) -> int:
-    if Kx.ndim != 2 or Kx.shape[0] != Kx.shape[1] or Kx.shape != Ky.shape:
-        raise ValueError(f"need two square Gram matrices of the same size, got {Kx.shape} and {Ky.shape}")
-    return Kx.shape[0]
+def _check_grams(*grams: np.ndarray) -> int:
+    """n of centred Gram matrices (n, n); a Gram of uncentred rows (K1 ≠ 0) is refused, not used:
+    the formulas here assume centred rows (centre with H K H, H = I − 11ᵀ/n)."""
+    n = grams[0].shape[0]
+    for K in grams:
+        if K.ndim != 2 or K.shape != (n, n):
+            raise ValueError(f"need square Gram matrices of the same size, got {[g.shape for g in grams]}")
+        scale = max(float(np.trace(K)), np.finfo(float).tiny)
+        if np.abs(K.sum(axis=0)).max() > 1e-8 * scale:
+            raise ValueError("the Gram matrix is not of centred rows (K·1 != 0); centre it first: H K H")
+    return n
 
 
 def gram_eig(K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -92,6 +92,14 @@ def test_gram_forms_match_naive(case):
         assert got == pytest.approx(naive.svcca(naive.drop_dead(X), naive.drop_dead(Y), kept), abs=TOL)
 
 
+def test_gram_forms_refuse_uncentred_grams():
+    X = np.random.default_rng(3).standard_normal((10, 3)) + 1.0
+    K = X @ X.T
+    for f in (procrustes_from_grams, rsa_sqeuclid_from_grams, linreg_r2_from_grams):
+        with pytest.raises(ValueError, match="not of centred rows"):
+            f(K, K)
+
+
 def test_gram_forms_on_wide_views():
     """The dual form's reason to exist: d > n, where the d × d form is the wrong object."""
     rng = np.random.default_rng(8)
