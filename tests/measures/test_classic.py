@@ -191,3 +191,16 @@ def test_centred_stats_equal_moments():
     assert s.cxy == pytest.approx(m.cxy, abs=1e-9)
     for k, v in m.centred_debias_terms().items():
         assert s.centred_debias_terms()[k] == pytest.approx(v, rel=1e-10)
+
+
+def test_mixed_precision_moments_close_and_singularity_still_detected():
+    """float32 block products: values to ~1e-5, and a dependent unit still reads as singular
+    (the tolerance follows the moments' precision)."""
+    rng = np.random.default_rng(13)
+    X, Y = _planted(rng, 400)
+    m64, m32 = Moments.from_arrays(X, Y), Moments.from_arrays(X, Y, precision="mixed")
+    for f in (cca_mean, pwcca, svcca, procrustes_angle, linreg_r2, rsa_sqeuclid):
+        assert f(m32) == pytest.approx(f(m64), abs=1e-4), f.__name__
+    Xs = np.hstack([X, X[:, :1] - 2 * X[:, 1:2]])
+    with pytest.raises(MeasureUnavailable, match="singular"):
+        cca_mean(Moments.from_arrays(Xs, Y, precision="mixed"))
