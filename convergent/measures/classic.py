@@ -34,7 +34,8 @@ canonical variates h_i = X̃ a_i are orthonormalised by QR and α_i ∝ Σ_j |�
 that side's units), with one deliberate difference: google's code adds each neuron's
 mean back to canonical direction i before the QR, which makes the weights depend on
 translation; here the variates stay centred (then raw and centred x_j give the same
-inner products). Ding et al.'s code normalises differently; its numbers are not these.
+inner products). Ding et al.'s code normalises differently and, per SPEC.md, gives other
+numbers on the same data (0.8933 against google's 0.9589); that comparison is not rerun here.
 Like every implementation, PWCCA depends on the basis the SVD picks inside a block of
 tied canonical correlations (e.g. several exactly shared directions, all ρ = 1).
 
@@ -54,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from convergent.measures._common import DEFAULT_DEAD_TOL, MeasureUnavailable, as_moments, dead_units
+from convergent.measures._common import DEFAULT_DEAD_TOL, MeasureUnavailable, dead_units
 from convergent.moments import Moments
 
 #: relative eigenvalue below which a covariance counts as singular: float64 moments resolve

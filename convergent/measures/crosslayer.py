@@ -6,7 +6,7 @@ Per layer, the d × d scatter (narrow layers) or the n × n Gram and its eigende
 then costs one cross product X̃ᵀỸ (d1 × d2) or one n × n product. RBF CKA uses the first
 ``kernel_samples`` rows (its kernels are n × n whatever the width).
 
-Output columns (:data:`PAIR_MEASURES`), similarities unless noted: ``cka_linear``,
+Output columns (:func:`pair_measure_names`), similarities unless noted: ``cka_linear``,
 ``cka_rbf_<t>`` (σ = t × median distance), ``hungarian_mean_corr`` (one-to-one matched
 correlation of the alive units), ``cca_mean``, ``cca_r2``, ``svcca`` (``variance_kept``),
 ``pwcca``, ``procrustes_angle`` and ``procrustes_distance`` (distances), ``linreg_r2_a_from_b``,
