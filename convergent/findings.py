@@ -53,6 +53,7 @@ LI_TOP_RANK = 0.1         # rank fraction of the sorted matched-correlation curv
 LI_BOTTOM_RANK = 0.9      # ... and as "bottom" (0 = best matched unit, 1 = worst)
 LI_SUBSPACE_GAP_MIN = 0.1  # R² of the linear map minus one-to-one r̄², in variance explained
 KORNBLITH_GROUNDING_MIN = 0.9   # Kornblith et al. found 99.3 % with linear CKA
+KORNBLITH_CKA_OVER_CCA_MIN = 0.0   # identification fraction, linear CKA minus the CCA family's mean
 WANG_SMALL_MATCH_MAX = 0.5      # "small" maximum matches: fewer than half the neurons matched
 BROWN_CEILING_GAP_MIN = 0.1     # basis correlation at least this far below the self-pair ceiling
 BROWN_BASIS_RISE_MAX = 0.05     # "basis correlation does not rise": < 0.05 per doubling of width
@@ -351,6 +352,60 @@ def kornblith_grounding(tables: Tables, dataset: str, arch: str) -> Outcome:
     return Outcome(est, verdict, reason, f"{sum(len(v) for v in hits.values())} layer identifications")
 
 
+def kornblith_cka_over_cca(tables: Tables, dataset: str, arch: str) -> Outcome:
+    """Kornblith et al. (Table 2): linear CKA identifies corresponding layers better than the CCA
+    family (CCA ρ̄, R²_CCA, SVCCA, PWCCA: 1–15 % against 99.3 %).
+
+    From ``cka_layers.csv`` (cross-seed, frozen_k = 0): per (seed pair, width), the fraction of
+    layer identifications (both directions, :func:`convergent.figures.grounding.identified`)
+    that linear CKA gets right minus the mean of the four CCA measures' fractions, **among the
+    layers every one of the five measures can compare** (candidates and queries alike). The
+    confound this guards against: CCA is unavailable (NaN) where a layer has more units than
+    samples; counting those as failures, or letting CKA choose among layers CCA never saw,
+    would credit CKA with CCA's missing values.
+    Rule: :func:`verdict_above` 0.
+    """
+    from convergent.figures.grounding import CCA_FAMILY, comparable_layers, identification_matrix, identified
+
+    c = _cell(tables.require("cka_layers"), dataset, arch)
+    missing = [m for m in ("cka_linear", *CCA_FAMILY) if m not in c.columns]
+    if missing:
+        raise NotTestable(f"needs columns {missing} in cka_layers.csv (the cross-layer measures)")
+    c = c[c["seed_a"] != c["seed_b"]]
+    if "control" in c:
+        c = c[c["control"] == "cross"]
+    if "frozen_k" in c:
+        c = c[c["frozen_k"] == 0]
+    if c.empty:
+        raise NotTestable("needs cross-seed, frozen_k = 0 rows in cka_layers.csv")
+    _require_levels(c, "layer_a", 2, "≥ 2 layers")
+    diffs, used, total = [], 0, 0
+    per_measure: dict[str, list[float]] = {m: [] for m in ("cka_linear", *CCA_FAMILY)}
+    for _, g in c.groupby(PAIR + ["width"]):
+        mats = {m: identification_matrix(g, m).to_numpy() for m in per_measure}
+        keep = np.logical_and.reduce([comparable_layers(x) for x in mats.values()])
+        total += 2 * keep.size
+        if keep.sum() < 2:      # one candidate is always "identified": no test
+            continue
+        got = {m: identified(x, keep) for m, x in mats.items()}
+        common = np.logical_and.reduce([d for d, _ in got.values()])
+        if not common.any():
+            continue
+        used += int(common.sum())
+        frac = {m: float(h[common].mean()) for m, (_, h) in got.items()}
+        for m, f in frac.items():
+            per_measure[m].append(f)
+        diffs.append(frac["cka_linear"] - float(np.mean([frac[m] for m in CCA_FAMILY])))
+    if not diffs:
+        raise NotTestable("fewer than 2 layers of this cell are comparable by every measure (the CCA family is "
+                          "undefined on layers with more units than samples: d1 + d2 > n - 1); raise cka_layers "
+                          "max_samples or use the pool view")
+    est = Estimate.of(diffs)
+    verdict, reason = verdict_above(est, KORNBLITH_CKA_OVER_CCA_MIN)
+    return Outcome(est, verdict, reason, f"{used} of {total} identifications defined for all five measures; "
+                   "mean fractions " + ", ".join(f"{m}: {_num(float(np.mean(v)))}" for m, v in per_measure.items()))
+
+
 def kornblith_width(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Kornblith et al.: cross-seed CKA rises (toward 1) with width.
 
@@ -586,6 +641,11 @@ FINDINGS: tuple[Finding, ...] = (
             "linear CKA identifies the corresponding layer of another seed",
             "fraction of layers whose most CKA-similar layer in the other net is the same layer",
             f"interval above {KORNBLITH_GROUNDING_MIN}", "seed pair × width", kornblith_grounding),
+    Finding("kornblith_cca", "Kornblith et al. 2019",
+            "linear CKA identifies corresponding layers better than the CCA family",
+            "layer-identification fraction, linear CKA minus the mean of CCA ρ̄, R²_CCA, SVCCA and PWCCA, "
+            "on the identifications all five define",
+            f"interval above {KORNBLITH_CKA_OVER_CCA_MIN:g}", "seed pair × width", kornblith_cka_over_cca),
     Finding("kornblith_width", "Kornblith et al. 2019", "cross-seed CKA rises with width",
             "slope of linear CKA per doubling of width", "interval above 0", "seed pairs", kornblith_width),
     Finding("wang_depth", "Wang et al. 2018", "representations are less similar deeper",
@@ -618,8 +678,6 @@ NOT_OPERATIONALISED: tuple[tuple[str, str, str], ...] = (
     ("Li et al. 2016", "codes are a mix of local and slightly distributed",
      "qualitative; the sparse-prediction non-zero counts (sparse_nonzero) show it per layer but no threshold "
      "for 'slightly distributed' is defined"),
-    ("Kornblith et al. 2019", "CCA-family measures fail the grounding test (1–15 %)",
-     "no CCA-family measure is computed"),
     ("Wang et al. 2018", "simple (minimal) matches are small",
      "the minimal-match sizes are in measures.csv (minimal_match_size_*) but the paper gives no threshold"),
     ("Imani et al. 2022", "alignment emerges across architectures and optimisers",
@@ -678,8 +736,8 @@ INTRO = (
     "(2,000 resamples). Pairs that share a seed are not independent, so with few seeds the interval is "
     "optimistic; with one pair it collapses to the value. Two statistics resample other units, named in "
     "their row: the rotation test (brown_a) runs on the reference network only, so its interval is over "
-    "widths × layers; the layer × layer CKA (kornblith_grounding) holds one seed pair per cell, so its "
-    "interval is over seed pair × width. **supported**: the whole interval lies on the side "
+    "widths × layers; the layer × layer tables (kornblith_grounding, kornblith_cca) hold one seed pair per cell, "
+    "so their intervals are over seed pair × width. **supported**: the whole interval lies on the side "
     "of the threshold the paper predicts; **not supported**: it does not (*contradicted* when it lies wholly "
     "on the other side, *inconclusive* when it contains the threshold); **not testable**: this sweep lacks "
     "what the statistic needs, and the reason says what. Thresholds and rules are in `convergent/findings.py`."

@@ -270,7 +270,9 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     return table
 
 
-CKA_LAYERS_DEFAULTS: dict[str, Any] = {"view": "flatten", "max_samples": 2000, "max_features": 4096}
+CKA_LAYERS_DEFAULTS: dict[str, Any] = {"view": "flatten", "max_samples": 2000, "max_features": 4096,
+                                       "kernel_samples": 500, "rbf_sigma_scales": [0.2, 0.4, 0.8],
+                                       "svcca_variance_kept": 0.99, "match_max_features": 1024}
 
 
 def _centred_view(store: Any, layer: str, view: str, n: int):
@@ -283,20 +285,22 @@ def _centred_view(store: Any, layer: str, view: str, n: int):
 
 def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: str = "flatten",
                     max_samples: int | None = 2000, max_features: int = 4096,
-                    layer_index: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Linear CKA of every layer of network A with every layer of network B (Kornblith et al. Fig. 2).
+                    layer_index: Mapping[str, int] | None = None, kernel_samples: int = 500,
+                    rbf_sigma_scales: Sequence[float] = (0.2, 0.4, 0.8), svcca_variance_kept: float = 0.99,
+                    match_max_features: int = 1024) -> pd.DataFrame:
+    """Every measure of every layer of network A with every layer of network B (Kornblith et al.
+    Fig. 2 and Table 2): linear CKA, RBF CKA, matched correlation and the classic measures
+    (:mod:`convergent.measures.crosslayer` lists the columns).
 
     Rows: one per (layer_a, layer_b). Both stores must hold the same images in the same order
-    (the extract stage guarantees it). Only the first ``max_samples`` images are used (None: all),
-    so the n×n Gram matrices of layers wider than ``max_features`` stay small; narrower layers go
-    through :func:`convergent.measures.cka.linear_cka` in feature space. Both forms are exact.
+    (the extract stage guarantees it). Only the first ``max_samples`` images are used (None: all);
+    layers wider than ``max_features`` go through the n×n Gram matrices (the dual form: CCA and
+    matching are then unavailable, with the reason in ``note``); narrower layers through the
+    d×d moments. Both forms are exact. RBF CKA uses the first ``kernel_samples`` images.
     ``layer_index``: each layer's 1-based depth in the architecture, as in the measures table
     (default: its position in ``layers``).
     """
-    import numpy as np
-
-    from convergent.measures.cka import linear_cka
-    from convergent.measures.kernels import cka_from_kernels
+    from convergent.measures.crosslayer import cross_layer_measures
 
     n_a, n_b = store_a.n_images, store_b.n_images
     if n_a != n_b:
@@ -304,28 +308,15 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
     n = n_a if not max_samples else min(n_a, int(max_samples))
     xs_a = {layer: _centred_view(store_a, layer, view, n) for layer in layers}
     xs_b = {layer: _centred_view(store_b, layer, view, n) for layer in layers}
-    grams: dict[tuple[str, str], np.ndarray] = {}
-
-    def gram(side: str, layer: str) -> np.ndarray:
-        # wide layers only: the centred Gram matrix (n×n) replaces the d×d covariance
-        key = (side, layer)
-        if key not in grams:
-            x = (xs_a if side == "a" else xs_b)[layer]
-            grams[key] = x @ x.T
-        return grams[key]
-
     depth = dict(layer_index) if layer_index else {layer: i for i, layer in enumerate(layers, start=1)}
-    rows = []
-    for la in layers:
-        for lb in layers:
-            i, j = depth[la], depth[lb]
-            x, y = xs_a[la], xs_b[lb]
-            if max(x.shape[1], y.shape[1]) <= max_features:
-                value = linear_cka(x, y)
-            else:
-                value = cka_from_kernels(gram("a", la), gram("b", lb))
-            rows.append({"layer_a": la, "layer_index_a": i, "layer_b": lb, "layer_index_b": j,
-                         "view": view, "n_samples": n, "cka_linear": value})
+    values = cross_layer_measures(xs_a, xs_b, {"max_features": max_features, "kernel_samples": kernel_samples,
+                                               "rbf_sigma_scales": list(rbf_sigma_scales),
+                                               "svcca_variance_kept": svcca_variance_kept,
+                                               "match_max_features": match_max_features})
+    rows = [{"layer_a": v["layer_a"], "layer_index_a": depth[v["layer_a"]], "layer_b": v["layer_b"],
+             "layer_index_b": depth[v["layer_b"]], "view": view, "n_samples": n,
+             "kernel_samples": min(n, int(kernel_samples)),
+             **{k: x for k, x in v.items() if k not in ("layer_a", "layer_b")}} for v in values]
     return pd.DataFrame(rows)
 
 
@@ -340,9 +331,12 @@ def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordin
     start = time.perf_counter()
     table = cross_layer_cka(ActivationStore(store_a), ActivationStore(store_b), list(layers), view=p["view"],
                             max_samples=p["max_samples"], max_features=int(p["max_features"]),
-                            layer_index=layer_index)
+                            layer_index=layer_index, kernel_samples=int(p["kernel_samples"]),
+                            rbf_sigma_scales=[float(t) for t in p["rbf_sigma_scales"]],
+                            svcca_variance_kept=float(p["svcca_variance_kept"]),
+                            match_max_features=int(p["match_max_features"]))
     _prepend_columns(table, coordinates)
     write_csv(out_csv, table)
-    log.info("cross-layer CKA of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
+    log.info("cross-layer measures of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
              int(table["n_samples"].iloc[0]) if len(table) else 0, time.perf_counter() - start)
     return table

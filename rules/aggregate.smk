@@ -44,6 +44,7 @@ rule figures:
         minimal_match_hist=figure_output("minimal_match_hist"),
         alignment_curves=figure_output("alignment_curves"),
         cka_layers=figure_output("cka_layers"),
+        layer_identification=figure_output("layer_identification"),
         lmc_vs_width=figure_output("lmc_vs_width"),
         rotation=figure_output("rotation"),
         svg=expand("results/figures/{{dataset}}_{{arch}}_{kind}.svg", kind=FIGURE_NAMES),

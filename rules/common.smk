@@ -146,7 +146,8 @@ def all_cka_layer_tables(wildcards):
 
 
 def cka_layers_targets():
-    return ["results/summary/cka_layers.csv"] if cka_layers_pairs() else []
+    return (["results/summary/cka_layers.csv", "results/summary/layer_identification.csv"]
+            if cka_layers_pairs() else [])
 
 
 def cka_layers_coordinates(wildcards):

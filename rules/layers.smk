@@ -40,3 +40,19 @@ rule cka_layers_table:
         "../envs/analysis.yaml"
     script:
         "../scripts/concat_table.py"
+
+
+rule layer_identification:
+    # Kornblith et al.'s Table 2 per measure × cell, from the layer × layer tables
+    input:
+        "results/summary/cka_layers.csv",
+    output:
+        "results/summary/layer_identification.csv",
+    log:
+        "results/logs/aggregate/layer_identification.log",
+    benchmark:
+        "results/benchmarks/aggregate/layer_identification.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/layer_identification.py"

@@ -41,6 +41,8 @@ def test_embedded_default_is_valid_and_plans_the_documented_sweep():
     (lambda c: c["sweep"]["training"].update(optimizer="lbfgs"), "optimizer", "'sgd', 'adam'"),
     (lambda c: c["sweep"]["training"].update(lr="fast"), "lr", "not of type 'number'"),
     (lambda c: c["sweep"].update(frozen_from="random"), "frozen_from", "'trained', 'init'"),
+    (lambda c: c.update(measures={"cca_ridge": -0.1}), "cca_ridge", "minimum of 0"),
+    (lambda c: c.update(measures={"enabled": ["procrustes"]}), "procrustes", "'cca', 'shape', 'linreg', 'rsa'"),
 ])
 def test_schema_rejects_with_key_and_allowed_values(mutate, key, allowed):
     config = tiny_config()

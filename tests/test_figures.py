@@ -20,6 +20,7 @@ from convergent.figures import weights as weight_figs
 from convergent.figures.experiment import Tables, draw_figure, experiment_figures
 from convergent.figures.style import Palette, is_unavailable, level_colour
 from convergent.jobs import cka_layers_job, cross_layer_cka
+from convergent.measures.classic import pwcca, rsa_sqeuclid
 from convergent.measures.cka import linear_cka
 
 WIDTHS = (8, 16)
@@ -54,6 +55,15 @@ def synthetic_measures(frozen=FROZEN, widths=WIDTHS, empty_minimal_at_f0: bool =
 
             row("hungarian_mean_corr", noisy())
             row("cka_linear", noisy())
+            # classic measures: CCA undefined on the widest layer (fc1), PWCCA everywhere
+            wide = "unavailable: CCA of 40 + 40 alive dimensions on n = 50 samples: d1 + d2 > n - 1 ...; " \
+                   "needs more samples than units, or cca_ridge > 0"
+            row("cca_mean", np.nan if layer == "fc1" else noisy(), note=wide if layer == "fc1" else None)
+            row("pwcca", np.nan, note=wide)
+            for kept in (0.5, 0.99):
+                row("svcca", noisy(), "variance_kept", kept)
+            for name in ("procrustes_angle", "linreg_r2_a_from_b", "rsa_sqeuclid_pearson"):
+                row(name, noisy())
             for q in (0.0, 0.5, 1.0):
                 row("matched_corr_sorted", noisy(q), "rank_fraction", q)
             for eps in (0.25, 0.5):
@@ -159,11 +169,19 @@ def test_palette_colours_are_fixed_per_level(palette):
 def test_matched_vs_layer_one_line_per_width_with_floor_and_ceiling(tables, palette):
     fig = measure_figs.matched_vs_layer(tables.measures, palette)
     axes = visible_axes(fig)
-    assert len(axes) == 2
+    assert len(axes) == 2 + len(measure_figs.CLASSIC_PANELS)
+    titles = [ax.get_title() for ax in axes]
     for ax in axes:
-        assert labelled(ax) == ["width 8", "width 16"]
+        if ax.get_title().startswith("pwcca"):   # undefined everywhere: the panel says why
+            assert is_unavailable(ax) and "more samples than units" in " ".join(t.get_text() for t in ax.texts)
+            continue
+        assert labelled(ax) == ["width 8", "width 16"], ax.get_title()
         assert hidden(ax, "floor") == 2 and hidden(ax, "ceiling") == 2
         assert ax.get_xlabel() and ax.get_ylabel()
+    cca = axes[[t.startswith("cca_mean") for t in titles].index(True)]
+    assert "undefined at fc1" in " ".join(t.get_text() for t in cca.texts)
+    assert len(cca.get_lines()[0].get_xdata()) == 2          # fc2, fc3 only
+    assert any("variance_kept = 0.99" in t for t in titles)  # one parameter value per panel, named
     # the planted ordering survives the summary: the wider net is more similar at every layer
     cka = axes[1]
     w8, w16 = (line for line in cka.get_lines() if line.get_label() in ("width 8", "width 16"))
@@ -183,7 +201,11 @@ def test_frozen_vs_layer_grid_and_single_frozen_k(tables, palette):
 
 def test_vs_width_one_line_per_layer_and_single_width(tables, palette):
     axes = visible_axes(measure_figs.vs_width(tables.measures, palette))
-    assert [labelled(ax) for ax in axes] == [[f"layer {layer}" for layer in LAYERS]] * 2
+    drawn = [ax for ax in axes if not is_unavailable(ax)]
+    assert len(drawn) == len(axes) - 1                        # pwcca: undefined everywhere
+    assert [labelled(ax) for ax in drawn[:2]] == [[f"layer {layer}" for layer in LAYERS]] * 2
+    cca = next(ax for ax in drawn if ax.get_title().startswith("cca_mean"))
+    assert labelled(cca) == ["layer fc2", "layer fc3"]
     one = synthetic_measures(widths=(8,))
     axes = visible_axes(measure_figs.vs_width(one, Palette.from_tables(one)))
     assert all(is_unavailable(ax) and not ax.get_lines() for ax in axes)
@@ -347,6 +369,20 @@ def test_cross_layer_cka_matches_linear_cka_in_both_forms(two_stores):
     for row in feature.itertuples():
         assert row.cka_linear == pytest.approx(linear_cka(flat[row.layer_a], flat_b[row.layer_b]), abs=1e-10)
     assert feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l1"), "cka_linear"] == pytest.approx(1.0, abs=1e-6)
+    # the classic measures: the d×d and the n×n (dual) forms agree where both exist, and each
+    # agrees with the measure on the arrays; CCA and matching say why they are missing in the dual form
+    # (arccos near 1 turns rounding of 1e-16 into ~1e-8: the angle of identical layers is compared apart)
+    np.testing.assert_allclose(feature["procrustes_angle"], gram["procrustes_angle"], atol=1e-6)
+    shared = ["procrustes_distance", "linreg_r2_a_from_b", "linreg_r2_b_from_a",
+              "rsa_sqeuclid_pearson", "rsa_sqeuclid_cosine", "cka_rbf_0.2", "cka_rbf_0.4", "cka_rbf_0.8"]
+    np.testing.assert_allclose(feature[shared], gram[shared], atol=1e-9)
+    assert gram["cca_mean"].isna().all() and gram["note"].str.contains("max_features=1").all()
+    one = feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l1")]
+    assert one["cca_mean"] == pytest.approx(1.0, abs=1e-6) and one["procrustes_distance"] == pytest.approx(0, abs=1e-6)
+    assert one["linreg_r2_a_from_b"] == pytest.approx(1.0, abs=1e-6)
+    row = feature.set_index(["layer_a", "layer_b"]).loc[("l1", "l2")]
+    assert row["pwcca"] == pytest.approx(pwcca(flat["l1"], flat_b["l2"]), abs=1e-10)
+    assert row["rsa_sqeuclid_pearson"] == pytest.approx(rsa_sqeuclid(flat["l1"], flat_b["l2"]), abs=1e-10)
     half = cross_layer_cka(sa, sb, ["l1"], max_samples=20)
     assert (half["n_samples"] == 20).all()
     # a configured subset of layers keeps each layer's depth in the architecture
@@ -364,3 +400,34 @@ def test_cka_layers_job_writes_tidy_table(two_stores, tmp_path):
     assert list(table.columns[:6]) == list(coords)
     assert len(table) == 4 and {"layer_a", "layer_b", "cka_linear", "n_samples", "view"} <= set(table.columns)
     assert grounding_table(table)["grounding_fraction"].iloc[0] == pytest.approx(1.0)
+
+
+def test_identification_table_planted():
+    """Per measure: a similarity identifying every layer, a distance (smaller = closer) identifying
+    every layer, a symmetrised asymmetric measure whose halves each point elsewhere, and a measure
+    undefined on one layer."""
+    from convergent.figures.grounding import identification_table
+
+    rows = []
+    L = 4
+    for i, j in itertools.product(range(1, L + 1), repeat=2):
+        rows.append({"dataset": "toy", "arch": "cnn", "width": 8, "frozen_k": 0, "seed_a": 0, "seed_b": 1,
+                     "layer_a": f"l{i}", "layer_index_a": i, "layer_b": f"l{j}", "layer_index_b": j,
+                     "cka_linear": 0.9 if i == j else 0.3,
+                     "procrustes_angle": 0.1 if i == j else 1.0,          # distance: the diagonal is closest
+                     # R²(A_i ← B_j) is highest for j = 4 and R²(B_j ← A_i) for i = 4, but their sum peaks
+                     # on the diagonal: S + Sᵀ identifies every layer while each half identifies one
+                     "linreg_r2_a_from_b": (0.6 if i == j else 0.1) + (0.55 if j == L else 0),
+                     "linreg_r2_b_from_a": (0.6 if i == j else 0.1) + (0.55 if i == L else 0),
+                     "cca_mean": np.nan if L in (i, j) else (0.8 if i == j else 0.2),
+                     "note": "cca: d1 + d2 > n - 1" if L in (i, j) else ""})
+    t = identification_table(pd.DataFrame(rows)).set_index("measure")
+    assert t.loc["cka_linear", "fraction"] == 1.0 and t.loc["cka_linear", "n_identifications"] == 2 * L
+    assert t.loc["cka_linear", "paper_fraction"] == pytest.approx(0.993)
+    assert t.loc["procrustes_angle", "fraction"] == 1.0
+    assert t.loc["linreg_r2", "fraction"] == 1.0 and t.loc["linreg_r2", "kind"] == "symmetrised"
+    # A from B: every row of A picks B's last layer (only l4 right); columns pick the diagonal
+    assert t.loc["linreg_r2_a_from_b", "n_identified"] == 1 + L
+    assert t.loc["cca_mean", "n_comparable"] == L - 1 and t.loc["cca_mean", "fraction"] == 1.0
+    assert "not comparable" in t.loc["cca_mean", "note"] and "l4" in t.loc["cca_mean", "note"]
+    assert np.isnan(t.loc["pwcca", "fraction"]) and t.loc["pwcca", "note"].startswith("unavailable: no column")

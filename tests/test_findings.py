@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from convergent import findings as F
+from convergent.figures.grounding import CCA_FAMILY
 from convergent.findings import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Estimate, Tables
 
 RANKS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
@@ -96,8 +97,12 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
                 v = 0.95 if la == lb else 0.5
             else:   # each layer of A is most similar to the last layer of B, and vice versa
                 v = 0.95 if n_layers in (la, lb) else 0.5
+            # the CCA family the other way round: it identifies layers where CKA does not
+            cca = (0.9 if n_layers in (la, lb) else 0.4) if holds else (0.9 if la == lb else 0.4)
             layer_rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "seed_a": sa,
-                               "seed_b": sb, "layer_a": f"l{la}", "layer_b": f"l{lb}", "cka_linear": v})
+                               "seed_b": sb, "layer_a": f"l{la}", "layer_b": f"l{lb}", "layer_index_a": la,
+                               "layer_index_b": lb, "cka_linear": v,
+                               **{m: cca - 0.01 * i for i, m in enumerate(CCA_FAMILY)}})
     cka_layers = pd.DataFrame(layer_rows)
 
     runs = pd.DataFrame([{"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "seed": s, "test_acc": 0.9}
@@ -125,7 +130,8 @@ def test_no_finding_supported_where_planted_against():
     assert verdicts(table) == {fid: NOT_SUPPORTED for fid in ALL_IDS}, table[["finding", "reason"]].to_string()
     # the planted opposites are clear: each is contradicted, not merely inconclusive
     reasons = dict(zip(table["finding"], table["reason"]))
-    for fid in ("kornblith_width", "wang_depth", "imani_depth", "imani_emerges", "brown_a", "brown_c"):
+    for fid in ("kornblith_width", "kornblith_cca", "wang_depth", "imani_depth", "imani_emerges", "brown_a",
+                "brown_c"):
         assert reasons[fid].startswith("contradicted"), (fid, reasons[fid])
     assert "basis-correlation slope: contradicted" in reasons["brown_d"]
     assert "top decile: contradicted" in reasons["li_reliable"]
@@ -142,7 +148,7 @@ def test_not_testable_world_says_what_is_needed():
     reasons = dict(zip(table["finding"], table["reason"]))
     expected = {
         "li_reliable": "two rank fractions", "li_subspace": "sparse_val_r2",
-        "kornblith_grounding": "cka_layers.csv", "kornblith_width": "≥ 2 widths", "wang_depth": "≥ 2 layers",
+        "kornblith_grounding": "cka_layers.csv", "kornblith_cca": "cka_layers.csv", "kornblith_width": "≥ 2 widths", "wang_depth": "≥ 2 layers",
         "wang_small": "needs a conv arch", "imani_depth": "≥ 2 layers", "imani_emerges": "floor control",
         "brown_a": "rotation.csv", "brown_b": "ceiling control", "brown_c": "frozen_k > 0",
         "brown_d": "lmc.csv",
@@ -247,3 +253,41 @@ def test_summary_tables_follow_the_workflow_targets():
     assert F.summary_tables(targets) == {"runs": "results/summary/runs.csv",
                                          "measures": "results/summary/measures.csv",
                                          "cka_layers": "results/summary/cka_layers.csv"}
+
+
+def _identification_world(cca_nan_layers: int, cca_right: bool, n_layers: int = 5, widths=(8, 16, 32)) -> Tables:
+    """CKA identifies every layer; the CCA family identifies them (``cca_right``) or points every
+    layer at the last one; CCA is NaN (unavailable: more units than samples) for every pair that
+    involves one of the first ``cca_nan_layers`` layers, as for wide early conv layers."""
+    rows = []
+    for w in widths:
+        for la, lb in itertools.product(range(1, n_layers + 1), repeat=2):
+            cca = (0.9 if la == lb else 0.4) if cca_right else (0.9 if n_layers in (la, lb) else 0.4)
+            if min(la, lb) <= cca_nan_layers:
+                cca = np.nan
+            rows.append({"dataset": "toy", "arch": "cnn", "width": w, "frozen_k": 0, "seed_a": 0, "seed_b": 1,
+                         "layer_a": f"l{la}", "layer_b": f"l{lb}", "layer_index_a": la, "layer_index_b": lb,
+                         "cka_linear": (0.95 if la == lb else 0.5) + 0.001 * w,
+                         **{m: cca for m in CCA_FAMILY}})
+    return Tables(cka_layers=pd.DataFrame(rows))
+
+
+def _cca_row(tables: Tables) -> pd.Series:
+    finding = next(f for f in F.FINDINGS if f.id == "kornblith_cca")
+    return pd.Series(F.evaluate(finding, tables, "toy", "cnn"))
+
+
+def test_kornblith_cca_true_false_and_the_unavailability_confound():
+    true = _cca_row(_identification_world(0, cca_right=False))
+    assert true["verdict"] == SUPPORTED and true["value"] == pytest.approx(1 - 2 / 10)  # CCA gets the last layer
+    false = _cca_row(_identification_world(0, cca_right=True))
+    assert false["verdict"] == NOT_SUPPORTED and false["value"] == pytest.approx(0.0)
+    # confound: CCA undefined on the first two layers (d > n there) and right on the rest. Counting
+    # the NaN layers as CCA failures would give CKA 1.0 against CCA 0.6: "supported". Among the
+    # layers all measures can compare the two tie, and the verdict says so.
+    confound = _cca_row(_identification_world(2, cca_right=True))
+    assert confound["verdict"] == NOT_SUPPORTED and confound["value"] == pytest.approx(0.0)
+    assert "inconclusive" in confound["reason"]
+    assert confound["detail"].startswith("18 of 30 identifications defined")
+    nowhere = _cca_row(_identification_world(4, cca_right=True))   # one comparable layer: trivial
+    assert nowhere["verdict"] == NOT_TESTABLE and "fewer than 2 layers" in nowhere["reason"]

@@ -85,9 +85,10 @@ def test_figures_logs_and_benchmarks_exist(finished):
     n_cross = sum(p.control == "cross" for p in sweep.pairs())
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
     n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
-    # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers tables; figures per experiment
+    # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers/layer_identification tables;
+    # figures per experiment
     # + findings (log and benchmark) and runtime_table (a log; it reads the benchmarks, so has none)
-    n_jobs = (len(sweep.runs()) * 2 + 2 * len(sweep.pairs()) + n_cross + n_rotation + n_cells + 5
+    n_jobs = (len(sweep.runs()) * 2 + 2 * len(sweep.pairs()) + n_cross + n_rotation + n_cells + 6
               + len(sweep.experiments) + 1)
     assert len(logs) == n_jobs + 1 and len(bench) == n_jobs
     train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()

@@ -51,6 +51,7 @@ DRAW: dict[str, Callable[[Tables, Palette], Figure]] = {
     "minimal_match_hist": lambda t, p: measures.minimal_match_hist(t.measures, p),
     "alignment_curves": lambda t, p: measures.alignment_curves(t.measures, p),
     "cka_layers": lambda t, p: layers.cka_layers(t.cka_layers, p),
+    "layer_identification": lambda t, p: layers.layer_identification(t.cka_layers, p),
     "lmc_vs_width": lambda t, p: weights.lmc_vs_width(t.lmc, t.lmc_curves, t.measures, p),
     "rotation": lambda t, p: weights.rotation(t.rotation, p),
 }

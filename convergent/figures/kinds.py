@@ -36,6 +36,7 @@ FIGURE_KINDS: tuple[FigureKind, ...] = (
     FigureKind("minimal_match_hist", "minimal-match sizes", _SUBSPACES),
     FigureKind("alignment_curves", "target alignment A(k) of the top-k directions", _ALIGNMENT),
     FigureKind("cka_layers", "linear CKA of every layer pair between two seeds", _CKA),
+    FigureKind("layer_identification", "layer identification per measure (Kornblith et al. Table 2)", _CKA),
     FigureKind("lmc_vs_width", "LMC barriers and basis correlation vs width", _WEIGHTS),
     FigureKind("rotation", "rotation test: accuracy after retraining vs rotation strength", _WEIGHTS),
 )

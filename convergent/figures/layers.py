@@ -72,3 +72,51 @@ def _box(i: int):
     from matplotlib.patches import Rectangle
 
     return Rectangle((i - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#1f9e89", lw=1.6)
+
+
+def layer_identification(cka: pd.DataFrame | None, palette: Palette,
+                         missing: str = "no cross-layer table (the sweep needs at least two seeds)") -> Figure:
+    """Kornblith et al.'s Table 2 on this sweep: per measure, the fraction of layer identifications
+    (each layer of one seed against every layer of the other, both directions) that pick the
+    same layer; one bar per width, one panel per frozen_k. Black diamonds: the paper's numbers
+    (CIFAR-10 CNNs), for comparison, not targets. A measure undefined in every layer says why."""
+    from convergent.figures.grounding import identification_table
+
+    if cka is None or cka.empty:
+        p = panels(1)
+        p.axes[0].set_title("layer identification")
+        unavailable(p.axes[0], missing if cka is None else "the cross-layer table has no rows")
+        return p.fig
+    table = identification_table(cka)
+    measures = list(dict.fromkeys(table["measure"]))
+    labels = dict(zip(table["measure"], table["label"]))
+    ks = sorted(int(k) for k in table["frozen_k"].unique())
+    widths = sorted(int(w) for w in table["width"].unique())
+    p = panels(len(ks), ncols=1, size=(max(6.0, 0.55 * len(measures) * max(1, len(widths)) ** 0.5), 3.4))
+    bar = 0.8 / len(widths)
+    x = np.arange(len(measures))
+    for ax, k in zip(p.axes, ks):
+        cell = table[table["frozen_k"] == k]
+        for i, w in enumerate(widths):
+            g = cell[cell["width"] == w].groupby("measure")[["n_identified", "n_defined"]].sum()
+            g = g.reindex(measures)
+            frac = (g["n_identified"] / g["n_defined"].where(g["n_defined"] > 0)).to_numpy(dtype=float)
+            pos = x - 0.4 + bar * (i + 0.5)
+            ax.bar(pos, np.nan_to_num(frac), bar, color=palette.colour("width", w) if palette.widths else None,
+                   label=f"width {w}")
+            for xp, f in zip(pos, frac):
+                if np.isfinite(f) and f == 0:      # a zero bar is invisible: say it
+                    ax.text(xp, 0.01, "0", fontsize=6, ha="center", va="bottom", color="0.3")
+                if not np.isfinite(f):
+                    ax.text(xp, 0.02, "n/a: undefined\n(d > n?)", rotation=90, fontsize=6, ha="center",
+                            va="bottom", color="0.3")
+        paper = cell.drop_duplicates("measure").set_index("measure")["paper_fraction"].reindex(measures)
+        ax.plot(x, paper.to_numpy(dtype=float), "D", color="black", ms=5,
+                label="Kornblith et al. 2019, Table 2 (CIFAR-10)")
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_ylim(0, 1.05)
+        ax.set_xticks(x, [labels[m] for m in measures], rotation=50, ha="right", fontsize=7)
+        ax.set_ylabel("layers identified (fraction)")
+        ax.set_title(f"frozen_k = {k}: is the most similar layer of the other seed the same layer?")
+        ax.legend(fontsize=7, ncols=2, loc="upper right")
+    return p.fig

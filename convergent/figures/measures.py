@@ -26,6 +26,15 @@ MATCHED_PANELS: tuple[tuple[str, str], ...] = (
     ("hungarian_mean_corr", "one-to-one matched correlation\n(mean Pearson r over units, −1 to 1)"),
     ("cka_linear", "linear CKA (similarity, 0 to 1)"),
 )
+#: the classic measures shown next to them in the per-layer and per-width figures
+CLASSIC_PANELS: tuple[tuple[str, str], ...] = (
+    ("cca_mean", "mean CCA ρ̄ (similarity, 0 to 1)"),
+    ("svcca", "SVCCA ρ̄ (similarity, 0 to 1)"),
+    ("pwcca", "PWCCA (similarity, 0 to 1)"),
+    ("procrustes_angle", "Procrustes angle\n(distance, 0 to π/2 rad)"),
+    ("linreg_r2_a_from_b", "linear regression R², A from B\n(in-sample, 0 to 1)"),
+    ("rsa_sqeuclid_pearson", "RSA, squared-Euclidean RDMs,\nPearson (−1 to 1)"),
+)
 LAYER_AXIS = "layer (input → output)"
 WIDTH_AXIS = "width (units or channels, log₂ scale)"
 
@@ -36,6 +45,33 @@ def rows_of(measures: pd.DataFrame, measure: str, **equal: object) -> pd.DataFra
     for column, value in equal.items():
         mask &= measures[column] == value
     return measures[mask]
+
+
+def defined_rows(ax, rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The finite rows of one measure, at its largest parameter value if it has several (named in
+    the title; SVCCA's default variance_kept 0.99 is the largest one usually configured). A measure undefined everywhere turns the panel into a "not defined" panel with the
+    reason from the table's note (e.g. CCA needs more samples than units); one undefined in some
+    layers says so at the bottom of the panel. Returns the rows to draw (empty: nothing)."""
+    if "parameter" in rows and rows["parameter"].fillna("").ne("").any():
+        first = sorted(rows["parameter_value"].dropna().unique())[-1]
+        rows = rows[rows["parameter_value"] == first]
+        ax.set_title(f"{ax.get_title()}, {rows['parameter'].iloc[0]} = {first:g}")
+    bad = rows[~np.isfinite(rows["value"].astype(float))]
+    good = rows[np.isfinite(rows["value"].astype(float))]
+    reason = ""
+    if not bad.empty:
+        notes = bad["note"].dropna().astype(str) if "note" in bad else pd.Series(dtype=str)
+        reason = notes.iloc[0].removeprefix("unavailable: ") if len(notes) else "value missing"
+    if good.empty:
+        unavailable(ax, reason or f"no {name} rows", prefix="not defined:")
+        return good
+    if not bad.empty:
+        layers = sorted(set(bad["layer"].astype(str))) if "layer" in bad else []
+        import textwrap
+
+        text = textwrap.fill("undefined at " + ", ".join(layers[:6]) + ": " + reason[:120], width=48)
+        ax.text(0.02, 0.02, text, fontsize=5.5, color="0.3", transform=ax.transAxes, va="bottom")
+    return good
 
 
 def baseline_frozen(frame: pd.DataFrame) -> int:
@@ -69,15 +105,20 @@ def _lines_vs_layer(ax, rows: pd.DataFrame, palette: Palette, axis: str, levels:
 
 
 def matched_vs_layer(measures: pd.DataFrame, palette: Palette) -> Figure:
-    """Matched correlation and linear CKA against layer, one line per width (frozen_k = 0)."""
+    """Matched correlation and linear CKA against layer, then the classic measures
+    (:data:`CLASSIC_PANELS`), one line per width (frozen_k = 0)."""
     base = baseline_frozen(measures)
-    p = panels(len(MATCHED_PANELS), ncols=2)
+    shown = MATCHED_PANELS + CLASSIC_PANELS
+    p = panels(len(shown), ncols=2)
     used = []
-    for ax, (name, ylabel) in zip(p.axes, MATCHED_PANELS):
+    for ax, (name, ylabel) in zip(p.axes, shown):
         ax.set_title(f"{name} (frozen_k = {base})")
         rows = rows_of(measures, name, frozen_k=base)
         if rows.empty:
             unavailable(ax, f"the measures table has no {name} rows")
+            continue
+        rows = defined_rows(ax, rows, name)
+        if rows.empty:
             continue
         _lines_vs_layer(ax, rows, palette, "width", palette.widths)
         ax.set_ylabel(ylabel)
@@ -112,16 +153,20 @@ def frozen_vs_layer(measures: pd.DataFrame, palette: Palette) -> Figure:
 
 
 def vs_width(measures: pd.DataFrame, palette: Palette) -> Figure:
-    """Matched correlation and CKA against width, one line per layer (frozen_k = 0)."""
+    """Matched correlation, CKA and the classic measures against width, one line per layer (frozen_k = 0)."""
     base = baseline_frozen(measures)
     widths = sorted(int(w) for w in measures["width"].unique()) if not measures.empty else []
-    p = panels(len(MATCHED_PANELS), ncols=2)
+    shown = MATCHED_PANELS + CLASSIC_PANELS
+    p = panels(len(shown), ncols=2)
     used = []
-    for ax, (name, ylabel) in zip(p.axes, MATCHED_PANELS):
+    for ax, (name, ylabel) in zip(p.axes, shown):
         ax.set_title(f"{name} (frozen_k = {base})")
         rows = rows_of(measures, name, frozen_k=base)
         if len(widths) < 2 or rows.empty:
             unavailable(ax, f"needs at least two widths with {name} rows; this sweep has {widths or 'none'}")
+            continue
+        rows = defined_rows(ax, rows, name)
+        if rows.empty:
             continue
         for layer in palette.layers:
             draw_controls(ax, rows[rows["layer"] == layer], "width", palette.colour("layer", layer),

@@ -18,6 +18,8 @@ import pandas as pd
 from convergent.measures._common import MeasureUnavailable, dead_units
 from convergent.measures.alignment import alignment_curve
 from convergent.measures.cka import linear_cka, minibatch_cka
+from convergent.measures.classic import (cca, cca_mean, cca_r2, linreg_r2, procrustes_angle, procrustes_distance,
+                                         pwcca, rsa_sqeuclid, svcca)
 from convergent.measures.kernels import linear_cka_subsample, mutual_knn, rbf_cka, rbf_cka_grid
 from convergent.measures.matching import (_hungarian, _semi, correlation_matrix, cross_validated_match,
                                           hungarian_match, semi_equals_hungarian, semi_match, sorted_curve)
@@ -26,8 +28,9 @@ from convergent.measures.spectral import spectral_groups
 from convergent.measures.subspace import max_match, minimal_matches
 from convergent.moments import Moments
 
-__all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve", "compute_measures",
-           "correlation_matrix", "cross_validated_match", "dead_units", "hungarian_match", "linear_cka",
+__all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve", "cca", "cca_mean", "cca_r2",
+           "compute_measures", "correlation_matrix", "linreg_r2", "procrustes_angle", "procrustes_distance",
+           "pwcca", "rsa_sqeuclid", "svcca", "cross_validated_match", "dead_units", "hungarian_match", "linear_cka",
            "linear_cka_subsample", "max_match", "minibatch_cka", "minimal_matches", "mutual_knn", "rbf_cka",
            "semi_match", "sparse_prediction", "spectral_groups"]
 
@@ -36,10 +39,12 @@ COLUMNS = ["measure", "view", "parameter", "parameter_value", "value", "note"]
 
 #: Parameters of :func:`compute_measures` (the pipeline's ``config["measures"]`` overrides keys).
 DEFAULT_PARAMS: dict[str, Any] = {
-    "enabled": ["cka", "matching", "kernels", "sparse", "spectral", "subspace", "alignment"],
+    "enabled": ["cka", "matching", "kernels", "sparse", "spectral", "subspace", "alignment",
+                "cca", "shape", "linreg", "rsa"],
     # which view each family uses for conv layers (dense layers look the same in every view)
     "views": {"cka": "flatten", "kernels": "flatten", "alignment": "flatten", "matching": "positions",
-              "sparse": "positions", "spectral": "positions", "subspace": "positions"},
+              "sparse": "positions", "spectral": "positions", "subspace": "positions",
+              "cca": "flatten", "shape": "flatten", "linreg": "flatten", "rsa": "flatten"},
     "dead_tol": 1e-8,            # dead if variance <= dead_tol * max variance in the layer ...
     "dead_atol": 0.0,            # ... or <= dead_atol
     "sorted_grid": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],   # rank fractions of matched_corr_sorted
@@ -59,6 +64,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "minimal_max_neurons": 8,    # neurons whose minimal match is computed, per ε
     "alignment_rank_tol": 1e-10, # directions with s² <= tol · s₁² are dropped
     "alignment_fraction": 0.9,   # alignment_k_a/b = smallest k with A(k) >= this
+    "cca_ridge": 0.0,            # > 0: regularised CCA/PWCCA, Σ + ridge·(mean variance)·I; 0: plain CCA,
+                                 # unavailable when a covariance is singular or d1 + d2 > n - 1
+    "cca_singular_tol": None,    # covariance singular if smallest eigenvalue <= tol × largest (also the
+                                 # linear-regression rank cutoff); None: 1e-10 float64, 1e-6 mixed moments
+    "svcca_variance_kept": [0.99],   # SVCCA keeps the top principal directions explaining this fraction
     "blas_threads": 1,           # BLAS threads while computing (null: leave as is); small dense problems
                                  # run far slower multi-threaded on an oversubscribed machine
 }
@@ -224,6 +234,48 @@ def _alignment(m: Moments, p: dict[str, Any]) -> list[dict]:
     return rows
 
 
+def _cca_family(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    kw = {"singular_tol": p["cca_singular_tol"], "dead_tol": p["dead_tol"], "dead_atol": p["dead_atol"]}
+    ridge = float(p["cca_ridge"])
+    par = ("ridge", ridge) if ridge > 0 else ("", np.nan)
+    try:
+        r = cca(m, ridge=ridge, **kw)
+        rows += [_row("cca_mean", float(np.mean(r.rho)), *par), _row("cca_r2", float(np.mean(r.rho ** 2)), *par)]
+    except MeasureUnavailable as err:
+        r, why = None, f"unavailable: {err}"
+        rows += [_row(name, np.nan, *par, note=why) for name in ("cca_mean", "cca_r2")]
+    for v in p["svcca_variance_kept"]:
+        _try(rows, "svcca", lambda v=v: svcca(m, variance_kept=float(v), **kw), "variance_kept", v)
+    if r is None:
+        rows.append(_row("pwcca", np.nan, *par, note=why))
+    else:
+        _try(rows, "pwcca", lambda: pwcca(m, ridge=ridge, result=r, **kw), *par)
+    return rows
+
+
+def _shape_family(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    _try(rows, "procrustes_angle", lambda: procrustes_angle(m))
+    _try(rows, "procrustes_distance", lambda: procrustes_distance(m))
+    return rows
+
+
+def _linreg(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    kw = {"rank_tol": p["cca_singular_tol"], "dead_tol": p["dead_tol"], "dead_atol": p["dead_atol"]}
+    for d in ("a_from_b", "b_from_a"):
+        _try(rows, f"linreg_r2_{d}", lambda d=d: linreg_r2(m, direction=d, **kw))
+    return rows
+
+
+def _rsa(m: Moments, p: dict[str, Any]) -> list[dict]:
+    rows: list[dict] = []
+    for kind in ("pearson", "cosine"):
+        _try(rows, f"rsa_sqeuclid_{kind}", lambda kind=kind: rsa_sqeuclid(m, kind=kind))
+    return rows
+
+
 _FAMILIES: dict[str, Callable[[Moments, dict[str, Any]], list[dict]]] = {
     "cka": _cka,
     "matching": _matching,
@@ -232,6 +284,10 @@ _FAMILIES: dict[str, Callable[[Moments, dict[str, Any]], list[dict]]] = {
     "spectral": _spectral,
     "subspace": _subspace,
     "alignment": _alignment,
+    "cca": _cca_family,
+    "shape": _shape_family,
+    "linreg": _linreg,
+    "rsa": _rsa,
 }
 
 def compute_measures(m: Moments | Mapping[str, Moments], params: Mapping[str, Any] | None = None

@@ -143,3 +143,93 @@ def minimal_match(X, Y, eps, v):
         if v in got:
             cur = sorted(got)
     return cur
+
+
+# --------------------------------------------------------------- classic measures (issue 14)
+# Each from the centred data matrices themselves (lstsq, QR, SVD, n × n RDMs), never from moments.
+
+def drop_dead(X, tol=1e-8):
+    """Columns whose variance is above tol × the largest (the package's dead-unit rule)."""
+    v = X.var(axis=0)
+    return X[:, v > tol * v.max()]
+
+
+def cca_rhos(X, Y):
+    """Canonical correlations: cosines of the principal angles between the centred column spans
+    (orthonormal bases by QR, then SVD of QxᵀQy; Björck & Golub)."""
+    Qx, _ = np.linalg.qr(centre(X))
+    Qy, _ = np.linalg.qr(centre(Y))
+    return np.linalg.svd(Qx.T @ Qy, compute_uv=False)
+
+
+def cca_ridge_rhos(X, Y, ridge):
+    """Ridge CCA: generalised eigenproblem of the regularised covariances, solved by scipy."""
+    from scipy.linalg import eigh
+    Xc, Yc = centre(X), centre(Y)
+    cxx, cyy, cxy = Xc.T @ Xc, Yc.T @ Yc, Xc.T @ Yc
+    cxx = cxx + ridge * np.trace(cxx) / cxx.shape[0] * np.eye(cxx.shape[0])
+    cyy = cyy + ridge * np.trace(cyy) / cyy.shape[0] * np.eye(cyy.shape[0])
+    # ρ² are the eigenvalues of cxx⁻¹ cxy cyy⁻¹ cyx
+    w = eigh(cxy @ np.linalg.solve(cyy, cxy.T), cxx, eigvals_only=True)[::-1]
+    return np.sqrt(np.clip(w[:min(X.shape[1], Y.shape[1])], 0, None))
+
+
+def svcca(X, Y, kept):
+    """Raghu et al.: SVD of each centred matrix, keep the leading components reaching `kept` of the variance."""
+    def reduce(A):
+        U, S, Vt = np.linalg.svd(centre(A), full_matrices=False)
+        frac = np.cumsum(S ** 2) / np.sum(S ** 2)
+        k = int(np.argmax(frac >= kept - 1e-12)) + 1
+        return U[:, :k] * S[:k]
+    return float(np.mean(cca_rhos(reduce(X), reduce(Y))))
+
+
+def pwcca_google(X, Y):
+    """google/svcca pwcca.py, on centred canonical variates: side with fewer units, QR of the
+    variates, α_i ∝ Σ_j |⟨p_i, x_j⟩| over that side's (raw) units. Canonical variates of the
+    smaller side from the SVD of QxᵀQy."""
+    Xc, Yc = centre(X), centre(Y)
+    Qx, _ = np.linalg.qr(Xc)
+    Qy, _ = np.linalg.qr(Yc)
+    U, rho, Vt = np.linalg.svd(Qx.T @ Qy, full_matrices=False)
+    if X.shape[1] <= Y.shape[1]:
+        H, acts = Qx @ U, X             # canonical variates of X (orthonormal), raw activations
+    else:
+        H, acts = Qy @ Vt.T, Y
+    P, _ = np.linalg.qr(H)
+    w = np.abs(P.T @ acts).sum(axis=1)
+    w = w / w.sum()
+    return float(np.sum(w * rho))
+
+
+def procrustes(X, Y):
+    """(angle, distance) by solving orthogonal Procrustes explicitly: min_Q ‖X̂ − ŶQ‖_F over
+    orthogonal-columned Q after zero-padding to equal widths, X̂, Ŷ centred at unit norm."""
+    Xc, Yc = centre(X), centre(Y)
+    d = max(X.shape[1], Y.shape[1])
+    Xp = np.hstack([Xc, np.zeros((X.shape[0], d - X.shape[1]))]) / np.linalg.norm(Xc)
+    Yp = np.hstack([Yc, np.zeros((Y.shape[0], d - Y.shape[1]))]) / np.linalg.norm(Yc)
+    U, _, Vt = np.linalg.svd(Yp.T @ Xp)
+    Q = U @ Vt                                  # argmin ‖Xp − Yp Q‖_F (Schönemann)
+    dist = np.linalg.norm(Xp - Yp @ Q) ** 2
+    cos = np.sum(Xp * (Yp @ Q))                 # ⟨X̂, ŶQ⟩ = ‖X̂ᵀŶ‖*
+    return float(np.arccos(np.clip(cos, -1, 1))), float(dist)
+
+
+def linreg_r2(T, P):
+    """In-sample R² of centred T from centred P by least squares (lstsq with an intercept)."""
+    A = np.hstack([P, np.ones((P.shape[0], 1))])
+    coef, *_ = np.linalg.lstsq(A, T, rcond=None)
+    resid = T - A @ coef
+    return float(1.0 - np.sum(resid ** 2) / np.sum(centre(T) ** 2))
+
+
+def rsa_sqeuclid(X, Y, kind):
+    """Squared-Euclidean RDMs over all pairs i < j, compared by Pearson or cosine."""
+    def rdm(A):
+        D = ((A[:, None, :] - A[None, :, :]) ** 2).sum(-1)
+        return D[np.triu_indices(A.shape[0], 1)]
+    dx, dy = rdm(X), rdm(Y)
+    if kind == "pearson":
+        return float(np.corrcoef(dx, dy)[0, 1])
+    return float(dx @ dy / np.sqrt((dx @ dx) * (dy @ dy)))
