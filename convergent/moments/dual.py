@@ -59,7 +59,7 @@ __all__ = ["GramAccumulator", "GramMoments", "gram_block_features", "gram_from_a
 
 #: bytes of one float64 feature block (Gram rows × features) fed to the Gram: the pass's
 #: only memory term besides the n × n matrices
-GRAM_BLOCK_BYTES = 256 * 2**20
+GRAM_BLOCK_BYTES = 64 * 2**20
 
 #: primal-only names: asking a dual view for them raises FormUnavailable (not AttributeError)
 _PRIMAL_ONLY = frozenset({
