@@ -243,18 +243,18 @@ class GramAccumulator:
             raise ValueError(f"a feature block must hold all {n} Gram rows, got {block.shape[0]}")
         if f0 < 0 or f0 + fb > self.d[side] or self.seen[side][f0:f0 + fb].any():
             raise ValueError(f"features [{f0}, {f0 + fb}) of net {side} outside [0, {self.d[side]}) or fed twice")
-        b = np.array(block, dtype=np.float64)              # a copy: centred in place
-        mu = b.mean(axis=0)
+        mu = np.mean(block, axis=0, dtype=np.float64)      # exact column means: all rows are here
         if not np.isfinite(mu).all():
-            bad = np.argwhere(~np.isfinite(b))[0][0]
+            bad = np.argwhere(~np.isfinite(block))[0][0]
             raise ValueError(f"{'X (network A)' if side == 'a' else 'Y (network B)'}: "
-                             f"{int((~np.isfinite(b)).sum())} non-finite values (NaN/Inf) in features "
+                             f"{int((~np.isfinite(block)).sum())} non-finite values (NaN/Inf) in features "
                              f"[{f0}, {f0 + fb}); first at row {int(self.rows[bad])}")
-        b -= mu
-        self.var[side][f0:f0 + fb] = np.einsum("ij,ij->j", b, b) / n
-        self.v[side] += b @ mu
+        # centred block in the product dtype (one rounding, as the primal form's shifted rows);
+        # per-block sums in that dtype, accumulated over blocks in float64
+        p = np.subtract(block, mu.astype(self.dtype), dtype=self.dtype)
+        self.var[side][f0:f0 + fb] = np.einsum("ij,ij->j", p, p, dtype=np.float64) / n
+        self.v[side] += p @ mu.astype(self.dtype)
         self.m2[side] += float(mu @ mu)
-        p = b.astype(self.dtype, copy=False)
         self.g[side] += p @ p.T                             # numpy dispatches aaᵀ to BLAS syrk
         if self.sub.size:
             sb = np.array(sub_block, dtype=np.float64)
