@@ -217,6 +217,15 @@ def test_dual_save_load_roundtrip(wide_stores, tmp_path):
         arrays = dict(z)
     header = json.loads(bytes(arrays["__header__"]).decode())
     assert header["format_version"] == FORMAT_VERSION == 2
+    # a format-1 file (primal views only, the same layout) still loads
+    v1 = save_moments(tmp_path / "v1.npz", {"positions": out["positions"]})
+    with np.load(v1) as z:
+        old = dict(z)
+    h1 = json.loads(bytes(old["__header__"]).decode())
+    h1["format_version"] = 1
+    old["__header__"] = np.frombuffer(json.dumps(h1).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "v1.npz", **old)
+    np.testing.assert_array_equal(load_moments(tmp_path / "v1.npz")["positions"].cxy, out["positions"].cxy)
     header["format_version"] = 99
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     np.savez(tmp_path / "new.npz", **arrays)
