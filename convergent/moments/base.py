@@ -87,3 +87,24 @@ def raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
             raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
                              f"at row {row0}; first at row {row0 + r}")
     raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {row0}")
+
+
+def available_memory_gib() -> float | None:
+    """``MemAvailable`` of /proc/meminfo in GiB (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(need_gib: float, what: str, hint: str) -> None:
+    """Raise a ``MemoryError`` that says what needs how much, and what to change, when ``need_gib``
+    exceeds the memory available now: a clear error before the allocation, rather than the
+    OOM killer (or a segfault in BLAS) after it."""
+    avail = available_memory_gib()
+    if avail is not None and need_gib > avail:
+        raise MemoryError(f"{what} needs ~{need_gib:.1f} GiB but only {avail:.1f} GiB are available; {hint}")

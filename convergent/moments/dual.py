@@ -52,7 +52,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convergent.moments.base import DUAL, FormUnavailable, MeasureUnavailable, subsample_indices
+from convergent.moments.base import DUAL, FormUnavailable, MeasureUnavailable, check_memory, subsample_indices
 
 __all__ = ["GramAccumulator", "GramMoments", "gram_block_features", "gram_from_arrays", "gram_memory_gib",
            "unbiased_hsic_gram"]
@@ -228,6 +228,8 @@ class GramAccumulator:
         self.precision = precision
         self.dtype = np.float32 if precision == "mixed" else np.float64
         n, s = self.rows.size, self.sub.size
+        check_memory(gram_memory_gib(n, s, precision), f"the dual form's two {n} × {n} Grams",
+                     "lower moments.max_gram_rows (a declared row subsample) or use a narrower view")
         self.g = {k: np.zeros((n, n)) for k in "ab"}
         self.v = {k: np.zeros(n) for k in "ab"}
         self.m2 = {k: 0.0 for k in "ab"}

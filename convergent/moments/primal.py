@@ -83,8 +83,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, PRIMAL, FormUnavailable, as_2d, raise_nonfinite,
-                                     subsample_indices)
+from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, PRIMAL, FormUnavailable, as_2d, check_memory,
+                                     raise_nonfinite, subsample_indices)
 
 __all__ = ["DEFAULT_MOMENT_PARAMS", "MomentAccumulator", "Moments", "accumulate", "moments_memory_gib",
            "subsample_indices"]
@@ -359,6 +359,9 @@ class Moments:
                                     alignment=alignment, precision=precision, max_gram_rows=max_gram_rows,
                                     max_features=max_features, chunk_features=chunk_features,
                                     meta={**info, **(meta or {})})
+        check_memory(moments_memory_gib(X.shape[1], Y.shape[1], n_classes, alignment),
+                     f"the primal form's d × d sums (d = {X.shape[1]}, {Y.shape[1]})",
+                     "use form='auto' or 'dual' (n × n Grams)")
         acc = MomentAccumulator(X.shape[1], Y.shape[1], n_classes, n_rows=n,
                                 fold_split=n // 2 if fold_split is None else int(fold_split),
                                 subsample=subsample_indices(n, subsample_size, subsample_seed),

@@ -231,3 +231,15 @@ def test_dual_save_load_roundtrip(wide_stores, tmp_path):
     np.savez(tmp_path / "new.npz", **arrays)
     with pytest.raises(ValueError, match="format 99"):
         load_moments(tmp_path / "new.npz")
+
+
+def test_too_big_is_a_clear_error_not_a_crash(rng, monkeypatch):
+    """Either form checks its memory before allocating it and says what to change."""
+    import convergent.moments.base as base
+
+    monkeypatch.setattr(base, "available_memory_gib", lambda: 1e-6)
+    X, Y, t = _wide(rng, n=30, d1=50, d2=40)
+    with pytest.raises(MemoryError, match="dual form's two 30 × 30 Grams.*max_gram_rows"):
+        Moments.from_arrays(X, Y, t, max_features=10)
+    with pytest.raises(MemoryError, match="primal form's d × d sums.*form='auto'"):
+        Moments.from_arrays(X, Y, t, form="primal")
