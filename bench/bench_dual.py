@@ -18,7 +18,7 @@ the dual form)::
    the pipeline defaults: mixed precision, two threads = one per network, 1 BLAS thread
    each) over every layer of the pair, then, with ``--measures``, the dual-form measures
    (cka, kernels on all rows and on the subsample, alignment). It reports seconds per
-   layer and its peak RSS (``ru_maxrss``), beside the RSS after the imports.
+   layer and its peak RSS (``VmHWM``), beside the peak after the imports.
 3. The GEMM floor, timed in the same run: a float32 ``A @ B`` (n × 1024 by 1024 × n,
    n² · 1024 multiply-adds) in as many concurrent threads as the pass uses, 1 BLAS thread
    each; the floor of a layer is n² · (d_a + d_b) multiply-adds at that rate. The pass
@@ -109,6 +109,19 @@ def gemm_rate(n: int, threads: int, k: int = 1024, repeats: int = 2) -> float:
     return threads * n * n * k / best
 
 
+def peak_rss() -> int:
+    """Peak resident bytes of this process: ``VmHWM`` (reset by exec, unlike ``ru_maxrss``,
+    which a child started by subprocess inherits from its parent's image)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args: argparse.Namespace) -> None:
     """The measured part, in a fresh process: the pass over every layer (and the measures)."""
     sys.path.insert(0, str(HERE.parent))
@@ -116,7 +129,7 @@ def child(args: argparse.Namespace) -> None:
     from convergent.measures import compute_measures
     from convergent.moments import streaming_moments
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak_rss()
     sa, sb = ActivationStore(args.workdir / "a.zarr"), ActivationStore(args.workdir / "b.zarr")
     out = {"rss_after_imports": base, "layers": {}}
     params = {"enabled": ["cka", "kernels", "alignment"]}
@@ -124,7 +137,7 @@ def child(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         m = streaming_moments(sa, sb, layer, ["flatten"], threads=args.threads)["flatten"]
         rec = {"pass_s": time.perf_counter() - t0, "form": m.form, "n_gram": m.n,
-               "rss_after_pass": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+               "rss_after_pass": peak_rss()}
         if args.measures:
             t0 = time.perf_counter()
             table = compute_measures({"flatten": m}, params)
@@ -134,7 +147,7 @@ def child(args: argparse.Namespace) -> None:
                              r.value for r in pick.itertuples()}
         del m
         out["layers"][layer] = rec
-    out["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    out["peak_rss"] = peak_rss()
     print(json.dumps(out))
 
 
