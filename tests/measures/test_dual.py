@@ -243,3 +243,30 @@ def test_too_big_is_a_clear_error_not_a_crash(rng, monkeypatch):
         Moments.from_arrays(X, Y, t, max_features=10)
     with pytest.raises(MemoryError, match="primal form's d × d sums.*form='auto'"):
         Moments.from_arrays(X, Y, t, form="primal")
+
+
+def test_pipeline_jobs_carry_a_dual_view_through(wide_stores, tmp_path, caplog):
+    """moments_job → files → measures_job: the wide view's CKA/kernels/alignment come out, its
+    unit-level measures say why not, and the log names the form and memory of each view."""
+    from convergent.jobs import measures_job, moments_job
+
+    sa, sb, _, _ = wide_stores
+    with caplog.at_level("INFO", logger="convergent"):
+        moments_job(store_a=str(sa.path), store_b=str(sb.path), layers=["conv", "fc"],
+                    params={"max_features": 50, "subsample_size": 10}, out_dir=str(tmp_path / "m"), threads=2)
+    assert any("'flatten': dual form (d=96 > max_features=50)" in r.getMessage() for r in caplog.records)
+    assert any("'pool': primal form" in r.getMessage() for r in caplog.records)
+    table = measures_job(moments_dir=str(tmp_path / "m"), layers=["conv", "fc"],
+                         params={"views": {"matching": "flatten"}, "lasso_alphas": [0.0], "spectral_k": [2]},
+                         coordinates={"pair": "x"}, layer_index={"conv": 1, "fc": 2},
+                         out_csv=str(tmp_path / "measures.csv"))
+    for layer in ("conv", "fc"):
+        rows = table[table.layer == layer]
+        for name in ("cka_linear", "cka_linear_debiased", "cka_rbf", "mutual_knn", "alignment_top_c_a",
+                     "cka_rbf_subsample"):
+            assert rows[rows.measure == name].value.notna().all(), (layer, name)
+        note = rows[rows.measure == "hungarian_mean_corr"].note.iloc[0]
+        assert note.startswith("unavailable: hungarian_mean_corr needs the d × d") and "is dual" in note
+    # the conv layer's unit measures on positions (channels) stay primal and available
+    conv = table[table.layer == "conv"]
+    assert conv[(conv.measure == "subspace_similarity") & (conv.view == "positions")].value.notna().all()
