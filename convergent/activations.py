@@ -8,13 +8,13 @@ Layout of a store (a directory ``activations.zarr``)::
                 :func:`chunk_shape`), so the dual moments form reads one feature block of
                 all rows at a time; attrs: layer, axes, kind
     /targets    int64, shape (n,): class labels of the same samples, same order
+    attrs       complete=True (set last), plus whatever the writer was given
+                (dataset, split, run coordinates, ...)
 
 Every array carries zarr v3 ``dimension_names`` (:func:`dimension_names`): ``sample``
 first, then the layer's own axes (``<layer>_unit``; ``<layer>_channel``,
 ``<layer>_height``, ``<layer>_width``), so ``xarray.open_zarr`` reads a store as a
 Dataset (one shared ``sample`` dimension, per-layer feature dimensions).
-    attrs       complete=True (set last), plus whatever the writer was given
-                (dataset, split, run coordinates, ...)
 
 Axis 0 is always samples. Conv layers keep their spatial axes; the *reader*
 chooses the view a measure needs (see :data:`VIEWS`):
