@@ -192,11 +192,13 @@ class GramMoments:
         return GramMoments(**kw)
 
 
-def gram_memory_gib(n_gram: int, n_sub: int = 0, precision: str = "mixed") -> float:
-    """Peak memory of one view's dual pass: two float64 n × n Grams, one product temporary
-    (float32 for mixed precision), the feature block and the subsample Grams."""
+def gram_memory_gib(n_gram: int, n_sub: int = 0, precision: str = "mixed", threads: int = 1) -> float:
+    """Rough peak memory of one view's dual pass: two float64 n × n Grams, per thread one product
+    temporary (float32 for mixed precision) and a feature block (read + centred; at least
+    :data:`GRAM_BLOCK_BYTES`, more when a store's feature chunk is wider), and the subsample Grams."""
     temp = 4 if precision == "mixed" else 8
-    return (2 * 8 * n_gram ** 2 + temp * n_gram ** 2 + 2 * GRAM_BLOCK_BYTES + 2 * 8 * n_sub ** 2) / 2**30
+    return (2 * 8 * n_gram ** 2 + threads * (temp * n_gram ** 2 + 2 * GRAM_BLOCK_BYTES)
+            + 2 * 8 * n_sub ** 2) / 2**30
 
 
 def gram_block_features(n_gram: int, d: int, align: int = 1) -> int:
@@ -228,7 +230,7 @@ class GramAccumulator:
         self.precision = precision
         self.dtype = np.float32 if precision == "mixed" else np.float64
         n, s = self.rows.size, self.sub.size
-        check_memory(gram_memory_gib(n, s, precision), f"the dual form's two {n} × {n} Grams",
+        check_memory(gram_memory_gib(n, s, precision, threads=2), f"the dual form's two {n} × {n} Grams",
                      "lower moments.max_gram_rows (a declared row subsample) or use a narrower view")
         self.g = {k: np.zeros((n, n)) for k in "ab"}
         self.v = {k: np.zeros(n) for k in "ab"}

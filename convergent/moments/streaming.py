@@ -164,7 +164,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
             log.info("%s view %r: dual form (d=%d > max_features=%d): n × n Grams of %d%s rows, ~%.2f GiB",
                      layer, v, max(da, db), max_features, n_gram,
                      "" if n_gram == rows_a else f" of {rows_a} (seeded subsample, max_gram_rows)",
-                     gram_memory_gib(n_gram, min(subsample_size, rows_a), precision))
+                     gram_memory_gib(n_gram, min(subsample_size, rows_a), precision, threads))
             continue
         per_image = rows_a // n
         acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
