@@ -270,3 +270,18 @@ def test_pipeline_jobs_carry_a_dual_view_through(wide_stores, tmp_path, caplog):
     # the conv layer's unit measures on positions (channels) stay primal and available
     conv = table[table.layer == "conv"]
     assert conv[(conv.measure == "subspace_similarity") & (conv.view == "positions")].value.notna().all()
+
+
+def test_mixed_precision_dual_is_close_to_float64(rng):
+    """float32 block products (exact float64 column means, one rounding) accumulated in float64:
+    the measures stay within ~1e-6 of float64 even with a large common offset."""
+    X, Y, t = _wide(rng, n=80, d1=400, d2=300, offset=100.0)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    kw = dict(n_classes=4, max_features=50, chunk_features=64)
+    a = Moments.from_arrays(X32, Y32, t, precision="mixed", **kw)
+    b = Moments.from_arrays(X32, Y32, t, precision="float64", **kw)
+    assert a.meta["precision"] == "mixed"
+    for debiased in (False, True):
+        assert linear_cka(a, debiased=debiased) == pytest.approx(linear_cka(b, debiased=debiased), abs=1e-5)
+    assert rbf_cka_all_rows(a, (0.4,))[0] == pytest.approx(rbf_cka_all_rows(b, (0.4,))[0], abs=1e-5)
+    np.testing.assert_allclose(alignment_curve(a, "a").top(4), alignment_curve(b, "a").top(4), atol=1e-5)
