@@ -3,10 +3,18 @@
 Layout of a store (a directory ``activations.zarr``)::
 
     /<layer>    float32, shape (n, d) for dense layers, (n, c, l) or (n, c, h, w) for conv
-                layers; chunked along samples only; attrs: layer, axes, kind
+                layers; chunked along samples, and for a layer wider than ``chunk_features``
+                (4096) also along axis 1 (2-D chunks: row block × feature block, see
+                :func:`chunk_shape`), so the dual moments form reads one feature block of
+                all rows at a time; attrs: layer, axes, kind
     /targets    int64, shape (n,): class labels of the same samples, same order
     attrs       complete=True (set last), plus whatever the writer was given
                 (dataset, split, run coordinates, ...)
+
+Every array carries zarr v3 ``dimension_names`` (:func:`dimension_names`): ``sample``
+first, then the layer's own axes (``<layer>_unit``; ``<layer>_channel``,
+``<layer>_height``, ``<layer>_width``), so ``xarray.open_zarr`` reads a store as a
+Dataset (one shared ``sample`` dimension, per-layer feature dimensions).
 
 Axis 0 is always samples. Conv layers keep their spatial axes; the *reader*
 chooses the view a measure needs (see :data:`VIEWS`):
@@ -48,6 +56,32 @@ def _axes_for(ndim: int) -> list[str]:
             4: ["sample", "channel", "height", "width"]}[ndim]
 
 
+#: a layer with more features per sample than this is chunked along axis 1 too (``extract.chunk_features``)
+CHUNK_FEATURES = 4096
+
+
+def chunk_shape(n_samples: int, chunk_rows: int, row_shape: tuple[int, ...],
+                chunk_features: int = CHUNK_FEATURES) -> tuple[int, ...]:
+    """Zarr chunk shape of an array (n_samples, *row_shape): ``chunk_rows`` samples, and for a
+    row wider than ``chunk_features`` a block of axis 1 (channels of a conv layer, units of a
+    dense one) holding about ``chunk_features`` features, all spatial positions included."""
+    rows = min(int(chunk_rows), int(n_samples))
+    if not row_shape:
+        return (rows,)
+    per = int(np.prod(row_shape[1:], dtype=np.int64))
+    if row_shape[0] * per <= chunk_features:
+        return (rows, *row_shape)
+    return (rows, min(int(row_shape[0]), max(1, int(chunk_features) // per)), *row_shape[1:])
+
+
+def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+    """Zarr v3 ``dimension_names`` of array ``name``: ``("sample",)`` for targets, else
+    ``sample`` and the layer's axes prefixed by its name (a Dataset needs one size per name)."""
+    if name == TARGETS:
+        return ("sample",)
+    return ("sample", *(f"{name}_{axis}" for axis in _axes_for(ndim)[1:]))
+
+
 #: ``extract.compression`` choices: the trade between disk and the moments pass's read speed.
 #: Measured on ReLU activations (bench/bench_moments.py): ``none`` reads at memory speed;
 #: ``lz4`` (Blosc, byte shuffle) decodes ~3x faster than ``zstd`` but compresses less.
@@ -78,12 +112,16 @@ class ActivationStoreWriter:
     """
 
     def __init__(self, path: str | os.PathLike, n_samples: int, chunk_rows: int = 1024,
-                 attrs: Mapping[str, Any] | None = None, compression: str = "lz4"):
+                 attrs: Mapping[str, Any] | None = None, compression: str = "lz4",
+                 chunk_features: int = CHUNK_FEATURES):
         self._compressors = compressors(compression)
         if n_samples <= 0:
             raise ValueError(f"n_samples must be positive, got {n_samples}")
         if chunk_rows <= 0:
             raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+        if chunk_features <= 0:
+            raise ValueError(f"chunk_features must be positive, got {chunk_features}")
+        self.chunk_features = int(chunk_features)
         self.path = Path(path)
         self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         self.n_samples = int(n_samples)
@@ -107,7 +145,9 @@ class ActivationStoreWriter:
             raise ValueError(f"array {name!r} already declared")
         shape = (self.n_samples, *row_shape)
         arr = self._root.create_array(name, shape=shape, dtype=dtype, compressors=self._compressors,
-                                      chunks=(min(self.chunk_rows, self.n_samples), *row_shape))
+                                      chunks=chunk_shape(self.n_samples, self.chunk_rows, tuple(row_shape),
+                                                         self.chunk_features),
+                                      dimension_names=dimension_names(name, len(shape)))
         meta = {"layer": name, "axes": _axes_for(len(shape)) if name != TARGETS else ["sample"],
                 "kind": "conv" if len(shape) > 2 else "dense"}
         meta.update(dict(attrs or {}))

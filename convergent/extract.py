@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.activations import TARGETS, ActivationStoreWriter
+from convergent.activations import CHUNK_FEATURES, TARGETS, ActivationStoreWriter
 from convergent.logs import progress
 from convergent.models import ConvergentNet, record_layers
 
@@ -60,14 +60,16 @@ def layer_row_shapes(model: ConvergentNet, layers: Sequence[str]) -> dict[str, t
 def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np.ndarray,
                      layers: Sequence[str], path: str | os.PathLike, chunk_rows: int = 1024,
                      attrs: Mapping[str, Any] | None = None, batch_size: int | None = None,
-                     compression: str = "lz4") -> Path:
+                     compression: str = "lz4", chunk_features: int | None = None) -> Path:
     """Write the activations of ``layers`` on ``x`` (and the labels ``y``) to a Zarr store.
 
     The store is built in a temporary sibling directory by
     :class:`~convergent.activations.ActivationStoreWriter` and renamed to ``path`` only
     when complete; any exception (or a killed process) leaves nothing at ``path``.
     ``batch_size`` defaults to ``chunk_rows``; ``compression`` is one of
-    :data:`~convergent.activations.COMPRESSION`. Returns ``path``.
+    :data:`~convergent.activations.COMPRESSION`; ``chunk_features`` (default
+    :data:`~convergent.activations.CHUNK_FEATURES`): layers wider than this are written in
+    2-D chunks (row block × feature block). Returns ``path``.
     """
     n = int(len(x))
     if len(y) != n:
@@ -77,8 +79,8 @@ def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np
     targets = np.asarray(y.cpu() if isinstance(y, torch.Tensor) else y, dtype=np.int64)
     meta = {"arch": model.arch, "width": model.width, "layer_names": model.layer_names,
             "n_samples": n, **dict(attrs or {})}
-    with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta,
-                               compression=compression) as writer:
+    with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta, compression=compression,
+                               chunk_features=chunk_features or CHUNK_FEATURES) as writer:
         for name in layers:
             writer.create(name, shapes[name])
         writer.create(TARGETS, (), dtype="int64")

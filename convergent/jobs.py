@@ -23,7 +23,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
 }
 EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_samples": None,
-                                     "compression": "lz4"}
+                                     "compression": "lz4", "chunk_features": 4096}
 
 
 def _prepend_columns(frame: pd.DataFrame, columns: Mapping[str, Any]) -> None:
@@ -105,7 +105,8 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
         start = time.perf_counter()
         with torch.no_grad():
             extract_to_store(model, x, y, list(settings["layers"]), out_stores[state],
-                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs, compression=ex["compression"])
+                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs, compression=ex["compression"],
+                             chunk_features=int(ex["chunk_features"]))
         log.info("%s: extracted %d samples × %d layers in %.1f s", state, len(y), len(settings["layers"]),
                  time.perf_counter() - start)
 

@@ -168,3 +168,29 @@ def test_killed_process_leaves_no_store(tmp_path):
     assert any(p.is_file() for p in (leftovers[0] / "conv1").rglob("*"))  # some chunks did land
     with pytest.raises(IncompleteStoreError):
         ActivationStore(leftovers[0])
+
+
+def test_store_opens_in_xarray_with_2d_chunks_for_wide_layers(tmp_path):
+    """Every array carries zarr v3 dimension_names, so xarray reads the store as a Dataset;
+    a layer wider than chunk_features is chunked along features too (the dual moments form)."""
+    xr = pytest.importorskip("xarray")
+    from convergent.activations import ActivationStore, ActivationStoreWriter
+
+    rng = np.random.default_rng(0)
+    n = 12
+    conv, fc = rng.standard_normal((n, 6, 3, 3)).astype(np.float32), rng.standard_normal((n, 5)).astype(np.float32)
+    with ActivationStoreWriter(tmp_path / "s.zarr", n, chunk_rows=4, chunk_features=20) as w:
+        w.create("conv", conv.shape[1:])
+        w.create("fc", fc.shape[1:])
+        w.create("targets", (), dtype="int64")
+        w.append("conv", conv)
+        w.append("fc", fc)
+        w.append("targets", np.arange(n) % 3)
+    store = ActivationStore(tmp_path / "s.zarr")
+    assert store.raw("conv").chunks == (4, 2, 3, 3) and store.raw("fc").chunks == (4, 5)
+    ds = xr.open_zarr(tmp_path / "s.zarr", consolidated=False, chunks=None)
+    assert ds["conv"].dims == ("sample", "conv_channel", "conv_height", "conv_width")
+    assert ds["fc"].dims == ("sample", "fc_unit") and ds["targets"].dims == ("sample",)
+    assert ds.sizes["sample"] == n
+    np.testing.assert_array_equal(ds["conv"].values, conv)
+    np.testing.assert_array_equal(ds["targets"].values, np.arange(n) % 3)

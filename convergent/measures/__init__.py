@@ -15,18 +15,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from convergent.measures._common import MeasureUnavailable, dead_units
+from convergent.measures._common import FormUnavailable, MeasureUnavailable, dead_units, is_moments
 from convergent.measures.alignment import alignment_curve
 from convergent.measures.cka import linear_cka, minibatch_cka
-from convergent.measures.classic import (cca, cca_mean, cca_r2, linreg_r2, procrustes_angle, procrustes_distance,
-                                         pwcca, rsa_sqeuclid, svcca)
-from convergent.measures.kernels import linear_cka_subsample, mutual_knn, rbf_cka, rbf_cka_grid
+from convergent.measures.classic import (cca, cca_mean, cca_r2, gram_eig, linreg_r2, linreg_r2_from_eig,
+                                         procrustes_angle, procrustes_distance, procrustes_from_eigs, pwcca,
+                                         rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca, svcca_from_eigs)
+from convergent.measures.kernels import (linear_cka_subsample, mutual_knn, mutual_knn_all_rows, rbf_cka,
+                                         rbf_cka_all_rows, rbf_cka_grid)
 from convergent.measures.matching import (_hungarian, _semi, correlation_matrix, cross_validated_match,
                                           hungarian_match, semi_equals_hungarian, semi_match, sorted_curve)
 from convergent.measures.sparse import sparse_prediction
 from convergent.measures.spectral import spectral_groups
 from convergent.measures.subspace import max_match, minimal_matches
-from convergent.moments import Moments
+from convergent.moments import DUAL, GramMoments, Moments
 
 __all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve", "cca", "cca_mean", "cca_r2",
            "compute_measures", "correlation_matrix", "linreg_r2", "procrustes_angle", "procrustes_distance",
@@ -94,19 +96,33 @@ def _row(measure: str, value: float, parameter: str = "", parameter_value: float
             "value": float(value), "note": note}
 
 
+def _why(measure: str, err: MeasureUnavailable) -> str:
+    """The note of an unavailable measure. A form problem names the measure and the cause:
+    ``unavailable: <measure> needs the d × d feature-space sums (cxy); view 'flatten' is dual (d=…, n=…)``."""
+    return f"unavailable: {measure} {err}" if isinstance(err, FormUnavailable) else f"unavailable: {err}"
+
+
 def _try(rows: list[dict], measure: str, fn: Callable[[], float], parameter: str = "",
-         parameter_value: float = np.nan) -> None:
-    """Append the value of ``fn()`` or, if it is unavailable, a NaN row with the reason."""
+         parameter_value: float = np.nan, note: str = "") -> None:
+    """Append the value of ``fn()`` (with ``note``) or, if it is unavailable, a NaN row with the reason."""
     try:
-        rows.append(_row(measure, fn(), parameter, parameter_value))
+        rows.append(_row(measure, fn(), parameter, parameter_value, note))
     except MeasureUnavailable as err:
-        rows.append(_row(measure, np.nan, parameter, parameter_value, note=f"unavailable: {err}"))
+        rows.append(_row(measure, np.nan, parameter, parameter_value, note=_why(measure, err)))
+
+
+def _rows_note(m: Moments | GramMoments) -> str:
+    """How a dual view's all-rows measures were computed when its Gram holds a row subsample ("" otherwise)."""
+    if m.form != DUAL or not m.subsampled:
+        return ""
+    return (f"subsample: dual form on a seeded subsample of {m.n} of {m.n_rows} rows "
+            f"(max_gram_rows={m.meta.get('max_gram_rows')}, seed {m.meta.get('gram_row_seed')})")
 
 
 def _cka(m: Moments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
-    _try(rows, "cka_linear", lambda: linear_cka(m))
-    _try(rows, "cka_linear_debiased", lambda: linear_cka(m, debiased=True))
+    _try(rows, "cka_linear", lambda: linear_cka(m), note=_rows_note(m))
+    _try(rows, "cka_linear_debiased", lambda: linear_cka(m, debiased=True), note=_rows_note(m))
     size = m.meta.get("minibatch_size") or 0
     if m.mb_count or size:
         _try(rows, "cka_minibatch", lambda: minibatch_cka(m), "minibatch_size", size)
@@ -123,7 +139,7 @@ def _matching(m: Moments, p: dict[str, Any]) -> list[dict]:
         c = correlation_matrix(m, dead_tol=tol, dead_atol=atol)
     except MeasureUnavailable as err:
         for name in ("hungarian_mean_corr", "semi_mean_corr", "semi_equals_hungarian"):
-            rows.append(_row(name, np.nan, note=f"unavailable: {err}"))
+            rows.append(_row(name, np.nan, note=_why(name, err)))
         return rows
     h, s = _hungarian(c), _semi(c)   # one correlation matrix for both matchings
     rows.append(_row("hungarian_mean_corr", h.mean))
@@ -143,17 +159,34 @@ def _kernels(m: Moments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
     if m.sub_kx is None:
         return [_row(name, np.nan, note="unavailable: no subsample in the moments (subsample_size 0)")
-                for name in ("cka_linear_subsample", "cka_rbf_subsample", "mutual_knn_subsample")]
+                for name in ("cka_linear_subsample", "cka_rbf_subsample", "mutual_knn_subsample")] + (
+                    _kernels_all_rows(m, p) if m.form == DUAL else [])
     rows.append(_row("subsample_rows", m.sub_kx.shape[0]))
     _try(rows, "cka_linear_subsample", lambda: linear_cka_subsample(m))
     try:
         vals = rbf_cka_grid(m, sigma_scales=tuple(p["rbf_sigma_scales"]))
         rows += [_row("cka_rbf_subsample", v, "sigma_scale", t) for t, v in zip(p["rbf_sigma_scales"], vals)]
     except MeasureUnavailable as err:
-        rows += [_row("cka_rbf_subsample", np.nan, "sigma_scale", t, f"unavailable: {err}")
+        rows += [_row("cka_rbf_subsample", np.nan, "sigma_scale", t, _why("cka_rbf_subsample", err))
                  for t in p["rbf_sigma_scales"]]
     for k in p["knn_k"]:
         _try(rows, "mutual_knn_subsample", lambda k=k: mutual_knn(m, k=k), "k", k)
+    if m.form == DUAL:   # the Gram of every row (or of the declared row subsample): the same kernels on all rows
+        rows += _kernels_all_rows(m, p)
+    return rows
+
+
+def _kernels_all_rows(m: GramMoments, p: dict[str, Any]) -> list[dict]:
+    """``cka_rbf`` and ``mutual_knn`` on all rows of a dual view (primal views have only the subsample's)."""
+    rows: list[dict] = []
+    note = _rows_note(m)
+    try:
+        vals = rbf_cka_all_rows(m, sigma_scales=tuple(p["rbf_sigma_scales"]))
+        rows += [_row("cka_rbf", v, "sigma_scale", t, note) for t, v in zip(p["rbf_sigma_scales"], vals)]
+    except MeasureUnavailable as err:
+        rows += [_row("cka_rbf", np.nan, "sigma_scale", t, _why("cka_rbf", err)) for t in p["rbf_sigma_scales"]]
+    for k in p["knn_k"]:
+        _try(rows, "mutual_knn", lambda k=k: mutual_knn_all_rows(m, k=k), "k", k, note)
     return rows
 
 
@@ -164,7 +197,7 @@ def _sparse(m: Moments, p: dict[str, Any]) -> list[dict]:
                                 max_iter=p["lasso_max_iter"], tol=p["lasso_tol"], dead_tol=p["dead_tol"],
                                 dead_atol=p["dead_atol"])
     except MeasureUnavailable as err:
-        return [_row(n, np.nan, "alpha", a, f"unavailable: {err}") for a in p["lasso_alphas"] for n in names]
+        return [_row(n, np.nan, "alpha", a, _why(n, err)) for a in p["lasso_alphas"] for n in names]
     rows = [_row("sparse_targets", fit.targets.size)]
     for i, a in enumerate(fit.alphas):
         note = ""
@@ -186,7 +219,7 @@ def _spectral(m: Moments, p: dict[str, Any]) -> list[dict]:
             rows += [_row("spectral_mixing", g.mixing, "k", k), _row("spectral_mixed_clusters", g.mixed_clusters,
                                                                       "k", k)]
         except MeasureUnavailable as err:
-            rows += [_row(n, np.nan, "k", k, f"unavailable: {err}")
+            rows += [_row(n, np.nan, "k", k, _why(n, err))
                      for n in ("spectral_mixing", "spectral_mixed_clusters")]
     return rows
 
@@ -197,6 +230,12 @@ def _subspace(m: Moments, p: dict[str, Any]) -> list[dict]:
     if tol is None:   # float32 block products resolve the cosine Gram to ~1e-6 only
         tol = 1e-6 if m.meta.get("precision") == "mixed" else 1e-10
     kw = {"rank_tol": tol, "norm_tol": p["subspace_norm_tol"]}
+    if m.form == DUAL:   # Wang et al.'s match needs the d × d raw Gram of the units
+        names = ("subspace_similarity", "subspace_matched_a", "subspace_matched_b")
+        err = FormUnavailable(f"needs the d × d feature-space sums (xx, xy, yy); {m.describe()}")
+        return ([_row(n, np.nan, "eps", eps, _why(n, err)) for eps in p["subspace_eps"] for n in names]
+                + [_row(n, np.nan, "eps", eps, _why(n, err)) for eps in p["minimal_eps"]
+                   for n in ("minimal_match_size_mean", "minimal_match_size_median", "minimal_match_size_max")])
     for eps in p["subspace_eps"]:
         mm = max_match(m, eps=eps, **kw)
         rows += [_row("subspace_similarity", mm.similarity, "eps", eps),
@@ -221,16 +260,16 @@ def _alignment(m: Moments, p: dict[str, Any]) -> list[dict]:
         try:
             al = alignment_curve(m, side, rank_tol=p["alignment_rank_tol"])
         except MeasureUnavailable as err:
-            rows.append(_row(f"alignment_top_c_{side}", np.nan, note=f"unavailable: {err}"))
+            rows.append(_row(f"alignment_top_c_{side}", np.nan, note=_why(f"alignment_top_c_{side}", err)))
             continue
         c = al.n_classes
-        rows.append(_row(f"alignment_top_c_{side}", al.top(c), "k", c))
+        rows.append(_row(f"alignment_top_c_{side}", al.top(c), "k", c, _rows_note(m)))
         k = al.k_for(frac)
         rows.append(_row(f"alignment_k_{side}", np.nan if k is None else k, "fraction", frac,
                          "" if k is not None else f"unavailable: A(k) never reaches {frac} (max {al.curve[-1]:.4g})"))
         r = al.curve.size
         ks = sorted({*[2 ** i for i in range(int(np.log2(r)) + 1)], c if c <= r else r, r})
-        rows += [_row(f"alignment_curve_{side}", al.top(k), "k", k) for k in ks]
+        rows += [_row(f"alignment_curve_{side}", al.top(k), "k", k, _rows_note(m)) for k in ks]
     return rows
 
 
@@ -246,7 +285,11 @@ def _cca_family(m: Moments, p: dict[str, Any]) -> list[dict]:
         r, why = None, f"unavailable: {err}"
         rows += [_row(name, np.nan, *par, note=why) for name in ("cca_mean", "cca_r2")]
     for v in p["svcca_variance_kept"]:
-        _try(rows, "svcca", lambda v=v: svcca(m, variance_kept=float(v), **kw), "variance_kept", v)
+        if m.form == DUAL:   # exact from the Grams' eigenvectors when few components are kept
+            _try(rows, "svcca", lambda v=v: svcca_from_eigs(_eigs(m, "a"), _eigs(m, "b"), float(v)),
+                 "variance_kept", v, _rows_note(m))
+        else:
+            _try(rows, "svcca", lambda v=v: svcca(m, variance_kept=float(v), **kw), "variance_kept", v)
     if r is None:
         rows.append(_row("pwcca", np.nan, *par, note=why))
     else:
@@ -254,29 +297,52 @@ def _cca_family(m: Moments, p: dict[str, Any]) -> list[dict]:
     return rows
 
 
-def _shape_family(m: Moments, p: dict[str, Any]) -> list[dict]:
+def _eigs(m: GramMoments, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gram_eig` of one side's centred Gram, computed once per (moments, side): the shape,
+    linear-regression and SVCCA measures of a dual view all start from it."""
+    cache = m.__dict__.setdefault("_gram_eig_cache", {})   # not a dataclass field: never saved
+    if side not in cache:
+        cache[side] = gram_eig(m.gram(side))
+    return cache[side]
+
+
+def _shape_family(m: Moments | GramMoments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
+    if m.form == DUAL:   # Procrustes is a function of the two Grams (their eigendecompositions)
+        for kind in ("angle", "distance"):
+            _try(rows, f"procrustes_{kind}", lambda kind=kind: procrustes_from_eigs(_eigs(m, "a"), _eigs(m, "b"),
+                                                                                    kind), note=_rows_note(m))
+        return rows
     _try(rows, "procrustes_angle", lambda: procrustes_angle(m))
     _try(rows, "procrustes_distance", lambda: procrustes_distance(m))
     return rows
 
 
-def _linreg(m: Moments, p: dict[str, Any]) -> list[dict]:
+def _linreg(m: Moments | GramMoments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
     kw = {"rank_tol": p["cca_singular_tol"], "dead_tol": p["dead_tol"], "dead_atol": p["dead_atol"]}
     for d in ("a_from_b", "b_from_a"):
-        _try(rows, f"linreg_r2_{d}", lambda d=d: linreg_r2(m, direction=d, **kw))
+        if m.form == DUAL:   # tr(P_pred K_target) / tr K_target from the Grams
+            target, pred = ("a", "b") if d == "a_from_b" else ("b", "a")
+            _try(rows, f"linreg_r2_{d}", lambda t=target, q=pred: linreg_r2_from_eig(m.gram(t), _eigs(m, q)),
+                 note=_rows_note(m))
+        else:
+            _try(rows, f"linreg_r2_{d}", lambda d=d: linreg_r2(m, direction=d, **kw))
     return rows
 
 
-def _rsa(m: Moments, p: dict[str, Any]) -> list[dict]:
+def _rsa(m: Moments | GramMoments, p: dict[str, Any]) -> list[dict]:
     rows: list[dict] = []
     for kind in ("pearson", "cosine"):
-        _try(rows, f"rsa_sqeuclid_{kind}", lambda kind=kind: rsa_sqeuclid(m, kind=kind))
+        if m.form == DUAL:   # squared distances come straight from the Grams
+            _try(rows, f"rsa_sqeuclid_{kind}",
+                 lambda kind=kind: rsa_sqeuclid_from_grams(m.gram("a"), m.gram("b"), kind), note=_rows_note(m))
+        else:
+            _try(rows, f"rsa_sqeuclid_{kind}", lambda kind=kind: rsa_sqeuclid(m, kind=kind))
     return rows
 
 
-_FAMILIES: dict[str, Callable[[Moments, dict[str, Any]], list[dict]]] = {
+_FAMILIES: dict[str, Callable[[Moments | GramMoments, dict[str, Any]], list[dict]]] = {
     "cka": _cka,
     "matching": _matching,
     "kernels": _kernels,
@@ -290,7 +356,7 @@ _FAMILIES: dict[str, Callable[[Moments, dict[str, Any]], list[dict]]] = {
     "rsa": _rsa,
 }
 
-def compute_measures(m: Moments | Mapping[str, Moments], params: Mapping[str, Any] | None = None
+def compute_measures(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], params: Mapping[str, Any] | None = None
                      ) -> pd.DataFrame:
     """All enabled measures of one (pair, layer) as a tidy table with :data:`COLUMNS`.
 
@@ -310,11 +376,11 @@ def compute_measures(m: Moments | Mapping[str, Moments], params: Mapping[str, An
         return _compute(m, p)
 
 
-def _compute(m: Moments | Mapping[str, Moments], p: dict[str, Any]) -> pd.DataFrame:
+def _compute(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], p: dict[str, Any]) -> pd.DataFrame:
     rows: list[dict] = []
     dead_done: set[str] = set()
     for fam in p["enabled"]:
-        if isinstance(m, Moments):
+        if is_moments(m):
             view, mv = m.view, m   # a bare Moments knows its own view (or "")
         else:
             view = p["views"].get(fam)

@@ -3,7 +3,8 @@
 Every measure accepts either in-memory arrays ``X`` (n, d1), ``Y`` (n, d2) —
 rows are samples — or a ``Moments`` object in place of ``X`` (``Y`` omitted).
 Arrays are turned into Moments with the default fold split (n // 2), so both
-routes give identical results.
+routes give identical results. A measure asks the moments for what it needs (d × d
+sums, or the dual form's n × n Grams); the other form raises :class:`FormUnavailable`.
 """
 
 from __future__ import annotations
@@ -12,23 +13,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convergent.moments import Moments
+from convergent.moments import FormUnavailable, GramMoments, MeasureUnavailable, Moments
+
+__all__ = ["DEFAULT_DEAD_TOL", "DeadUnits", "FormUnavailable", "MeasureUnavailable", "as_moments", "dead_mask",
+           "dead_units", "is_moments"]
 
 DEFAULT_DEAD_TOL = 1e-8
 
 
-class MeasureUnavailable(ValueError):
-    """A measure cannot be computed from these inputs (e.g. all units dead, n < d).
-
-    :func:`convergent.measures.compute_measures` turns it into a row with a NaN
-    value and the reason in the ``note`` column; called directly it is raised.
-    """
+def is_moments(obj: object) -> bool:
+    """True for moments of either form (primal :class:`Moments`, dual :class:`GramMoments`)."""
+    return isinstance(obj, (Moments, GramMoments))
 
 
-def as_moments(X: np.ndarray | Moments, Y: np.ndarray | None = None, labels: np.ndarray | None = None,
-               **kw) -> Moments:
-    """``X`` if it already is Moments, else the Moments of arrays X, Y (rows = samples)."""
-    if isinstance(X, Moments):
+def as_moments(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = None,
+               labels: np.ndarray | None = None, **kw) -> Moments | GramMoments:
+    """``X`` if it already is moments (either form), else the moments of arrays X, Y (rows =
+    samples) in the form :meth:`Moments.from_arrays` picks (dual when wider than max_features)."""
+    if is_moments(X):
         if Y is not None:
             raise TypeError("pass either a Moments object or two arrays, not both")
         return X

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convergent.measures._common import MeasureUnavailable
-from convergent.moments import Moments
+from convergent.measures._common import MeasureUnavailable, is_moments
+from convergent.moments import DUAL, GramMoments, Moments
 
 
 @dataclass(frozen=True)
@@ -53,13 +53,37 @@ def alignment_from_sums(phi_gram: np.ndarray, phi_t: np.ndarray, n: int, rank_to
     return Alignment(np.cumsum(proj) / n, np.sqrt(w), phi_t.shape[1])
 
 
-def alignment_curve(Phi: np.ndarray | Moments, labels: np.ndarray | str | None = None, n_classes: int | None = None,
+def alignment_from_gram(phi_gram: np.ndarray, labels: np.ndarray, n_classes: int, rank_tol: float = 1e-10
+                        ) -> Alignment:
+    """A(k) from the Gram Φ̃Φ̃ᵀ (n, n) of the row-normalised [Φ, 1] and integer labels (n,).
+
+    Φ̃Φ̃ᵀ = U S² Uᵀ: the eigenvectors are the left singular vectors u_i themselves, so
+    A(k) = Σ_{i≤k} ‖u_iᵀT‖² / n. Same nonzero spectrum and u_i as the primal Φ̃ᵀΦ̃, hence
+    the same curve. ``scipy.linalg.eigh`` (MRRR, ``overwrite_a``) keeps the memory at the
+    input and the eigenvectors (two n × n arrays).
+    """
+    import scipy.linalg
+
+    n = phi_gram.shape[0]
+    w, U = scipy.linalg.eigh(phi_gram, overwrite_a=True, check_finite=False, driver="evr")
+    w, U = w[::-1], U[:, ::-1]
+    r = int(np.count_nonzero(w > rank_tol * w[0]))     # a prefix: w is decreasing
+    T = np.zeros((n, int(n_classes)))
+    T[np.arange(n), labels] = 1.0
+    proj = ((T.T @ U[:, :r]) ** 2).sum(axis=0)
+    return Alignment(np.cumsum(proj) / n, np.sqrt(w[:r]), int(n_classes))
+
+
+def alignment_curve(Phi: np.ndarray | Moments | GramMoments, labels: np.ndarray | str | None = None, n_classes: int | None = None,
                     rank_tol: float = 1e-10) -> Alignment:
     """Alignment curve of features Φ (n, d) with integer ``labels`` (n,), or of one net in Moments.
 
-    With Moments pass ``labels="a"`` (net A, the X side) or ``"b"``.
+    With moments (either form) pass ``labels="a"`` (net A, the X side) or ``"b"``.
     """
-    if isinstance(Phi, Moments):
+    if is_moments(Phi) and Phi.form == DUAL:
+        side = labels or "a"
+        return alignment_from_gram(Phi.phi_gram(side), Phi.labels, Phi.n_classes, rank_tol)
+    if is_moments(Phi):
         side = labels or "a"
         g, t = (Phi.ax, Phi.axt) if side == "a" else (Phi.ay, Phi.ayt)
         if g is None:

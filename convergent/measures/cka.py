@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from convergent.measures._common import MeasureUnavailable, as_moments
-from convergent.moments import Moments
+from convergent.moments import DUAL, GramMoments, Moments
+from convergent.moments.dual import unbiased_hsic_gram
 
 
 def hsic_unbiased_terms(m: Moments) -> tuple[float, float, float]:
@@ -38,14 +39,33 @@ def hsic_unbiased_terms(m: Moments) -> tuple[float, float, float]:
             h(float(np.sum(cyy * cyy)), t["sum_bb"], t["tr_y"], t["tr_y"]))
 
 
-def linear_cka(X: np.ndarray | Moments, Y: np.ndarray | None = None, debiased: bool = False) -> float:
-    """Linear CKA of X (n, d1) and Y (n, d2), or of a Moments object.
+def hsic_terms_gram(m: GramMoments) -> tuple[float, float, float]:
+    """Unbiased linear HSIC of (X,Y), (X,X), (Y,Y) from the dual form's n × n Grams."""
+    K, L = m.gram("a"), m.gram("b")
+    return unbiased_hsic_gram(K, L), unbiased_hsic_gram(K, K), unbiased_hsic_gram(L, L)
 
-    Biased: ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F), in [0, 1].
+
+def linear_cka(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = None, debiased: bool = False) -> float:
+    """Linear CKA of X (n, d1) and Y (n, d2), or of moments of either form.
+
+    Biased: ‖XcᵀYc‖²_F / (‖XcᵀXc‖_F ‖YcᵀYc‖_F) = ⟨Kc, Lc⟩ / (‖Kc‖_F ‖Lc‖_F) with the centred
+    Grams Kc = XcXcᵀ (the dual form's), in [0, 1].
     Debiased: HSIC₁(X,Y) / sqrt(HSIC₁(X,X) HSIC₁(Y,Y)) — may be negative.
     Raises :class:`MeasureUnavailable` if either representation is constant.
     """
     m = as_moments(X, Y)
+    if m.form == DUAL:
+        if debiased:
+            hxy, hxx, hyy = hsic_terms_gram(m)
+            if not (hxx > 0 and hyy > 0):
+                raise MeasureUnavailable(f"unbiased self-HSIC not positive (X: {hxx:.3g}, Y: {hyy:.3g}); "
+                                         "debiased CKA undefined (constant representation or n too small)")
+            return float(hxy / np.sqrt(hxx * hyy))
+        K, L = m.gram("a"), m.gram("b")
+        nx, ny = np.linalg.norm(K), np.linalg.norm(L)
+        if not (nx > 0 and ny > 0):
+            raise MeasureUnavailable("a representation is constant over the samples; CKA undefined")
+        return float(np.vdot(K, L) / (nx * ny))
     if debiased:
         hxy, hxx, hyy = hsic_unbiased_terms(m)
         if not (hxx > 0 and hyy > 0):
@@ -59,12 +79,14 @@ def linear_cka(X: np.ndarray | Moments, Y: np.ndarray | None = None, debiased: b
     return float(np.sum(cxy * cxy) / (nx * ny))
 
 
-def minibatch_cka(m: Moments) -> float:
+def minibatch_cka(m: Moments | GramMoments) -> float:
     """Minibatch linear CKA (Nguyen et al. 2021) from the streamed minibatch sums.
 
     mean_b HSIC₁(X_b,Y_b) / sqrt(mean_b HSIC₁(X_b,X_b) · mean_b HSIC₁(Y_b,Y_b)),
     minibatches of consecutive rows (``meta['minibatch_size']``); may be negative.
     """
+    if m.mb_count == 0 and m.meta.get("minibatch_unavailable"):
+        raise MeasureUnavailable(m.meta["minibatch_unavailable"])
     if m.mb_count == 0:
         raise MeasureUnavailable("no complete minibatch was accumulated (minibatch_size 0 or > rows per fold)")
     if not (m.mb_xx > 0 and m.mb_yy > 0):

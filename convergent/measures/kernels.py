@@ -14,19 +14,29 @@ not change distances). Called with arrays, all rows form the "subsample".
 * :func:`mutual_knn` — mean over samples of |N_k^A(i) ∩ N_k^B(i)| / k with
   Euclidean k-nearest neighbours (self excluded), in [0, 1]; invariant to
   rotation, translation, isotropic scaling; ties broken by the lower row index.
+
+The dual form (:class:`~convergent.moments.GramMoments`) holds the Grams of *all*
+rows (or of its declared row subsample): :func:`rbf_cka_gram_grid` and
+:func:`mutual_knn_gram` compute the same two measures on them, in row blocks, so
+that no n × n temporary is made beyond one array of the n(n−1)/2 distances the
+median bandwidth needs (the measures ``cka_rbf`` and ``mutual_knn``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from convergent.measures._common import MeasureUnavailable
-from convergent.moments import Moments
+from convergent.measures._common import MeasureUnavailable, is_moments
+from convergent.moments import GramMoments, Moments
+
+#: entries of one row block of an n × n matrix in the all-rows kernel measures (64 MiB of float64)
+_BLOCK_ENTRIES = 8 * 2**20
 
 
-def subsample_grams(X: np.ndarray | Moments, Y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centred Gram matrices (s, s) of the subsample: from Moments, or of all rows of X, Y."""
-    if isinstance(X, Moments):
+def subsample_grams(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Centred Gram matrices (s, s) of the subsample: from moments (either form), or of all rows of X, Y."""
+    if is_moments(X):
         if X.sub_kx is None or X.sub_ky is None:
             raise MeasureUnavailable("no subsample in these moments (subsample_size was 0)")
         return X.sub_kx, X.sub_ky
@@ -114,3 +124,133 @@ def mutual_knn(X: np.ndarray | Moments, Y: np.ndarray | None = None, k: int = 10
     for i in range(s):
         hits[i] = np.intersect1d(a[i], b[i], assume_unique=True).size
     return float(hits.mean() / k)
+
+
+# ----------------------------------------------------------------------------- all rows (dual form)
+
+def _block_rows(n: int) -> int:
+    return max(1, _BLOCK_ENTRIES // max(n, 1))
+
+
+def _sq_distance_rows(G: np.ndarray, g: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    """Rows [r0, r1) of the squared-distance matrix of Gram ``G`` (diag ``g``): clipped at 0, zero self-distance."""
+    D = G[r0:r1] * -2.0
+    D += g[r0:r1, None]
+    D += g[None, :]
+    np.maximum(D, 0.0, out=D)
+    D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
+    return D
+
+
+def median_distance_gram(G: np.ndarray) -> float:
+    """Median Euclidean distance over pairs i < j (as ``np.median`` defines it) from a Gram (n, n).
+
+    The n(n−1)/2 squared distances are gathered into one array and only its middle
+    order statistics are found (``np.partition``); sqrt is monotone, so the median of
+    the distances is the (mean of the) square root(s) of the middle squared distance(s).
+    """
+    n = G.shape[0]
+    g = np.diag(G).copy()
+    N = n * (n - 1) // 2
+    if N == 0:
+        raise MeasureUnavailable("median pairwise distance needs at least 2 rows")
+    buf = np.empty(N)
+    pos, step = 0, _block_rows(n)
+    for r0 in range(0, n, step):
+        r1 = min(r0 + step, n)
+        D = _sq_distance_rows(G, g, r0, r1)
+        for i in range(r0, r1):
+            buf[pos:pos + n - 1 - i] = D[i - r0, i + 1:]
+            pos += n - 1 - i
+    mid = N // 2
+    if N % 2:
+        buf.partition(mid)
+        return float(np.sqrt(buf[mid]))
+    buf.partition([mid - 1, mid])
+    return float((np.sqrt(buf[mid - 1]) + np.sqrt(buf[mid])) / 2)
+
+
+def _rbf_rows(G: np.ndarray, g: np.ndarray, r0: int, r1: int, gamma: float) -> np.ndarray:
+    D = _sq_distance_rows(G, g, r0, r1)
+    D *= -gamma
+    return np.exp(D, out=D)
+
+
+def rbf_cka_gram_grid(Gx: np.ndarray, Gy: np.ndarray, sigma_scales: tuple[float, ...] = (0.2, 0.4, 0.8)
+                      ) -> list[float]:
+    """RBF CKA (biased HSIC, σ = t × median pairwise distance per representation) of all rows
+    of two Grams (n, n); similarity in [0, 1]. Same value as :func:`rbf_cka_grid` on the
+    same rows, computed in row blocks: one pass for the kernels' row means, one for the
+    centred products (HKH is formed block by block, never whole)."""
+    n = Gx.shape[0]
+    if n < 3:
+        raise MeasureUnavailable("RBF CKA needs at least 3 rows")
+    med = []
+    for G in (Gx, Gy):
+        m = median_distance_gram(G)
+        if not m > 0:
+            raise MeasureUnavailable("median pairwise distance is 0; RBF bandwidth undefined")
+        med.append(m)
+    gx, gy = np.diag(Gx).copy(), np.diag(Gy).copy()
+    step, out = _block_rows(n), []
+    for t in sigma_scales:
+        gam = [1.0 / (2.0 * (t * m) ** 2) for m in med]
+        rx, ry = np.empty(n), np.empty(n)                 # row means of the two kernels
+        for r0 in range(0, n, step):
+            r1 = min(r0 + step, n)
+            rx[r0:r1] = _rbf_rows(Gx, gx, r0, r1, gam[0]).mean(axis=1)
+            ry[r0:r1] = _rbf_rows(Gy, gy, r0, r1, gam[1]).mean(axis=1)
+        ax, ay = rx.mean(), ry.mean()
+        kl = kk = ll = 0.0
+        for r0 in range(0, n, step):
+            r1 = min(r0 + step, n)
+            K = _rbf_rows(Gx, gx, r0, r1, gam[0])
+            K -= rx[r0:r1, None]
+            K -= rx[None, :]
+            K += ax
+            L = _rbf_rows(Gy, gy, r0, r1, gam[1])
+            L -= ry[r0:r1, None]
+            L -= ry[None, :]
+            L += ay
+            kl += float(np.vdot(K, L))
+            kk += float(np.vdot(K, K))
+            ll += float(np.vdot(L, L))
+        if not (kk > 0 and ll > 0):
+            raise MeasureUnavailable("a centred kernel matrix is zero (constant representation)")
+        out.append(kl / np.sqrt(kk * ll))
+    return out
+
+
+def _knn_mask(G: np.ndarray, g: np.ndarray, r0: int, r1: int, k: int) -> np.ndarray:
+    """Boolean (r1−r0, n): the k nearest neighbours of rows [r0, r1), self excluded, ties to the
+    lower index (the set a stable argsort's first k gives), without sorting."""
+    D = _sq_distance_rows(G, g, r0, r1)
+    D[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf
+    kth = np.partition(D, k - 1, axis=1)[:, k - 1:k]      # the k-th smallest distance of each row
+    less = D < kth
+    eq = D == kth
+    need = k - less.sum(axis=1, keepdims=True)
+    return less | (eq & (np.cumsum(eq, axis=1) <= need))
+
+
+def mutual_knn_gram(Gx: np.ndarray, Gy: np.ndarray, k: int = 10) -> float:
+    """Mutual k-NN (mean fraction of shared k nearest neighbours) of all rows of two Grams (n, n); in [0, 1]."""
+    n = Gx.shape[0]
+    if not 1 <= k < n:
+        raise MeasureUnavailable(f"k={k} needs 1 <= k < rows ({n})")
+    gx, gy = np.diag(Gx).copy(), np.diag(Gy).copy()
+    hits, step = 0, _block_rows(n)
+    for r0 in range(0, n, step):
+        r1 = min(r0 + step, n)
+        hits += int(np.count_nonzero(_knn_mask(Gx, gx, r0, r1, k) & _knn_mask(Gy, gy, r0, r1, k)))
+    return hits / (n * k)
+
+
+def rbf_cka_all_rows(m: GramMoments, sigma_scales: tuple[float, ...] = (0.2, 0.4, 0.8)) -> list[float]:
+    """:func:`rbf_cka_gram_grid` of the dual form's Grams (every row, or its declared row subsample)."""
+    return rbf_cka_gram_grid(m.gram("a"), m.gram("b"), sigma_scales)
+
+
+def mutual_knn_all_rows(m: GramMoments, k: int = 10) -> float:
+    """:func:`mutual_knn_gram` of the dual form's Grams."""
+    return mutual_knn_gram(m.gram("a"), m.gram("b"), k)

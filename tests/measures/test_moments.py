@@ -221,25 +221,33 @@ def test_streaming_rejects_mismatch(tmp_path, rng, stores):
         streaming_moments(sa, d, "conv", ["pool"])
 
 
-def test_flatten_too_wide_refused(stores):
+def test_flatten_too_wide_takes_the_dual_form(stores, caplog):
+    """Issue 13: a view wider than max_features is no longer refused or skipped: it takes the
+    dual (n × n Gram) form, and the form and its memory are logged."""
     sa, sb, _, _ = stores
-    with pytest.raises(ValueError, match="'flatten'.*max_features=10.*'pool'"):
-        streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
+    with caplog.at_level("INFO", logger="convergent"):
+        out = streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
+    assert out["flatten"].form == "dual" and out["flatten"].n == 23
+    assert any("'flatten'" in r.message and "dual form" in r.message and "max_features=10" in r.message
+               and "GiB" in r.message for r in caplog.records)
 
 
-def test_flatten_too_wide_is_skipped_and_reported_beside_views_that_fit(stores, caplog):
-    """A wide early conv layer keeps its positions/pool measures; flatten ones say why they are missing."""
+def test_flatten_too_wide_beside_views_that_fit(stores):
+    """A wide early conv layer keeps its positions/pool measures (primal) and gets its flatten
+    CKA from the Gram; a unit measure asked of the dual view says which, why, d and n."""
     from convergent.measures import compute_measures
 
     sa, sb, _, _ = stores
-    with caplog.at_level("WARNING", logger="convergent"):
-        out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"], max_features=10)
-    assert set(out) == {"positions", "pool"}
-    assert any("'flatten'" in r.message and "max_features=10" in r.message for r in caplog.records)
-    table = compute_measures(out)
-    cka = table[table["measure"] == "cka"]
-    assert len(cka) == 1 and np.isnan(cka["value"].iloc[0]) and "flatten" in cka["note"].iloc[0]
-    assert table[(table["measure"] == "hungarian_mean_corr") & (table["view"] == "positions")]["value"].notna().all()
+    out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"], max_features=10)
+    assert [out[v].form for v in ("positions", "flatten", "pool")] == ["primal", "dual", "primal"]
+    table = compute_measures(out, {"views": {"matching": "flatten"}, "enabled": ["cka", "matching", "subspace"]})
+    cka = table[table["measure"] == "cka_linear"]
+    assert len(cka) == 1 and np.isfinite(cka["value"].iloc[0]) and cka["view"].iloc[0] == "flatten"
+    hung = table[table["measure"] == "hungarian_mean_corr"]
+    assert hung["value"].isna().all()
+    assert hung["note"].iloc[0].startswith("unavailable: hungarian_mean_corr needs the d × d")
+    assert "view 'flatten' is dual (d=24 > max_features=10, n=23)" in hung["note"].iloc[0]
+    assert table[(table["measure"] == "subspace_similarity") & (table["view"] == "positions")]["value"].notna().all()
 
 
 @pytest.mark.parametrize("alignment", [False, True])

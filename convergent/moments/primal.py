@@ -1,4 +1,4 @@
-"""Joint sufficient statistics of two layers, accumulated in one streaming pass.
+"""Primal form: joint sufficient statistics (d × d sums) of two layers, accumulated in one streaming pass.
 
 Conventions
 -----------
@@ -69,52 +69,26 @@ block results in float64; entries are then accurate to ~1e-6 relative to the
 spread of the data (not to its offset). :meth:`Moments.from_arrays` defaults to
 float64.
 
-Conv views too wide for d × d matrices (``flatten`` of early conv layers, more than
-``max_features`` features) are skipped with a logged warning that gives the memory they would
-need; the measures that use such a view then report it unavailable for that layer. A layer
-none of whose requested views fits is refused with a message. No sample-space (n × n)
-fallback is implemented.
+Views too wide for d × d matrices (more than ``max_features`` features, e.g. ``flatten`` of
+early conv layers) take the dual form instead, :mod:`convergent.moments.dual`: each network's
+n × n Gram, accumulated over feature blocks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from convergent.activations import ActivationStore, apply_view, repeat_targets, view_shape
-from convergent.logs import get_logger
-from convergent.logs import progress
+from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, PRIMAL, FormUnavailable, as_2d, check_memory,
+                                     raise_nonfinite, subsample_indices)
 
-FORMAT_VERSION = 1
+__all__ = ["DEFAULT_MOMENT_PARAMS", "MomentAccumulator", "Moments", "accumulate", "moments_memory_gib",
+           "subsample_indices"]
 
-#: Defaults of the moments pass (the pipeline's ``config["moments"]`` overrides them).
-DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
-    "views": ["positions", "flatten", "pool"],  # conv views computed in the one pass
-    "max_features": 4096,        # skip a view with more features (its d×d float64 sums: ~3.5 GB at 4096)
-    "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
-    "subsample_seed": 0,
-    "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
-    "minibatch_max": 64,         # per fold: at most this many evenly spaced minibatches get HSIC; null = all
-    "minibatch_views": ["flatten"],   # conv views that get minibatch HSIC (dense layers: always)
-    "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
-    "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
-    "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
-    "images_per_chunk": None,    # default: the stores' Zarr chunking
-    "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
-    "threads": 2,                # 2: the two folds are read and accumulated in two threads; 1: one thread
-}
-
-# Stored array fields (per fold) in order; shapes use d1, d2, c.
 _STAT_FIELDS = ("sx", "sy", "sxx", "syy", "sxy", "st", "sxt", "syt",
                 "s_pxpy", "s_x_py", "s_y_px", "s_px2", "s_x_px", "s_py2", "s_y_py",
                 "ax", "axt", "ay", "ayt",
@@ -167,6 +141,9 @@ class Moments:
     sub_idx: np.ndarray | None = None
     sub_labels: np.ndarray | None = None
 
+    #: which form these moments are (see :mod:`convergent.moments.dual` for the other one)
+    form: ClassVar[str] = PRIMAL
+
     # ---------------------------------------------------------------- shapes
     @property
     def d1(self) -> int:
@@ -183,6 +160,12 @@ class Moments:
     @property
     def view(self) -> str:
         return str(self.meta.get("view", ""))
+
+    def gram(self, side: str) -> np.ndarray:
+        """The dual form's n × n Gram of all rows: not in the primal sums (only the subsample's)."""
+        raise FormUnavailable(f"needs the n × n Gram of all rows; view {self.view or '(unnamed)'!r} is primal "
+                              f"(d={max(self.d1, self.d2)} <= max_features, n={self.n}): only the subsample's "
+                              "Gram is kept (the *_subsample measures)")
 
     # ---------------------------------------------------------------- folds
     def total(self) -> "Moments":
@@ -333,15 +316,25 @@ class Moments:
     def from_arrays(cls, X: np.ndarray, Y: np.ndarray, labels: np.ndarray | None = None,
                     n_classes: int | None = None, fold_split: int | None = None, *,
                     subsample_size: int = 0, subsample_seed: int = 0, minibatch_size: int = 0,
-                    minibatch_max: int | None = None, alignment: bool = True, precision: str = "float64", chunk_rows: int | None = None,
-                    meta: dict[str, Any] | None = None) -> "Moments":
+                    minibatch_max: int | None = None, alignment: bool = True, precision: str = "float64",
+                    chunk_rows: int | None = None, meta: dict[str, Any] | None = None,
+                    form: str = "auto", max_features: int = DEFAULT_MOMENT_PARAMS["max_features"],
+                    max_gram_rows: int | None = DEFAULT_MOMENT_PARAMS["max_gram_rows"],
+                    chunk_features: int | None = None) -> "Moments":
         """Moments of in-memory X (n, d1), Y (n, d2); rows are samples.
 
         ``labels``: int classes (n,) or None (then a single class 0). ``fold_split``:
         first row of fold 1 (default n // 2). ``chunk_rows`` feeds the rows in
         blocks (for testing that blocking does not change anything).
+
+        ``form``: ``"auto"`` (default) picks the form the streaming pass would pick
+        (:func:`~convergent.moments.base.choose_form`: the dual n × n Gram form,
+        :class:`~convergent.moments.dual.GramMoments`, when a width exceeds
+        ``max_features``), or force ``"primal"``/``"dual"``. The dual form is fed in
+        blocks of ``chunk_features`` columns (default: its own block size) and, above
+        ``max_gram_rows`` rows, keeps a declared row subsample.
         """
-        X, Y = _as_2d(X, "X"), _as_2d(Y, "Y")
+        X, Y = as_2d(X, "X"), as_2d(Y, "Y")
         n = X.shape[0]
         if Y.shape[0] != n:
             raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}; rows must be the same samples")
@@ -349,6 +342,26 @@ class Moments:
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
         n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+        if form not in ("auto", "primal", "dual"):
+            raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
+        if form == "auto":
+            from convergent.moments.base import choose_form
+
+            form = choose_form(X.shape[1], Y.shape[1], max_features)
+        info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
+                "minibatch_size": int(minibatch_size), "minibatch_max": minibatch_max}
+        if form == "dual":
+            from convergent.moments.dual import gram_from_arrays
+
+            return gram_from_arrays(X, Y, labels, n_classes, n // 2 if fold_split is None else int(fold_split),
+                                    subsample_size=subsample_size, subsample_seed=subsample_seed,
+                                    minibatch_size=minibatch_size, minibatch_max=minibatch_max,
+                                    alignment=alignment, precision=precision, max_gram_rows=max_gram_rows,
+                                    max_features=max_features, chunk_features=chunk_features,
+                                    meta={**info, **(meta or {})})
+        check_memory(moments_memory_gib(X.shape[1], Y.shape[1], n_classes, alignment),
+                     f"the primal form's d × d sums (d = {X.shape[1]}, {Y.shape[1]})",
+                     "use form='auto' or 'dual' (n × n Grams)")
         acc = MomentAccumulator(X.shape[1], Y.shape[1], n_classes, n_rows=n,
                                 fold_split=n // 2 if fold_split is None else int(fold_split),
                                 subsample=subsample_indices(n, subsample_size, subsample_seed),
@@ -357,26 +370,7 @@ class Moments:
         step = chunk_rows or max(n, 1)
         for s in range(0, n, step):
             acc.update(X[s:s + step], Y[s:s + step], labels[s:s + step])
-        info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
-                "minibatch_size": int(minibatch_size), "minibatch_max": minibatch_max}
         return acc.result({**info, **(meta or {})})
-
-
-def _as_2d(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows = samples, columns = units), got shape {a.shape}")
-    if a.dtype.kind not in "fiub":
-        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
-    return a
-
-
-def subsample_indices(n_rows: int, size: int, seed: int) -> np.ndarray:
-    """The declared subsample: sorted row indices, ``min(size, n_rows)`` of them, seeded."""
-    size = int(min(max(size, 0), n_rows))
-    if size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.sort(np.random.default_rng(seed).choice(n_rows, size=size, replace=False)).astype(np.int64)
 
 
 class _Layout:
@@ -521,7 +515,7 @@ class _FoldAccumulator:
             np.vecdot(Bs[:, L.x], Bs[:, L.x], out=Bs[:, L.p])
             np.vecdot(Bs[:, L.y], Bs[:, L.y], out=Bs[:, L.q])
             if not np.isfinite(Bs[:, L.p:L.q + 1]).all():   # a NaN/Inf poisons its row's norm
-                _raise_nonfinite(x, y, row0)
+                raise_nonfinite(x, y, row0)
             Bs[:, L.t] = 0
             Bs[np.arange(e - s), L.t.start + t[s:e]] = 1
             if self.alignment:
@@ -577,17 +571,6 @@ class _FoldAccumulator:
             meta=dict(meta))
 
 
-def _raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
-    """Explain why a block (first row = global row ``row0``) gave non-finite sums, as a ValueError."""
-    for name, a in (("X (network A)", x), ("Y (network B)", y)):
-        bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
-        if bad.any():
-            r = int(np.argwhere(bad)[0][0])
-            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
-                             f"at row {row0}; first at row {row0 + r}")
-    raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {row0}")
-
-
 class MomentAccumulator:
     """Feed row blocks of X (b, d1), Y (b, d2), labels (b,); get :class:`Moments`.
 
@@ -629,7 +612,7 @@ class MomentAccumulator:
         """Fix the shift (c_x, c_y) as the column means of a block (the first one, by convention)."""
         sx, sy = x.mean(axis=0, dtype=np.float64), y.mean(axis=0, dtype=np.float64)
         if not (np.isfinite(sx).all() and np.isfinite(sy).all()):
-            _raise_nonfinite(x, y, 0)
+            raise_nonfinite(x, y, 0)
         dt = self.dtype
         # in the product dtype, so that x - shift is one rounding and the shift is exactly recorded
         self.shift_x, self.shift_y = sx.astype(dt).astype(np.float64), sy.astype(dt).astype(np.float64)
@@ -703,216 +686,6 @@ def _centred_gram(a: np.ndarray) -> np.ndarray:
     return a @ a.T
 
 
-# ------------------------------------------------------------------------- streaming
-
-def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``it`` in a background thread so Zarr decoding overlaps the products.
-
-    If the consumer stops early (an exception, e.g. non-finite values), the producer
-    is told to stop and the thread is joined, so nothing is left blocked.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def put(item: Any) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work() -> None:
-        try:
-            for item in it:
-                if not put(item):
-                    return
-        except BaseException as err:  # forwarded to the consumer
-            put(err)
-            return
-        put(done)
-
-    th = threading.Thread(target=work, name="moments-prefetch", daemon=True)
-    th.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        th.join()
-
-
-def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
-                      views: Sequence[str] | None = None, *, layer_b: str | None = None,
-                      max_features: int = DEFAULT_MOMENT_PARAMS["max_features"],
-                      subsample_size: int = DEFAULT_MOMENT_PARAMS["subsample_size"],
-                      subsample_seed: int = DEFAULT_MOMENT_PARAMS["subsample_seed"],
-                      minibatch_size: int = DEFAULT_MOMENT_PARAMS["minibatch_size"],
-                      minibatch_max: int | None = DEFAULT_MOMENT_PARAMS["minibatch_max"],
-                      minibatch_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["minibatch_views"]),
-                      alignment: bool = DEFAULT_MOMENT_PARAMS["alignment"],
-                      alignment_views: Sequence[str] = tuple(DEFAULT_MOMENT_PARAMS["alignment_views"]),
-                      precision: str = DEFAULT_MOMENT_PARAMS["precision"],
-                      images_per_chunk: int | None = None, fold_split: int | None = None,
-                      prefetch: bool = True,
-                      blas_threads: int | None = DEFAULT_MOMENT_PARAMS["blas_threads"],
-                      threads: int = DEFAULT_MOMENT_PARAMS["threads"]) -> dict[str, Moments]:
-    """One pass over ``layer`` of both stores, in lockstep, computing every view.
-
-    Returns ``{view: Moments}`` (totals with folds). For a dense layer all views
-    are the same data: it is accumulated once, every requested view maps to the
-    same object and its ``meta['view']`` is ``"dense"``. ``fold_split`` is in *images* (default n_images // 2).
-
-    A conv view wider than ``max_features`` is left out of the result (logged); raises
-    ``ValueError`` for different numbers of images, different targets, different view
-    shapes, a layer none of whose views fits (message names the views and suggests
-    ``pool``/``positions``), or non-finite activations.
-
-    ``threads`` (default 2): with 2, fold 0 and fold 1 are each read, built and
-    multiplied by their own thread (the boundary chunk is read by both); with 1, one
-    thread accumulates while a prefetch thread (``prefetch``) decodes the next chunk.
-    The result is the same. ``blas_threads`` (default 1) caps BLAS threads *per
-    thread*: multi-threaded OpenBLAS on these block sizes degrades by up to 20× when
-    cores are oversubscribed (measured on the 2-core dev machine); ``None`` leaves the
-    setting alone. bench/bench_moments.py compares the settings.
-    """
-    if threads not in (1, 2):
-        raise ValueError(f"threads must be 1 or 2 (one per fold), got {threads!r}")
-    if blas_threads is None:
-        return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
-                                  subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
-    from threadpoolctl import threadpool_limits   # installed with scikit-learn
-
-    with threadpool_limits(limits=int(blas_threads), user_api="blas"):
-        return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, subsample_size,
-                                  subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
-
-
-def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
-                       views: Sequence[str] | None, layer_b: str | None, max_features: int, subsample_size: int,
-                       subsample_seed: int, minibatch_size: int, minibatch_max: int | None,
-                       minibatch_views: Sequence[str], alignment: bool, alignment_views: Sequence[str],
-                       precision: str, images_per_chunk: int | None, fold_split: int | None, prefetch: bool,
-                       threads: int
-                       ) -> dict[str, Moments]:
-    views = list(DEFAULT_MOMENT_PARAMS["views"] if views is None else views)
-    layer_b = layer if layer_b is None else layer_b
-    arr_a, arr_b = store_a.raw(layer), store_b.raw(layer_b)
-    n = store_a.n_images
-    if store_b.n_images != n or arr_a.shape[0] != n or arr_b.shape[0] != n:
-        raise ValueError(f"stores disagree on the number of images: {store_a.path}: {arr_a.shape[0]}, "
-                         f"{store_b.path}: {arr_b.shape[0]} (targets {n}, {store_b.n_images})")
-    if n == 0:
-        raise ValueError(f"{store_a.path} and {store_b.path} hold no images")
-    labels = store_a.targets()
-    if not np.array_equal(labels, store_b.targets()):
-        bad = int(np.sum(labels != store_b.targets()))
-        raise ValueError(f"targets differ between {store_a.path} and {store_b.path} ({bad} of {n} images): "
-                         "the stores do not hold the same samples in the same order")
-    if labels.size and labels.min() < 0:
-        raise ValueError("targets must be non-negative class labels")
-    n_classes = int(labels.max()) + 1 if labels.size else 1
-    n_classes = max(n_classes, int(store_a.attrs.get("n_classes", 0) or 0))
-    dense = arr_a.ndim == 2 and arr_b.ndim == 2
-    compute = views[:1] if dense else views
-    split_img = n // 2 if fold_split is None else int(fold_split)
-    accs: dict[str, MomentAccumulator] = {}
-    too_wide: list[str] = []
-    for v in compute:
-        rows_a, da = view_shape(arr_a.shape, v)
-        rows_b, db = view_shape(arr_b.shape, v)
-        if rows_a != rows_b:
-            raise ValueError(f"view {v!r}: {layer} has {rows_a} rows in A but {rows_b} in B "
-                             f"(raw shapes {arr_a.shape}, {arr_b.shape})")
-        if max(da, db) > max_features:
-            too_wide.append(f"view {v!r} of layer {layer!r} has {max(da, db)} features (raw shape "
-                            f"{arr_a.shape}), more than max_features={max_features}: its float64 sums "
-                            f"would need ~{moments_memory_gib(da, db, n_classes, alignment):.1f} GiB")
-            continue
-        per_image = rows_a // n
-        acc = MomentAccumulator(da, db, n_classes, n_rows=rows_a, fold_split=split_img * per_image,
-                                subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
-                                minibatch_size=minibatch_size if (dense or v in minibatch_views) else 0,
-                                alignment=alignment and (dense or v in alignment_views), precision=precision,
-                                minibatch_max=minibatch_max)
-        accs[v] = acc
-    if too_wide and not accs:
-        raise ValueError("; ".join(too_wide) + ". Use the 'pool' or 'positions' view for this layer, "
-                         "or raise max_features.")
-    for reason in too_wide:
-        get_logger().warning("skipped %s; measures that use this view report it unavailable", reason)
-    step = int(images_per_chunk or arr_a.chunks[0])
-    rows_per_image = {v: acc.n_rows // n for v, acc in accs.items()}
-
-    def read(s: int, e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        return np.asarray(arr_a[s:e]), np.asarray(arr_b[s:e]), labels[s:e], s
-
-    def chunks(lo: int, hi: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
-        """The chunks overlapping images [lo, hi), cut to it (a chunk straddling a fold
-        boundary is read by both folds' threads, each keeping its part)."""
-        for s in range(lo - lo % step, hi, step):
-            yield read(max(s, lo), min(s + step, hi))
-
-    a, b, _, _ = read(0, min(step, n))
-    for v, acc in accs.items():                 # every view's shift: the mean of the first chunk
-        acc.set_shift(apply_view(a, v), apply_view(b, v))
-    folds = [(0, split_img), (split_img, n)] if threads > 1 else [(0, n)]
-    total = sum(-(-hi // step) - lo // step for lo, hi in folds if hi > lo)
-    tick = progress(total, f"moments of {layer}: chunk")   # the per-chunk progress of the job's log
-    done = [0]
-    lock, failed = threading.Lock(), threading.Event()
-
-    def run(lo: int, hi: int) -> None:
-        it = chunks(lo, hi)
-        for a, b, t, s in (_prefetch(it) if prefetch and threads == 1 else it):
-            if failed.is_set():
-                return
-            for v, acc in accs.items():
-                acc.update(apply_view(a, v), apply_view(b, v), repeat_targets(t, arr_a.shape, v),
-                           row0=s * rows_per_image[v])
-            with lock:
-                done[0] += 1
-                tick(done[0])
-
-    if len(folds) == 1:
-        run(*folds[0])
-    else:
-        # each fold's sums are separate (MomentAccumulator), so each fold gets a thread that reads
-        # and accumulates its own rows: Zarr decoding, building and the products (which release
-        # the GIL) of the two folds run side by side on two cores
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="moments-fold") as pool:
-            futures = [pool.submit(run, lo, hi) for lo, hi in folds]
-            try:
-                wait(futures, return_when=FIRST_EXCEPTION)
-            finally:
-                failed.set()                    # a failed fold stops the other (no-op once both are done)
-            for f in futures:
-                f.result()
-    out: dict[str, Moments] = {}
-    for v, acc in accs.items():
-        out[v] = acc.result({"layer": layer, "layer_b": layer_b, "view": "dense" if dense else v,
-                             "kind": "dense" if dense else "conv", "raw_shape_a": list(arr_a.shape),
-                             "raw_shape_b": list(arr_b.shape), "dtype_a": str(arr_a.dtype),
-                             "dtype_b": str(arr_b.dtype), "n_images": n, "fold_split_images": split_img,
-                             "subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
-                             "minibatch_size": int(minibatch_size) if (dense or v in minibatch_views) else 0,
-                             "minibatch_max": minibatch_max,
-                             "store_a": str(store_a.path),
-                             "store_b": str(store_b.path)})
-    if dense:
-        for v in views[1:]:
-            out[v] = out[views[0]]
-    return out
-
 
 def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_rows: int, n_classes: int,
                fold_split: int | None = None, **kw: Any) -> Moments:
@@ -935,104 +708,3 @@ def accumulate(chunks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_ro
     return acc.result({"subsample_seed": int(seed), "subsample_size": int(size),
                        "minibatch_size": int(kw.get("minibatch_size", 0))})
 
-
-# ------------------------------------------------------------------------- files
-
-def _moments_to_arrays(m: Moments, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    arrays: dict[str, np.ndarray] = {}
-    for i, f in enumerate(m.folds or (m,)):
-        p = f"{prefix}fold{i}/"
-        arrays[p + "shift_x"], arrays[p + "shift_y"] = f.shift_x, f.shift_y
-        for name in _STAT_FIELDS:
-            val = getattr(f, name)
-            if val is not None:
-                arrays[p + name] = np.asarray(val, dtype=np.float64)
-        for name in _INT_FIELDS:
-            arrays[p + name] = np.asarray(getattr(f, name), dtype=np.int64)
-    for name in ("sub_kx", "sub_ky", "sub_idx", "sub_labels"):
-        val = getattr(m, name)
-        if val is not None:
-            arrays[prefix + name] = val
-    return arrays, {"meta": m.meta, "n_folds": len(m.folds or (m,))}
-
-
-def _arrays_to_moments(z: Any, prefix: str, info: dict[str, Any]) -> Moments:
-    folds = []
-    for i in range(info["n_folds"]):
-        p = f"{prefix}fold{i}/"
-        kw: dict[str, Any] = {"shift_x": z[p + "shift_x"], "shift_y": z[p + "shift_y"]}
-        for name in _STAT_FIELDS:
-            key = p + name
-            if key in z.files:
-                arr = z[key]
-                kw[name] = float(arr) if arr.ndim == 0 else arr
-        for name in _INT_FIELDS:
-            kw[name] = int(z[p + name])
-        folds.append(Moments(**kw, meta={**info["meta"], "fold": i}))
-    if len(folds) == 1:
-        total = folds[0]
-        total.meta = dict(info["meta"])
-    else:
-        total = folds[0] + folds[1]
-        total.folds = (folds[0], folds[1])
-        total.meta = dict(info["meta"])
-    for name in ("sub_kx", "sub_ky", "sub_idx", "sub_labels"):
-        if prefix + name in z.files:
-            setattr(total, name, z[prefix + name])
-    return total
-
-
-def save_moments(path: str | os.PathLike, obj: Moments | dict[str, Moments]) -> Path:
-    """Write moments (one Moments, or ``{view: Moments}``) to an ``.npz``, atomically.
-
-    Objects shared between views (dense layers) are stored once. The header
-    (JSON, key ``__header__``) records the format version, views, aliases and
-    each view's meta (layer, view, dtypes, counts, subsample seed, fold split).
-    """
-    path = Path(path)
-    views = obj if isinstance(obj, dict) else {obj.meta.get("view", "") or "default": obj}
-    arrays: dict[str, np.ndarray] = {}
-    header: dict[str, Any] = {"format_version": FORMAT_VERSION, "views": {}, "aliases": {},
-                              "single": not isinstance(obj, dict)}
-    stored: dict[int, str] = {}
-    for v, m in views.items():
-        if id(m) in stored:
-            header["aliases"][v] = stored[id(m)]
-            continue
-        stored[id(m)] = v
-        a, info = _moments_to_arrays(m, f"{v}/")
-        arrays.update(a)
-        header["views"][v] = info
-    arrays["__header__"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def load_moments(path: str | os.PathLike) -> dict[str, Moments] | Moments:
-    """Read what :func:`save_moments` wrote: ``{view: Moments}`` (or the single Moments)."""
-    with np.load(path, allow_pickle=False) as z:
-        header = json.loads(bytes(z["__header__"]).decode())
-        if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: moments format {header.get('format_version')} != {FORMAT_VERSION}")
-        out = {v: _arrays_to_moments(z, f"{v}/", info) for v, info in header["views"].items()}
-    for alias, target in header["aliases"].items():
-        out[alias] = out[target]
-    if header.get("single"):
-        return next(iter(out.values()))
-    return out

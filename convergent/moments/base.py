@@ -1,0 +1,110 @@
+"""What both forms of the moments share: the pass's parameters, the form rule, errors, row subsamples.
+
+Rows are samples, columns are units (features) of one *view* of a layer, as everywhere
+in :mod:`convergent.moments`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Defaults of the moments pass (the pipeline's ``config["moments"]`` overrides them).
+DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
+    "views": ["positions", "flatten", "pool"],  # conv views computed in the one pass
+    "max_features": 4096,        # wider views use the dual (n × n Gram) form (d×d float64 sums: ~3.5 GB at 4096)
+    "max_gram_rows": 20000,      # dual form: more rows than this -> a declared, seeded row subsample of this size
+    "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
+    "subsample_seed": 0,
+    "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
+    "minibatch_max": 64,         # per fold: at most this many evenly spaced minibatches get HSIC; null = all
+    "minibatch_views": ["flatten"],   # conv views that get minibatch HSIC (dense layers: always)
+    "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
+    "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
+    "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
+    "images_per_chunk": None,    # default: the stores' Zarr chunking
+    "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
+    "threads": 2,                # 2: the two folds are read and accumulated in two threads; 1: one thread
+}
+
+#: the two forms a view's moments can take
+PRIMAL, DUAL = "primal", "dual"
+
+
+class MeasureUnavailable(ValueError):
+    """A measure cannot be computed from these inputs (e.g. all units dead, n < d).
+
+    :func:`convergent.measures.compute_measures` turns it into a row with a NaN
+    value and the reason in the ``note`` column; called directly it is raised.
+    (Defined here so that the moments can raise it; re-exported by
+    :mod:`convergent.measures`.)
+    """
+
+
+class FormUnavailable(MeasureUnavailable):
+    """The moments of this view were accumulated in the other form (primal d × d sums vs
+    dual n × n Gram) and what was asked for cannot be had from this one. The message
+    starts with ``needs ...`` so that the measure's name can be put in front of it."""
+
+
+def choose_form(d1: int, d2: int, max_features: int) -> str:
+    """``"dual"`` (n × n Gram) when either width exceeds ``max_features``, else ``"primal"``.
+
+    A view narrower than ``max_features`` but wider than its number of rows stays primal:
+    its d × d sums are bounded by ``max_features`` and are what the unit-level measures
+    (matching, subspace, sparse, spectral) need; the dual form could not serve them.
+    """
+    return DUAL if max(int(d1), int(d2)) > int(max_features) else PRIMAL
+
+
+def subsample_indices(n_rows: int, size: int, seed: int) -> np.ndarray:
+    """The declared subsample: sorted row indices, ``min(size, n_rows)`` of them, seeded."""
+    size = int(min(max(size, 0), n_rows))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=size, replace=False)).astype(np.int64)
+
+
+def as_2d(a: np.ndarray, name: str) -> np.ndarray:
+    """``a`` as a numeric 2-D array (rows = samples), or a ValueError naming ``name``."""
+    a = np.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows = samples, columns = units), got shape {a.shape}")
+    if a.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    return a
+
+
+def raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
+    """Explain why a block (first row = global row ``row0``) gave non-finite sums, as a ValueError."""
+    for name, a in (("X (network A)", x), ("Y (network B)", y)):
+        if a is None:
+            continue
+        bad = ~np.isfinite(np.asarray(a, dtype=np.float64))
+        if bad.any():
+            r = int(np.argwhere(bad)[0][0])
+            raise ValueError(f"{name}: {int(bad.sum())} non-finite values (NaN/Inf) in the block starting "
+                             f"at row {row0}; first at row {row0 + r}")
+    raise ValueError(f"overflow: squared row norms are infinite in the block starting at row {row0}")
+
+
+def available_memory_gib() -> float | None:
+    """``MemAvailable`` of /proc/meminfo in GiB (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(need_gib: float, what: str, hint: str) -> None:
+    """Raise a ``MemoryError`` that says what needs how much, and what to change, when ``need_gib``
+    exceeds the memory available now: a clear error before the allocation, rather than the
+    OOM killer (or a segfault in BLAS) after it."""
+    avail = available_memory_gib()
+    if avail is not None and need_gib > avail:
+        raise MemoryError(f"{what} needs ~{need_gib:.1f} GiB but only {avail:.1f} GiB are available; {hint}")
