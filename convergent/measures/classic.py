@@ -55,8 +55,8 @@ from typing import Any
 
 import numpy as np
 
-from convergent.measures._common import DEFAULT_DEAD_TOL, MeasureUnavailable, dead_units
-from convergent.moments import Moments
+from convergent.measures._common import DEFAULT_DEAD_TOL, FormUnavailable, MeasureUnavailable, dead_units
+from convergent.moments import DUAL, Moments
 
 #: relative eigenvalue below which a covariance counts as singular: float64 moments resolve
 #: ~1e-16 of the largest eigenvalue, mixed-precision (float32 block products) ones only ~1e-7
@@ -99,6 +99,8 @@ class CentredStats:
 
 
 def _stats(X: Any, Y: np.ndarray | None) -> Any:
+    if getattr(X, "form", None) == DUAL:   # CCA needs the d × d sums a Gram cannot give
+        raise FormUnavailable(f"needs the d × d feature-space sums (cxx, cyy, cxy); {X.describe()}")
     if isinstance(X, (Moments, CentredStats)):
         if Y is not None:
             raise TypeError("pass either moments or two arrays, not both")
@@ -346,7 +348,7 @@ def _check_grams(*grams: np.ndarray) -> int:
         if K.ndim != 2 or K.shape != (n, n):
             raise ValueError(f"need square Gram matrices of the same size, got {[g.shape for g in grams]}")
         scale = max(float(np.trace(K)), np.finfo(float).tiny)
-        if np.abs(K.sum(axis=0)).max() > 1e-8 * scale:
+        if np.abs(K.sum(axis=0)).max() > 1e-5 * scale:   # mixed-precision Grams centre to ~1e-7
             raise ValueError("the Gram matrix is not of centred rows (K·1 != 0); centre it first: H K H")
     return n
 
