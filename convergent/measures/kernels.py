@@ -13,7 +13,11 @@ not change distances). Called with arrays, all rows form the "subsample".
   the exact full-data value, and the only CKA available in sample space).
 * :func:`mutual_knn` — mean over samples of |N_k^A(i) ∩ N_k^B(i)| / k with
   Euclidean k-nearest neighbours (self excluded), in [0, 1]; invariant to
-  rotation, translation, isotropic scaling; ties broken by the lower row index.
+  rotation, translation, isotropic scaling and to the order of the samples.
+  Ties at the k-th distance are not broken by row index (that made two constant
+  layers agree perfectly: every neighbour list became "the first k rows"); the
+  value is the expectation over uniformly random tie-breaking, and a
+  representation that is constant on the subsample makes it unavailable.
 """
 
 from __future__ import annotations
@@ -96,21 +100,39 @@ def linear_cka_subsample(X: np.ndarray | Moments, Y: np.ndarray | None = None) -
     return cka_from_kernels(Gx, Gy)
 
 
-def _knn(G: np.ndarray, k: int) -> np.ndarray:
+#: distances within this fraction of a row's k-th distance count as tied with it
+KNN_TIE_RTOL = 1e-12
+
+
+def knn_weights(G: np.ndarray, k: int) -> np.ndarray:
+    """(s, s) matrix P with P[i, j] = probability that j is among the k nearest neighbours of i
+    (self excluded) when ties at the k-th distance are broken uniformly at random.
+
+    Rows sum to k; without ties P is the 0/1 indicator of the k nearest neighbours.
+    """
     D2 = sq_distances(G)
     np.fill_diagonal(D2, np.inf)
-    # stable sort: ties go to the lower index, deterministic
-    return np.argsort(D2, axis=1, kind="stable")[:, :k]
+    kth = np.partition(D2, k - 1, axis=1)[:, k - 1:k]           # (s, 1): each row's k-th distance
+    tol = KNN_TIE_RTOL * np.maximum(kth, np.finfo(float).tiny)
+    closer = D2 < kth - tol
+    tied = np.abs(D2 - kth) <= tol
+    free = k - closer.sum(axis=1, keepdims=True)                # slots left for the tied points
+    return closer + tied * (free / tied.sum(axis=1, keepdims=True))
 
 
 def mutual_knn(X: np.ndarray | Moments, Y: np.ndarray | None = None, k: int = 10) -> float:
-    """Mean fraction of shared k nearest neighbours between the two representations; in [0, 1]."""
+    """Mean fraction of shared k nearest neighbours between the two representations; in [0, 1].
+
+    With ties, the expected fraction under independent uniform tie-breaking in A and B
+    (Σ_j P_A[i, j] P_B[i, j] / k, see :func:`knn_weights`). A representation whose
+    subsample rows are all equal has no neighbour structure: :class:`MeasureUnavailable`.
+    """
     Gx, Gy = subsample_grams(X, Y)
     s = Gx.shape[0]
     if not 1 <= k < s:
         raise MeasureUnavailable(f"k={k} needs 1 <= k < subsample rows ({s})")
-    a, b = _knn(Gx, k), _knn(Gy, k)
-    hits = np.zeros(s)
-    for i in range(s):
-        hits[i] = np.intersect1d(a[i], b[i], assume_unique=True).size
-    return float(hits.mean() / k)
+    for side, G in (("A", Gx), ("B", Gy)):
+        if not sq_distances(G).max() > 0:
+            raise MeasureUnavailable(f"representation {side} is constant on the subsample "
+                                     f"(all {s} rows equal); nearest neighbours undefined")
+    return float(np.sum(knn_weights(Gx, k) * knn_weights(Gy, k)) / (s * k))
