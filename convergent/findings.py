@@ -680,10 +680,10 @@ def exclude_at_chance(tables: Tables) -> tuple[Tables, str]:
     def keep(frame: pd.DataFrame | None, trained_only: bool) -> pd.DataFrame | None:
         if frame is None or not set(RUN_KEYS) <= set(frame.columns):
             return frame
-        base = frame[RUN_KEYS].astype(str).agg(tuple, axis=1)
-        hit = pd.Series(False, index=frame.index)
+        base = frame[RUN_KEYS].astype(str).to_numpy()
+        hit = np.zeros(len(frame), dtype=bool)
         for col in [c for c in ("seed", "seed_a", "seed_b") if c in frame]:
-            hit |= [tuple(b) + (str(s),) in keys for b, s in zip(base, frame[col].astype(str))]
+            hit |= np.array([(*b, s) in keys for b, s in zip(map(tuple, base), frame[col].astype(str))], dtype=bool)
         if trained_only and "control" in frame:
             hit &= frame["control"] != "floor"
         return frame[~hit]
