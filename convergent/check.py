@@ -179,7 +179,9 @@ def scrub(results: str | Path = "results") -> list[Damage]:
         for f in _files(root, pattern):
             if ".zarr" not in f.as_posix() and recorded_digest(f) is None:
                 found += check_table(f)
-    unique = {(d.path, d.what): d for d in found}
+    unique: dict[Path, Damage] = {}
+    for d in found:   # one entry per path (a deleted file with a digest is found twice)
+        unique.setdefault(d.path, d)
     return sorted(unique.values(), key=lambda d: str(d.path))
 
 

@@ -28,8 +28,10 @@ class DamagedOutputError(RuntimeError):
 
 def rebuild_hint(path: str | os.PathLike) -> str:
     """What to run when the output ``path`` is damaged (added to every damage message)."""
-    return (f"Rebuild it with `snakemake --forcerun {path}` (add your usual --configfile), "
-            f"or delete it and rerun snakemake; `make check` lists every damaged output.")
+    # deleting it is not enough: Snakemake does not rebuild a missing intermediate whose
+    # downstream outputs are present ("Nothing to be done"); --forcerun rebuilds it and them
+    return (f"Rebuild it and everything computed from it with `snakemake --forcerun {path}` "
+            f"(add your usual --cores and --configfile); `make check` lists every damaged output.")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
