@@ -84,6 +84,11 @@ def _codecs(compression: str) -> tuple[Any, ...]:
     return (*(compressors(compression) or ()), Crc32cCodec())
 
 
+#: every chunk is stored, even one that is all fill value (a dead layer's zeros): zarr skips those
+#: by default, and then a deleted chunk could not be told from a skipped one
+ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
 class ActivationStoreWriter:
     """Write a store atomically: arrays go to ``<path>.tmp-<pid>``, renamed on :meth:`commit`.
 
@@ -124,7 +129,8 @@ class ActivationStoreWriter:
             raise ValueError(f"array {name!r} already declared")
         shape = (self.n_samples, *row_shape)
         arr = self._root.create_array(name, shape=shape, dtype=dtype, compressors=self._compressors,
-                                      chunks=(min(self.chunk_rows, self.n_samples), *row_shape))
+                                      chunks=(min(self.chunk_rows, self.n_samples), *row_shape),
+                                      config=ARRAY_CONFIG)
         meta = {"layer": name, "axes": _axes_for(len(shape)) if name != TARGETS else ["sample"],
                 "kind": "conv" if len(shape) > 2 else "dense"}
         meta.update(dict(attrs or {}))
@@ -261,8 +267,16 @@ class ActivationStore:
         return (np.concatenate([b for b, _ in blocks]), np.concatenate([t for _, t in blocks]))
 
 
+def has_checksums(arr: zarr.Array) -> bool:
+    """Whether ``arr`` was written with the crc32c codec (and every chunk stored, :data:`ARRAY_CONFIG`)."""
+    return any(type(c).__name__ == "Crc32cCodec" for c in arr.metadata.codecs)
+
+
 def missing_chunks(arr: zarr.Array) -> int:
-    """Chunks of ``arr`` with no stored object (a complete store has none)."""
+    """Chunks of ``arr`` with no stored object; a store written with checksums has none. (An older
+    store omits all-zero chunks by design, so it is not counted: 0.)"""
+    if not has_checksums(arr):
+        return 0
     return int(arr.nchunks) - int(arr.nchunks_initialized)
 
 

@@ -169,3 +169,20 @@ def test_check_cli_and_make_target(tree):
     proc = subprocess.run([sys.executable, "-m", "convergent.check", "--results", str(tree)],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 1 and "init.pt" in proc.stdout and "--forcerun" in proc.stdout
+
+
+def test_dead_layer_chunks_are_stored_and_not_mistaken_for_deleted(tmp_path):
+    """zarr skips all-zero chunks by default; a dead ReLU layer is all zeros. The writer stores
+    every chunk, so a missing chunk always means damage."""
+    store = tmp_path / "dead.zarr"
+    with ActivationStoreWriter(store, N, chunk_rows=8) as w:
+        w.create("fc1", (4,))
+        w.create("targets", (), dtype="int64")
+        w.append("fc1", np.zeros((N, 4), dtype=np.float32))
+        w.append("targets", np.zeros(N, dtype=np.int64))
+    assert len(list((store / "fc1" / "c").rglob("*"))) >= 5
+    x, _ = ActivationStore(store).read_view("fc1", "flatten")
+    assert not x.any()
+    assert scrub(tmp_path) == []
+    (store / "fc1" / "c" / "4" / "0").unlink()
+    assert [d.rebuild for d in scrub(tmp_path)] == [store]
