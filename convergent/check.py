@@ -11,7 +11,8 @@ What is verified (every file is read in full):
 * checkpoints without a recorded digest: that torch can read them;
 * every other CSV and JSON file: that it parses;
 * deleted intermediates: a run directory lacking one of the train/extract outputs, a pair
-  directory lacking its moments or measures, a pair whose networks' stores are gone.
+  directory lacking its moments or measures (or the moments file of a layer its stores hold),
+  a pair whose networks' stores are gone.
 
 Each damaged output is mapped to the Snakemake output that contains it (a chunk to its store,
 a moments file to its ``moments`` directory), and one ``snakemake --forcerun ...`` command
@@ -155,10 +156,28 @@ def check_missing(root: Path) -> Iterator[Damage]:
         for name in PAIR_OUTPUTS:
             if not (pair / name).exists():
                 yield Damage(pair / name, "missing (deleted?): its pair directory exists", pair / name)
+        state = "init" if m["control"] == "floor" else "trained"
+        stores = [root / "runs" / m["ds"] / m["arch"] / m["w"] / m["f"] / f"s{s}" / f"{state}.zarr"
+                  for s in (m["a"], m["b"])]
+        if (pair / "moments").is_dir():
+            layers = next((ls for ls in map(_store_layers, stores) if ls), [])
+            store = stores[0]
+            for layer in layers:   # one moments file per compared layer
+                if not (pair / "moments" / f"{layer}.npz").exists():
+                    yield Damage(pair / "moments" / f"{layer}.npz", f"missing (deleted?): layer {layer!r} of "
+                                 f"{store.name}", pair / "moments")
     for run in sorted(runs):
         for name in RUN_OUTPUTS:
             if not (run / name).exists():
                 yield Damage(run / name, "missing (deleted?): outputs of its run or pairs exist", run / name)
+
+
+def _store_layers(store: Path) -> list[str]:
+    """The layers a store holds (its group attribute ``layers``); [] if it cannot be read."""
+    try:
+        return list(json.loads((store / "zarr.json").read_text())["attributes"].get("layers", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def scrub(results: str | Path = "results") -> list[Damage]:

@@ -143,11 +143,14 @@ def test_check_finds_every_planted_damage(tree, capsys):
     shutil.rmtree(init_store)                                  # a deleted intermediate (a store)
     measures.unlink()                                          # ... and a deleted file with a digest
     _flip(npz, offset=_member_data_offset(npz))                # a corrupt moments file
+    (tree / "pairs/digits/mlp/w4/f0/floor/s0-s1/moments").mkdir(parents=True)   # floor pair: no fc1.npz
     (tree / "summary" / "runs.csv").write_bytes(b"\xff\xfe\x00bad\"")   # an unparsable table
     damage = scrub(tree)
     paths = {d.path for d in damage}
     assert store / "fc1" / "c" / "3" / "0" in paths
-    assert {model, init_store, measures, npz, tree / "summary" / "runs.csv"} <= paths
+    floor = tree / "pairs/digits/mlp/w4/f0/floor/s0-s1"
+    assert {model, init_store, measures, npz, tree / "summary" / "runs.csv", floor / "moments" / "fc1.npz",
+            floor / "measures.csv"} <= paths
     rebuild = {d.rebuild for d in damage}
     assert {store, model, init_store, measures, tree / PAIR / "moments"} <= rebuild
     chunk = next(d for d in damage if d.path == store / "fc1" / "c" / "3" / "0")
