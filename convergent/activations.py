@@ -287,7 +287,9 @@ def checked_read(arr: zarr.Array, selection: Any, store: str | os.PathLike, laye
     try:
         return np.asarray(arr[selection])
     except Exception as err:
-        bad = first_bad_chunk(arr)
+        first = selection[0] if isinstance(selection, tuple) and selection else selection
+        rows = range(*first.indices(arr.shape[0])) if isinstance(first, slice) else None
+        bad = first_bad_chunk(arr, rows if rows else None)
         if bad is None:    # every chunk decodes alone: not damage (e.g. a bad selection)
             raise
         idx, chunk_err = bad
@@ -297,12 +299,15 @@ def checked_read(arr: zarr.Array, selection: Any, store: str | os.PathLike, laye
             f"{type(chunk_err).__name__}: {chunk_err}. {rebuild_hint(store)}") from err
 
 
-def first_bad_chunk(arr: zarr.Array) -> tuple[tuple[int, ...], Exception] | None:
+def first_bad_chunk(arr: zarr.Array, rows: range | None = None) -> tuple[tuple[int, ...], Exception] | None:
     """(chunk index, error) of the first chunk of ``arr`` that fails to read, or None.
-    Reads every chunk: a checksum (crc32c) mismatch or a decode error fails it."""
+    Reads every chunk (only those holding ``rows`` along axis 0, if given): a checksum (crc32c)
+    mismatch or a decode error fails it."""
     import itertools
 
     grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
+    if rows is not None and len(rows):
+        grid[0] = range(min(rows) // arr.chunks[0], max(rows) // arr.chunks[0] + 1)
     for idx in itertools.product(*grid):
         try:
             arr.blocks[idx]
