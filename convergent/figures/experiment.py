@@ -63,11 +63,10 @@ def draw_figure(kind: str, tables: Tables, dataset: str, arch: str) -> Figure:
     fig = DRAW[kind](exp, exp.palette())
     # wrap to the figure's width: a one-panel "not available" figure is narrow
     title = textwrap.fill(f"{dataset} / {arch}: {figure_kind(kind).title}", width=int(fig.get_figwidth() * 10))
-    fig.suptitle(title)
     note = chance_note(exp.runs)
-    if note:   # drawn, not hidden: the reader sees which networks did not learn
-        fig.text(0.01, 0.005, textwrap.fill(note, width=int(fig.get_figwidth() * 14)), fontsize=7,
-                 color="firebrick", ha="left", va="bottom")
+    if note:   # drawn, not hidden: the title says which networks did not learn (the layout makes room)
+        title += "\n" + textwrap.fill(note, width=int(fig.get_figwidth() * 12))
+    fig.suptitle(title)
     return fig
 
 
