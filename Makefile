@@ -2,13 +2,19 @@
 #   make run   -> the embedded default sweep (config.yaml) on all local cores, then its report
 #   make test  -> the test suite
 #   make report -> results/report.html alone: the self-contained Snakemake report of the results so far
+#   make check  -> scrub results/: verify every digest and chunk checksum, print what is damaged and
+#                  the snakemake --forcerun command that rebuilds it (exit 1 when damage is found)
+# CONFIG: the config file(s); checked first (python -m convergent.config) because snakemake
+# --configfile reports a YAML syntax error without its line.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
 STAMP := $(VENV)/.installed
+CONFIG ?= config.yaml
+CHECK_CONFIG = $(BIN)/python -m convergent.config $(CONFIG)
 
-.PHONY: run test bench lint dryrun report clean
+.PHONY: run test bench lint dryrun report clean check
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,17 +23,23 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
-	$(BIN)/snakemake --configfile config.yaml --report results/report.html
+	$(CHECK_CONFIG)
+	$(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 report: $(STAMP)
-	$(BIN)/snakemake --configfile config.yaml --report results/report.html
+	$(CHECK_CONFIG)
+	$(BIN)/snakemake --configfile $(CONFIG) --report results/report.html
 
 dryrun: $(STAMP)
-	$(BIN)/snakemake -n --configfile config.yaml
+	$(CHECK_CONFIG)
+	$(BIN)/snakemake -n --configfile $(CONFIG)
+
+check: $(STAMP)
+	$(BIN)/python -m convergent.check --results results --configfile $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/snakemake --lint --configfile config.yaml

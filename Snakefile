@@ -10,14 +10,34 @@
 #   report   -> results/summary/findings.{md,csv,html} (replication summary), runtime.{csv,md,html}
 # All logic lives in the importable package convergent/; scripts/ are thin entry points.
 
+import os
+
 from snakemake.utils import min_version, validate
 
+from convergent.config import check_config, load_config_file
+from convergent.sweep import ConfigError
+
 min_version("9.0")
+
+# The embedded default is read here, so a YAML error in it names the line; a file given with
+# --configfile is parsed by Snakemake before this line runs (`make` checks it first instead:
+# python -m convergent.config FILE).
+try:
+    if not workflow.overwrite_configfiles and os.path.exists("config.yaml"):
+        load_config_file("config.yaml")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 
 
 configfile: "config.yaml"
 
 
+# Readable errors first (key path, value, allowed keys/values; numbers written 1e6 accepted);
+# Snakemake's validate then fills the schema's defaults.
+try:
+    check_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 validate(config, "schemas/config.schema.yaml")
 
 

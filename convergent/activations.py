@@ -29,7 +29,14 @@ Dense layers look the same in every view.
 A store is written into a sibling temporary directory and renamed into place
 only when every array is complete, so an interrupted writer never leaves a
 directory at the final path. Zarr reads missing chunks back silently as the fill
-value, so readers also refuse a store whose ``complete`` flag is not set.
+value, so readers also refuse a store whose ``complete`` flag is not set, or
+whose arrays lack chunks.
+
+Every chunk ends with a CRC-32C checksum (zarr v3 ``crc32c`` codec, after the
+compressor): a flipped bit is found by the checksum rather than by luck in the
+decompressor, and a reader that meets a bad chunk raises
+:class:`~convergent.io.DamagedOutputError` naming the store, the layer, the chunk and
+how to rebuild it (:func:`checked_read`).
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+from convergent.io import DamagedOutputError, rebuild_hint
 
 VIEWS = ("positions", "flatten", "pool")
 TARGETS = "targets"
@@ -101,6 +110,19 @@ def compressors(name: str) -> tuple[Any, ...] | None:
     raise ValueError(f"compression must be one of {', '.join(COMPRESSION)}; got {name!r}")
 
 
+def _codecs(compression: str) -> tuple[Any, ...]:
+    """Bytes-to-bytes codecs of every array: the ``compression`` chain, then a CRC-32C checksum
+    of the compressed bytes (checked on every read, so corruption never decodes silently)."""
+    from zarr.codecs import Crc32cCodec
+
+    return (*(compressors(compression) or ()), Crc32cCodec())
+
+
+#: every chunk is stored, even one that is all fill value (a dead layer's zeros): zarr skips those
+#: by default, and then a deleted chunk could not be told from a skipped one
+ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
 class ActivationStoreWriter:
     """Write a store atomically: arrays go to ``<path>.tmp-<pid>``, renamed on :meth:`commit`.
 
@@ -114,7 +136,7 @@ class ActivationStoreWriter:
     def __init__(self, path: str | os.PathLike, n_samples: int, chunk_rows: int = 1024,
                  attrs: Mapping[str, Any] | None = None, compression: str = "lz4",
                  chunk_features: int = CHUNK_FEATURES):
-        self._compressors = compressors(compression)
+        self._compressors = _codecs(compression)
         if n_samples <= 0:
             raise ValueError(f"n_samples must be positive, got {n_samples}")
         if chunk_rows <= 0:
@@ -147,7 +169,7 @@ class ActivationStoreWriter:
         arr = self._root.create_array(name, shape=shape, dtype=dtype, compressors=self._compressors,
                                       chunks=chunk_shape(self.n_samples, self.chunk_rows, tuple(row_shape),
                                                          self.chunk_features),
-                                      dimension_names=dimension_names(name, len(shape)))
+                                      dimension_names=dimension_names(name, len(shape)), config=ARRAY_CONFIG)
         meta = {"layer": name, "axes": _axes_for(len(shape)) if name != TARGETS else ["sample"],
                 "kind": "conv" if len(shape) > 2 else "dense"}
         meta.update(dict(attrs or {}))
@@ -226,6 +248,12 @@ class ActivationStore:
             raise IncompleteStoreError(f"{self.path} is not a readable Zarr group: {err}") from err
         if self._root.attrs.get("complete") is not True:
             raise IncompleteStoreError(f"{self.path} was not completed by its writer; delete it and rerun extract")
+        for name in self._root.array_keys():
+            missing = missing_chunks(self._root[name])
+            if missing:
+                raise DamagedOutputError(f"{self.path}: layer {name!r} lacks {missing} of "
+                                         f"{self._root[name].nchunks} chunks (files deleted?); zarr would "
+                                         f"read them back as zeros. {rebuild_hint(self.path)}")
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -238,8 +266,9 @@ class ActivationStore:
         names = [n for n in self._root.array_keys() if n != TARGETS]
         return list(order) if order else sorted(names)
 
-    def raw(self, layer: str) -> zarr.Array:
-        return self._root[layer]
+    def raw(self, layer: str) -> "CheckedArray":
+        """The Zarr array of ``layer``; reads raise :class:`DamagedOutputError` on a bad chunk."""
+        return CheckedArray(self._root[layer], self.path, layer)
 
     @property
     def n_images(self) -> int:
@@ -247,7 +276,7 @@ class ActivationStore:
 
     def targets(self) -> np.ndarray:
         """Class labels, shape (n_images,)."""
-        return np.asarray(self._root[TARGETS][:])
+        return np.asarray(self.raw(TARGETS)[:])
 
     def view_shape(self, layer: str, view: str) -> tuple[int, int]:
         """(rows, features) of ``layer`` in ``view``: rows are samples in that view."""
@@ -262,8 +291,8 @@ class ActivationStore:
         (repeated over positions in the ``positions`` view). Blocks follow the Zarr
         chunking unless ``images_per_chunk`` is given.
         """
-        arr = self._root[layer]
-        targets = self._root[TARGETS]
+        arr = self.raw(layer)
+        targets = self.raw(TARGETS)
         step = images_per_chunk or arr.chunks[0]
         for start in range(0, arr.shape[0], step):
             stop = min(start + step, arr.shape[0])
@@ -275,6 +304,75 @@ class ActivationStore:
         """Whole layer in ``view`` in memory; for small data and tests."""
         blocks = list(self.iter_view(layer, view))
         return (np.concatenate([b for b, _ in blocks]), np.concatenate([t for _, t in blocks]))
+
+
+def has_checksums(arr: zarr.Array) -> bool:
+    """Whether ``arr`` was written with the crc32c codec (and every chunk stored, :data:`ARRAY_CONFIG`)."""
+    return any(type(c).__name__ == "Crc32cCodec" for c in arr.metadata.codecs)
+
+
+def missing_chunks(arr: zarr.Array) -> int:
+    """Chunks of ``arr`` with no stored object; a store written with checksums has none. (An older
+    store omits all-zero chunks by design, so it is not counted: 0.)"""
+    if not has_checksums(arr):
+        return 0
+    return int(arr.nchunks) - int(arr.nchunks_initialized)
+
+
+def checked_read(arr: zarr.Array, selection: Any, store: str | os.PathLike, layer: str) -> np.ndarray:
+    """``arr[selection]`` as an array; a checksum mismatch or decode error becomes ONE
+    :class:`DamagedOutputError` naming the store, the layer, the first bad chunk (its index and
+    file) and what to run to rebuild the store."""
+    try:
+        return np.asarray(arr[selection])
+    except Exception as err:
+        first = selection[0] if isinstance(selection, tuple) and selection else selection
+        rows = range(*first.indices(arr.shape[0])) if isinstance(first, slice) else None
+        bad = first_bad_chunk(arr, rows if rows else None)
+        if bad is None:    # every chunk decodes alone: not damage (e.g. a bad selection)
+            raise
+        idx, chunk_err = bad
+        key = arr.metadata.chunk_key_encoding.encode_chunk_key(idx)
+        raise DamagedOutputError(
+            f"{store}: layer {layer!r}, chunk {tuple(idx)} (file {Path(store) / layer / key}) is damaged: "
+            f"{type(chunk_err).__name__}: {chunk_err}. {rebuild_hint(store)}") from err
+
+
+def first_bad_chunk(arr: zarr.Array, rows: range | None = None) -> tuple[tuple[int, ...], Exception] | None:
+    """(chunk index, error) of the first chunk of ``arr`` that fails to read, or None.
+    Reads every chunk (only those holding ``rows`` along axis 0, if given): a checksum (crc32c)
+    mismatch or a decode error fails it."""
+    import itertools
+
+    grid = [range(-(-s // c)) for s, c in zip(arr.shape, arr.chunks)]
+    if rows is not None and len(rows):
+        grid[0] = range(min(rows) // arr.chunks[0], max(rows) // arr.chunks[0] + 1)
+    for idx in itertools.product(*grid):
+        try:
+            arr.blocks[idx]
+        except Exception as err:   # zarr/numcodecs raise ValueError, RuntimeError, ... per codec
+            return tuple(int(i) for i in idx), err
+    return None
+
+
+class CheckedArray:
+    """A read-only Zarr array whose reads name the store, layer and chunk when a chunk is damaged.
+
+    Indexing returns a NumPy array (:func:`checked_read`); every other attribute (shape,
+    chunks, ndim, dtype, attrs, ...) is the wrapped array's.
+    """
+
+    def __init__(self, arr: zarr.Array, store: str | os.PathLike, layer: str):
+        self._arr, self._store, self._layer = arr, store, layer
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        return checked_read(self._arr, selection, self._store, self._layer)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._arr, name)
+
+    def __len__(self) -> int:
+        return len(self._arr)
 
 
 def view_shape(shape: tuple[int, ...], view: str) -> tuple[int, int]:

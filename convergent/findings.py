@@ -717,12 +717,50 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
             "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail}
 
 
+#: run coordinates shared by runs.csv and the per-pair tables
+RUN_KEYS = ["dataset", "arch", "width", "frozen_k"]
+
+
+def exclude_at_chance(tables: Tables) -> tuple[Tables, str]:
+    """``tables`` without the trained-network rows of runs flagged ``at_chance`` in runs.csv, and a
+    sentence saying what was left out ("" when nothing was).
+
+    A network at chance accuracy did not learn; its representation says nothing about what
+    training converges to, so every pair it is in (cross, ceiling; LMC; cross-layer CKA) and its
+    rotation rows are dropped. Floor pairs compare untrained networks and stay.
+    """
+    runs = tables.runs
+    if runs is None or "at_chance" not in runs or not runs["at_chance"].astype(str).str.lower().eq("true").any():
+        return tables, ""
+    bad = runs[runs["at_chance"].astype(str).str.lower().eq("true")]
+    keys = {tuple(r) for r in bad[RUN_KEYS + ["seed"]].astype(str).to_numpy()}
+
+    def keep(frame: pd.DataFrame | None, trained_only: bool) -> pd.DataFrame | None:
+        if frame is None or not set(RUN_KEYS) <= set(frame.columns):
+            return frame
+        base = frame[RUN_KEYS].astype(str).to_numpy()
+        hit = np.zeros(len(frame), dtype=bool)
+        for col in [c for c in ("seed", "seed_a", "seed_b") if c in frame]:
+            hit |= np.array([(*b, s) in keys for b, s in zip(map(tuple, base), frame[col].astype(str))], dtype=bool)
+        if trained_only and "control" in frame:
+            hit &= frame["control"] != "floor"
+        return frame[~hit]
+
+    out = Tables(runs=runs, measures=keep(tables.measures, True), lmc=keep(tables.lmc, True),
+                 rotation=keep(tables.rotation, True), cka_layers=keep(tables.cka_layers, True))
+    names = ", ".join(f"{d}/{a} w{w} f{k} s{s}" for d, a, w, k, s in sorted(keys))
+    return out, (f"{len(keys)} network(s) at chance test accuracy (runs.csv at_chance: {names}) are left out "
+                 "of every finding: their cross and ceiling pairs, LMC pairs, cross-layer CKA and rotation rows.")
+
+
 def findings_table(tables: Tables, findings: Sequence[Finding] = FINDINGS) -> pd.DataFrame:
     """Every finding on every (dataset, arch) cell; one row each, columns :data:`COLUMNS`.
 
     With no table at all there is no cell; each finding then gets one row with empty
-    dataset and arch, not testable.
+    dataset and arch, not testable. Networks at chance accuracy are left out
+    (:func:`exclude_at_chance`).
     """
+    tables, _ = exclude_at_chance(tables)
     cell_list = cells(tables) or [("", "")]
     rows = [evaluate(f, tables, d, a) for f in findings for d, a in cell_list]
     return pd.DataFrame(rows, columns=COLUMNS)
@@ -760,7 +798,8 @@ def _sweep_text(tables: Tables) -> str:
             parts.append(f"{col} ∈ {{{', '.join(map(str, sorted(runs[col].unique())))}}}")
     if "test_acc" in runs:
         parts.append(f"test accuracy {runs['test_acc'].min():.3f}–{runs['test_acc'].max():.3f}")
-    return "Sweep: " + "; ".join(parts) + "."
+    excluded = exclude_at_chance(tables)[1]
+    return "Sweep: " + "; ".join(parts) + "." + (f" Excluded: {excluded}" if excluded else "")
 
 
 def _md_cell(text: str) -> str:

@@ -6,6 +6,7 @@ run (or Snakemake's mtime logic) would trust.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+
+class DamagedOutputError(RuntimeError):
+    """An output a later job trusts fails its checksum, cannot be decoded, or is incomplete.
+
+    The message names the file (for a Zarr store: the layer and the chunk) and how to rebuild it.
+    """
+
+
+def rebuild_hint(path: str | os.PathLike) -> str:
+    """What to run when the output ``path`` is damaged (added to every damage message)."""
+    # deleting it is not enough: Snakemake does not rebuild a missing intermediate whose
+    # downstream outputs are present ("Nothing to be done"); --forcerun rebuilds it and them
+    return (f"Rebuild it and everything computed from it with `snakemake --forcerun {path}` "
+            f"(add your usual --cores and --configfile); `make check` lists every damaged output.")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -38,7 +54,72 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON at ``path``; its recorded digest (if any) is checked first, and a file that does
+    not parse raises :class:`DamagedOutputError` naming it."""
+    verify_digest(path)
+    try:
+        return json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DamagedOutputError(f"{path} is not valid JSON ({err}). {rebuild_hint(path)}") from err
+
+
+# --- digests: <file>.sha256 beside a file a later job trusts, in `sha256sum -c` format -------
+
+DIGEST_SUFFIX = ".sha256"
+
+
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where the digest of ``path`` is recorded: ``<path>.sha256`` (``sha256sum -c`` reads it)."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """Hex SHA-256 of the bytes of ``path``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_digest(path: str | os.PathLike) -> Path:
+    """Record the SHA-256 of ``path`` (already written, complete) in ``<path>.sha256``, atomically.
+
+    Written after the file itself: a job killed in between leaves a file without a digest,
+    which Snakemake reruns anyway (the job did not finish).
+    """
+    path = Path(path)
+    return atomic_write_bytes(digest_path(path), f"{sha256_file(path)}  {path.name}\n".encode())
+
+
+def recorded_digest(path: str | os.PathLike) -> str | None:
+    """The digest recorded for ``path``, or None if none was recorded."""
+    side = digest_path(path)
+    if not side.is_file():
+        return None
+    text = side.read_text().split()
+    return text[0] if text else ""
+
+
+def verify_digest(path: str | os.PathLike) -> bool:
+    """Check ``path`` against its recorded digest: True if it matches, False if none was recorded.
+
+    Raises :class:`DamagedOutputError` (naming the file and what to rerun) on a mismatch or
+    when the file is gone but its digest remains.
+    """
+    want = recorded_digest(path)
+    if want is None:
+        return False
+    if not Path(path).is_file():
+        raise DamagedOutputError(f"{path} is missing (its digest {digest_path(path).name} remains). "
+                                 f"{rebuild_hint(path)}")
+    got = sha256_file(path)
+    if got != want:
+        raise DamagedOutputError(f"{path} does not match the SHA-256 recorded when it was written "
+                                 f"({digest_path(path).name}: {want[:12]}…, file: {got[:12]}…): the file was "
+                                 f"changed or damaged after its job finished. {rebuild_hint(path)}")
+    return True
 
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from convergent.io import read_json, write_csv, write_json
+from convergent.io import read_json, verify_digest, write_csv, write_digest, write_json
 from convergent.logs import get_logger
 
 #: training settings used when the config leaves them out
@@ -37,6 +37,13 @@ def _device(requested: str) -> str:
     from convergent.train import resolve_device
 
     return str(resolve_device(requested))
+
+
+def lr_hint(key: str, lr: float) -> str:
+    """What to change when training diverges: the config key of the learning rate in use."""
+    where = ("sweep.training.lr, or overrides[].training.lr for one (dataset, arch) cell"
+             if key == "training.lr" else key)
+    return f"{key} = {lr:g}: lower it (config key {where}), e.g. to {lr / 10:g}"
 
 
 def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference: str | None,
@@ -63,14 +70,18 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     resume = Path(out_model).with_name("resume.pt")
     log.info("training %s for %d epochs (frozen_k=%d, resume=%s)", dict(run), cfg.epochs, frozen_k,
              resume.exists())
-    metrics = train(model, data, cfg, seed=seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
-                    resume_path=resume, log=log.info)
+    try:
+        metrics = train(model, data, cfg, seed=seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
+                        resume_path=resume, log=log.info)
+    except FloatingPointError as err:
+        raise FloatingPointError(f"{err}. Training diverged at {lr_hint('training.lr', cfg.lr)}") from None
     save_state(model, out_model)
     metrics = {**metrics, **dict(run), "frozen_from": settings["frozen_from"] if frozen_k else None,
                "reference_seed": settings["reference_seed"] if frozen_k else None,
                "training": {**TRAINING_DEFAULTS, **settings["training"]}, "model": settings["model"],
-               "data": data.info}
+               "num_classes": int(data.num_classes), "data": data.info}
     write_json(out_metrics, metrics)
+    write_digest(out_metrics)
     resume.unlink(missing_ok=True)
     log.info("done: test accuracy %.4f", metrics.get("test_acc", float("nan")))
     return metrics
@@ -131,6 +142,23 @@ def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Ma
             log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
 
 
+def _load_moments_checked(path: Path, moments_dir: str) -> Any:
+    """:func:`convergent.moments.load_moments`; a torn or corrupt file (the zip's CRC-32 fails)
+    raises :class:`~convergent.io.DamagedOutputError` naming it and the directory to rebuild."""
+    import zipfile
+
+    from convergent.io import DamagedOutputError, rebuild_hint
+    from convergent.moments import load_moments
+
+    try:
+        return load_moments(path)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DamagedOutputError(f"moments file {path} is damaged ({type(err).__name__}: {err}). "
+                                 f"{rebuild_hint(moments_dir)}") from err
+
+
 def measures_job(*, moments_dir: str, layers: Sequence[str], params: Mapping[str, Any],
                  coordinates: Mapping[str, Any], layer_index: Mapping[str, int],
                  out_csv: str) -> pd.DataFrame:
@@ -140,27 +168,49 @@ def measures_job(*, moments_dir: str, layers: Sequence[str], params: Mapping[str
     ``layer`` and ``layer_index`` (1-based depth in the architecture, from ``layer_index``).
     """
     from convergent.measures import compute_measures
-    from convergent.moments import load_moments
 
     log = get_logger()
     tables = []
     for layer in layers:
         start = time.perf_counter()
-        table = compute_measures(load_moments(Path(moments_dir) / f"{layer}.npz"), dict(params))
+        table = compute_measures(_load_moments_checked(Path(moments_dir) / f"{layer}.npz", moments_dir),
+                                 dict(params))
         _prepend_columns(table, {**coordinates, "layer": layer, "layer_index": layer_index[layer]})
         tables.append(table)
         log.info("measures of %s: %d rows in %.2f s", layer, len(table), time.perf_counter() - start)
     out = pd.concat(tables, ignore_index=True)
     write_csv(out_csv, out)
+    write_digest(out_csv)
     return out
 
 
-def runs_table(metric_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """One row per run: sweep coordinates, accuracy and training statistics."""
+#: a run whose test accuracy is ≤ 1/num_classes + this is flagged ``at_chance`` (config ``chance_margin``)
+CHANCE_MARGIN = 0.05
+
+
+def at_chance(test_acc: float, num_classes: int, margin: float = CHANCE_MARGIN) -> bool:
+    """Whether ``test_acc`` (fraction) is within ``margin`` of chance, 1/num_classes (or not finite)."""
+    import math
+
+    return not math.isfinite(test_acc) or test_acc <= 1.0 / num_classes + margin
+
+
+def runs_table(metric_paths: Sequence[str | os.PathLike], chance_margin: float = CHANCE_MARGIN) -> pd.DataFrame:
+    """One row per run: sweep coordinates, accuracy and training statistics.
+
+    ``at_chance``: the test accuracy is ≤ 1/num_classes + ``chance_margin`` (the network did not
+    learn; its pairs are left out of the findings and marked in the figures); ``chance_acc`` is
+    1/num_classes.
+    """
     rows = []
     for path in metric_paths:
         m = read_json(path)
-        rows.append({k: v for k, v in m.items() if not isinstance(v, (dict, list))})
+        row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
+        classes = int(m.get("num_classes") or 0)
+        if classes and "test_acc" in m:
+            row["chance_acc"] = 1.0 / classes
+            row["at_chance"] = at_chance(float(m["test_acc"]), classes, chance_margin)
+        rows.append(row)
     frame = pd.DataFrame(rows)
     keys = ["dataset", "arch", "width", "frozen_k", "seed"]
     return frame[keys + [c for c in frame.columns if c not in keys]].sort_values(keys, ignore_index=True)
@@ -168,6 +218,8 @@ def runs_table(metric_paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 
 def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate tidy CSV tables with identical columns, refusing any that differ."""
+    for p in paths:
+        verify_digest(p)   # a per-pair table whose digest was recorded must still match it
     frames = [pd.read_csv(p) for p in paths]
     if not frames:
         raise ValueError("no tables to concatenate")
@@ -246,14 +298,20 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
     linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
-              log_path=Path(tmp) / "linear.csv", log=lambda s: log.info("linear control: %s", s))
+    failed = None
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
+                  log_path=Path(tmp) / "linear.csv", log=lambda s: log.info("linear control: %s", s))
+    except FloatingPointError as err:   # the control failed: report it, keep the ReLU rows
+        failed = (f"linear control failed to train: {err}; it trains with the sweep's "
+                  f"{lr_hint('training.lr', float(training['lr']))}")
+        log.warning("%s", failed)
     layers = rotation_layers(relu.arch, relu.options, p["layers"])
     for name, reason in rotation_refusals(relu.arch, relu.options).items():
         log.info("rotation: %s layer %s has no rotation site and gets no rows: %s", relu.arch, name, reason)
     rows = []
-    for model in (relu, linear):
+    for model in (relu,) if failed else (relu, linear):
         for layer in layers:
             d = layer_width(model, layer)
             for t in p["strengths"]:
@@ -266,9 +324,23 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
                              "units": d})
                 log.info("%s %s t=%.2f: %.3f -> %.3f -> %.3f", "linear" if row["linear"] else "relu", layer, t,
                          row["original_test_acc"], row["rotated_test_acc"], row["retrained_test_acc"])
+    if failed:
+        rows += failed_control_rows(rows, failed)
     table = pd.DataFrame(rows)
+    table["status"] = ["failed" if r.get("status") == "failed" else "ok" for r in rows]
+    table["note"] = [r.get("note", "") for r in rows]
     write_csv(out_csv, table)
     return table
+
+
+def failed_control_rows(relu_rows: Sequence[Mapping[str, Any]], reason: str) -> list[dict[str, Any]]:
+    """Rows of a linear control that failed to train: one per ReLU row (same layer, strength),
+    ``linear`` True, every accuracy and loss NaN, ``status`` "failed" and the reason in ``note``."""
+    out = []
+    for r in relu_rows:
+        row = {k: (float("nan") if k.endswith(("_acc", "_loss")) else v) for k, v in r.items()}
+        out.append({**row, "linear": True, "status": "failed", "note": reason})
+    return out
 
 
 CKA_LAYERS_DEFAULTS: dict[str, Any] = {"view": "flatten", "max_samples": 2000, "max_features": 4096,

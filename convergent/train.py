@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convergent.data import DatasetSplits
+from convergent.io import DamagedOutputError, rebuild_hint, verify_digest, write_digest
 from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
 
@@ -142,14 +143,29 @@ def init_model(arch: str, width: int, data: DatasetSplits, options: Mapping[str,
 
 
 def save_state(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model.state_dict()`` (CPU tensors) to ``path`` atomically (temp + rename)."""
+    """Write ``model.state_dict()`` (CPU tensors) to ``path`` atomically (temp + rename), then
+    its SHA-256 to ``<path>.sha256`` (:func:`convergent.io.write_digest`)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return _atomic_torch_save(state, Path(path))
+    out = _atomic_torch_save(state, Path(path))
+    write_digest(out)
+    return out
 
 
 def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A state dict saved by :func:`save_state` (``weights_only=True``: no code runs)."""
-    return torch.load(Path(path), map_location=map_location, weights_only=True)
+    """A state dict saved by :func:`save_state` (``weights_only=True``: no code runs).
+
+    The file is checked against its recorded SHA-256 first (when one was recorded). A mismatch
+    or a file torch cannot read raises :class:`~convergent.io.DamagedOutputError` naming the
+    checkpoint and what to rerun.
+    """
+    verify_digest(path)
+    try:
+        return torch.load(Path(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:   # torch raises RuntimeError, EOFError, UnpicklingError, ... for a torn file
+        raise DamagedOutputError(f"checkpoint {path} cannot be read ({type(err).__name__}: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}). {rebuild_hint(path)}") from err
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> Path:

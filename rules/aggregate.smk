@@ -5,6 +5,8 @@ rule runs_table:
         all_metrics,
     output:
         "results/summary/runs.csv",
+    params:
+        chance_margin=config["chance_margin"],
     log:
         "results/logs/aggregate/runs_table.log",
     benchmark:

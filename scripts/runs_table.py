@@ -6,4 +6,4 @@ from convergent.logs import setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-write_csv(sm.output[0], runs_table(list(sm.input)))
+write_csv(sm.output[0], runs_table(list(sm.input), chance_margin=sm.params.chance_margin))

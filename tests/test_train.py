@@ -155,7 +155,8 @@ def test_init_is_seeded_and_independent_of_frozen_k(tiny):
 def test_save_and_load_state(tmp_path):
     model = torch.nn.Linear(3, 2)
     path = save_state(model, tmp_path / "sub" / "m.pt")
-    assert [p.name for p in path.parent.iterdir()] == ["m.pt"]  # no temp file left behind
+    # no temp file left behind; the digest recorded beside it (sha256sum -c format)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.pt", "m.pt.sha256"]
     state = load_state(path)
     assert set(state) == {"weight", "bias"} and torch.equal(state["weight"], model.weight.detach())
 

@@ -64,8 +64,23 @@ def draw_figure(kind: str, tables: Tables, dataset: str, arch: str) -> Figure:
     fig = DRAW[kind](exp, exp.palette())
     # wrap to the figure's width: a one-panel "not available" figure is narrow
     title = textwrap.fill(f"{dataset} / {arch}: {figure_kind(kind).title}", width=int(fig.get_figwidth() * 10))
+    note = chance_note(exp.runs)
+    if note:   # drawn, not hidden: the title says which networks did not learn (the layout makes room)
+        title += "\n" + textwrap.fill(note, width=int(fig.get_figwidth() * 12))
     fig.suptitle(title)
     return fig
+
+
+def chance_note(runs: pd.DataFrame | None) -> str:
+    """A warning naming the runs flagged ``at_chance`` in runs.csv ("" when there are none)."""
+    if runs is None or "at_chance" not in runs:
+        return ""
+    bad = runs[runs["at_chance"].astype(str).str.lower().eq("true")]
+    if bad.empty:
+        return ""
+    names = ", ".join(f"w{r.width} f{r.frozen_k} s{r.seed}" for r in bad.itertuples())
+    return (f"Warning: {len(bad)} network(s) at chance test accuracy ({names}; runs.csv at_chance): "
+            "drawn here, left out of the findings.")
 
 
 def experiment_figures(tables: Tables, dataset: str, arch: str,

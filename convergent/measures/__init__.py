@@ -126,9 +126,10 @@ def _cka(m: Moments, p: dict[str, Any]) -> list[dict]:
     size = m.meta.get("minibatch_size") or 0
     if m.mb_count or size:
         _try(rows, "cka_minibatch", lambda: minibatch_cka(m), "minibatch_size", size)
-        if m.mb_count:
-            rows[-1]["note"] = (f"subsample: {m.mb_count} minibatches of {size} consecutive rows "
-                                f"(at most {m.meta.get('minibatch_max')} evenly spaced per fold)")
+        if m.mb_count:   # appended: an "unavailable: ..." reason must stay first in the note
+            sub = (f"subsample: {m.mb_count} minibatches of {size} consecutive rows "
+                   f"(at most {m.meta.get('minibatch_max')} evenly spaced per fold)")
+            rows[-1]["note"] = f"{rows[-1]['note']}; {sub}" if rows[-1]["note"] else sub
     return rows
 
 
@@ -356,7 +357,40 @@ _FAMILIES: dict[str, Callable[[Moments | GramMoments, dict[str, Any]], list[dict
     "rsa": _rsa,
 }
 
-def compute_measures(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], params: Mapping[str, Any] | None = None
+#: rows that describe the data rather than compare it: kept for a constant representation
+_DESCRIPTIVE = {"dead_units_a", "dead_units_b", "subsample_rows"}
+
+
+def _constant_unavailable(rows: list[dict], m: Moments | GramMoments, p: dict[str, Any]) -> list[dict]:
+    """Turn every comparison of a constant (all units dead) representation into an unavailable row.
+
+    A layer whose every unit is dead (variance ≤ the dead tolerance: a dead ReLU layer, a
+    constant one) carries no information about the samples, so any number comparing it is
+    an artefact (the subspace match of two constant layers is 1, their alignment the class
+    prior). Per-network rows (``alignment_*_a``/``_b``) depend on that network only.
+    """
+    dead = dead_units(m, p["dead_tol"], p["dead_atol"])
+    const = {side: mask.size > 0 and bool(mask.all()) for side, mask in (("a", dead.a), ("b", dead.b))}
+    if not any(const.values()):
+        return rows
+    out = []
+    for r in rows:
+        name = r["measure"]
+        sides = [name[-1]] if name.startswith("alignment_") else ["a", "b"]
+        hit = [s.upper() for s in sides if const[s]]
+        if name in _DESCRIPTIVE or not hit:
+            out.append(r)
+            continue
+        who = f"representation {hit[0]} is" if len(hit) == 1 else "representations A and B are"
+        why = r["note"].removeprefix("unavailable: ")
+        out.append({**r, "value": np.nan,
+                    "note": f"unavailable: {who} constant over the samples (every unit dead)"
+                            + (f"; {why}" if why else "")})
+    return out
+
+
+def compute_measures(m: Moments | GramMoments | Mapping[str, Moments | GramMoments],
+                     params: Mapping[str, Any] | None = None
                      ) -> pd.DataFrame:
     """All enabled measures of one (pair, layer) as a tidy table with :data:`COLUMNS`.
 
@@ -395,7 +429,8 @@ def _compute(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], p: 
             dead_done.add(view)
             d = dead_units(mv, p["dead_tol"], p["dead_atol"])
             rows += [{**_row("dead_units_a", d.n_a), "view": view}, {**_row("dead_units_b", d.n_b), "view": view}]
-        rows += [{**r, "view": view} for r in _FAMILIES[fam](mv, p)]
+        fam_rows = _FAMILIES[fam](mv, p)
+        rows += [{**r, "view": view} for r in _constant_unavailable(fam_rows, mv, p)]
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["note"] = df["note"].fillna("")
     bad = df["value"].isna() & (df["note"] == "")

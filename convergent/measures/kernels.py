@@ -13,7 +13,11 @@ not change distances). Called with arrays, all rows form the "subsample".
   the exact full-data value, and the only CKA available in sample space).
 * :func:`mutual_knn` — mean over samples of |N_k^A(i) ∩ N_k^B(i)| / k with
   Euclidean k-nearest neighbours (self excluded), in [0, 1]; invariant to
-  rotation, translation, isotropic scaling; ties broken by the lower row index.
+  rotation, translation, isotropic scaling and to the order of the samples.
+  Ties at the k-th distance are not broken by row index (that made two constant
+  layers agree perfectly: every neighbour list became "the first k rows"); the
+  value is the expectation over uniformly random tie-breaking, and a
+  representation that is constant on the subsample makes it unavailable.
 
 The dual form (:class:`~convergent.moments.GramMoments`) holds the Grams of *all*
 rows (or of its declared row subsample): :func:`rbf_cka_gram_grid` and
@@ -106,24 +110,42 @@ def linear_cka_subsample(X: np.ndarray | Moments, Y: np.ndarray | None = None) -
     return cka_from_kernels(Gx, Gy)
 
 
-def _knn(G: np.ndarray, k: int) -> np.ndarray:
+#: distances within this fraction of a row's k-th distance count as tied with it
+KNN_TIE_RTOL = 1e-12
+
+
+def knn_weights(G: np.ndarray, k: int) -> np.ndarray:
+    """(s, s) matrix P with P[i, j] = probability that j is among the k nearest neighbours of i
+    (self excluded) when ties at the k-th distance are broken uniformly at random.
+
+    Rows sum to k; without ties P is the 0/1 indicator of the k nearest neighbours.
+    """
     D2 = sq_distances(G)
     np.fill_diagonal(D2, np.inf)
-    # stable sort: ties go to the lower index, deterministic
-    return np.argsort(D2, axis=1, kind="stable")[:, :k]
+    kth = np.partition(D2, k - 1, axis=1)[:, k - 1:k]           # (s, 1): each row's k-th distance
+    tol = KNN_TIE_RTOL * np.maximum(kth, np.finfo(float).tiny)
+    closer = D2 < kth - tol
+    tied = np.abs(D2 - kth) <= tol
+    free = k - closer.sum(axis=1, keepdims=True)                # slots left for the tied points
+    return closer + tied * (free / tied.sum(axis=1, keepdims=True))
 
 
 def mutual_knn(X: np.ndarray | Moments, Y: np.ndarray | None = None, k: int = 10) -> float:
-    """Mean fraction of shared k nearest neighbours between the two representations; in [0, 1]."""
+    """Mean fraction of shared k nearest neighbours between the two representations; in [0, 1].
+
+    With ties, the expected fraction under independent uniform tie-breaking in A and B
+    (Σ_j P_A[i, j] P_B[i, j] / k, see :func:`knn_weights`). A representation whose
+    subsample rows are all equal has no neighbour structure: :class:`MeasureUnavailable`.
+    """
     Gx, Gy = subsample_grams(X, Y)
     s = Gx.shape[0]
     if not 1 <= k < s:
         raise MeasureUnavailable(f"k={k} needs 1 <= k < subsample rows ({s})")
-    a, b = _knn(Gx, k), _knn(Gy, k)
-    hits = np.zeros(s)
-    for i in range(s):
-        hits[i] = np.intersect1d(a[i], b[i], assume_unique=True).size
-    return float(hits.mean() / k)
+    for side, G in (("A", Gx), ("B", Gy)):
+        if not sq_distances(G).max() > 0:
+            raise MeasureUnavailable(f"representation {side} is constant on the subsample "
+                                     f"(all {s} rows equal); nearest neighbours undefined")
+    return float(np.sum(knn_weights(Gx, k) * knn_weights(Gy, k)) / (s * k))
 
 
 # ----------------------------------------------------------------------------- all rows (dual form)
@@ -221,28 +243,34 @@ def rbf_cka_gram_grid(Gx: np.ndarray, Gy: np.ndarray, sigma_scales: tuple[float,
     return out
 
 
-def _knn_mask(G: np.ndarray, g: np.ndarray, r0: int, r1: int, k: int) -> np.ndarray:
-    """Boolean (r1−r0, n): the k nearest neighbours of rows [r0, r1), self excluded, ties to the
-    lower index (the set a stable argsort's first k gives), without sorting."""
+def _knn_weight_rows(G: np.ndarray, g: np.ndarray, r0: int, r1: int, k: int) -> np.ndarray:
+    """Rows [r0, r1) of :func:`knn_weights` of Gram ``G`` (diag ``g``): P[i, j] = probability that j
+    is among the k nearest neighbours of i (self excluded) under uniform random tie-breaking."""
     D = _sq_distance_rows(G, g, r0, r1)
     D[np.arange(r1 - r0), np.arange(r0, r1)] = np.inf
     kth = np.partition(D, k - 1, axis=1)[:, k - 1:k]      # the k-th smallest distance of each row
-    less = D < kth
-    eq = D == kth
-    need = k - less.sum(axis=1, keepdims=True)
-    return less | (eq & (np.cumsum(eq, axis=1) <= need))
+    tol = KNN_TIE_RTOL * np.maximum(kth, np.finfo(float).tiny)
+    closer = D < kth - tol
+    tied = np.abs(D - kth) <= tol
+    free = k - closer.sum(axis=1, keepdims=True)
+    return closer + tied * (free / tied.sum(axis=1, keepdims=True))
 
 
 def mutual_knn_gram(Gx: np.ndarray, Gy: np.ndarray, k: int = 10) -> float:
-    """Mutual k-NN (mean fraction of shared k nearest neighbours) of all rows of two Grams (n, n); in [0, 1]."""
+    """Mutual k-NN (mean fraction of shared k nearest neighbours, expected over random tie-breaking)
+    of all rows of two Grams (n, n); in [0, 1]. A constant representation makes it unavailable."""
     n = Gx.shape[0]
     if not 1 <= k < n:
         raise MeasureUnavailable(f"k={k} needs 1 <= k < rows ({n})")
     gx, gy = np.diag(Gx).copy(), np.diag(Gy).copy()
-    hits, step = 0, _block_rows(n)
+    for side, g in (("A", gx), ("B", gy)):
+        if not g.max() > 0:   # centred rows all zero: every row equal
+            raise MeasureUnavailable(f"representation {side} is constant over the {n} rows; "
+                                     "nearest neighbours undefined")
+    hits, step = 0.0, _block_rows(n)
     for r0 in range(0, n, step):
         r1 = min(r0 + step, n)
-        hits += int(np.count_nonzero(_knn_mask(Gx, gx, r0, r1, k) & _knn_mask(Gy, gy, r0, r1, k)))
+        hits += float(np.sum(_knn_weight_rows(Gx, gx, r0, r1, k) * _knn_weight_rows(Gy, gy, r0, r1, k)))
     return hits / (n * k)
 
 

@@ -1,0 +1,191 @@
+"""Damage never passes silently: checksums on every output a later job trusts, readers that name
+the damaged file (and the layer and chunk of a store), and `make check` (convergent.check), which
+finds every planted damage in a small results tree -- and nothing in an intact one."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from convergent.activations import ActivationStore, ActivationStoreWriter
+from convergent.check import main, rebuild_command, scrub
+from convergent.io import DamagedOutputError, read_json, verify_digest, write_csv, write_digest, write_json
+from convergent.moments import Moments, save_moments
+from convergent.train import load_state, save_state
+from tests.workflow import REPO
+
+RUN = "runs/digits/mlp/w4/f0/s{seed}"
+PAIR = "pairs/digits/mlp/w4/f0/cross/s0-s1"
+N = 40
+
+
+def _store(path, rng, compression="lz4"):
+    with ActivationStoreWriter(path, N, chunk_rows=8, compression=compression) as w:
+        w.create("fc1", (4,))
+        w.create("targets", (), dtype="int64")
+        w.append("fc1", np.maximum(rng.standard_normal((N, 4)), 0).astype(np.float32))
+        w.append("targets", rng.integers(0, 3, N))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A tiny results tree with the layout of the workflow: two runs, one cross pair, a summary table."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    for seed in (0, 1):
+        run = root / RUN.format(seed=seed)
+        torch.manual_seed(seed)
+        for name in ("model.pt", "init.pt"):
+            save_state(torch.nn.Linear(4, 3), run / name)
+        write_json(run / "metrics.json", {"test_acc": 0.9, "seed": seed})
+        write_digest(run / "metrics.json")
+        (run / "train_log.csv").write_text("epoch,train_loss\n1,0.5\n")
+        for state in ("trained", "init"):
+            _store(run / f"{state}.zarr", rng)
+    pair = root / PAIR
+    X = rng.standard_normal((N, 4))
+    save_moments(pair / "moments" / "fc1.npz", Moments.from_arrays(X, X @ rng.standard_normal((4, 4))))
+    import pandas as pd
+
+    write_csv(pair / "measures.csv", pd.DataFrame({"measure": ["cka_linear"], "value": [0.5]}))
+    write_digest(pair / "measures.csv")
+    write_csv(root / "summary" / "runs.csv", pd.DataFrame({"seed": [0, 1]}))
+    return root
+
+
+def _flip(path, offset=None):
+    data = bytearray(path.read_bytes())
+    i = len(data) // 2 if offset is None else offset
+    data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _member_data_offset(npz):
+    """Byte offset of the data of the largest member of a zip (past its local header)."""
+    import zipfile
+
+    with zipfile.ZipFile(npz) as z:
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    raw = npz.read_bytes()
+    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26:info.header_offset + 28], "little"), \
+        int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    return info.header_offset + 30 + name_len + extra_len + info.compress_size // 2
+
+
+def test_intact_tree_has_no_damage(tree, capsys):
+    assert scrub(tree) == []
+    assert main(["--results", str(tree)]) == 0
+    assert "no damage found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "none"])
+def test_corrupt_chunk_is_caught_by_its_checksum_and_named(tmp_path, compression):
+    store = tmp_path / "trained.zarr"
+    _store(store, np.random.default_rng(1), compression)
+    chunk = store / "fc1" / "c" / "2" / "0"
+    _flip(chunk)
+    with pytest.raises(DamagedOutputError) as err:
+        ActivationStore(store).read_view("fc1", "flatten")
+    text = str(err.value)
+    assert str(store) in text and "'fc1'" in text and "chunk (2, 0)" in text and str(chunk) in text
+    assert "checksum" in text.lower()          # found by the crc32c codec, not by luck
+    assert f"snakemake --forcerun {store}" in text
+    # the moments pass reads through the same wrapper
+    with pytest.raises(DamagedOutputError, match=r"chunk \(2, 0\)"):
+        ActivationStore(store).raw("fc1")[0:N]
+
+
+def test_deleted_chunk_is_refused_not_read_as_zeros(tmp_path):
+    store = tmp_path / "trained.zarr"
+    _store(store, np.random.default_rng(1))
+    (store / "fc1" / "c" / "1" / "0").unlink()
+    with pytest.raises(DamagedOutputError, match=r"layer 'fc1' lacks 1 of 5 chunks"):
+        ActivationStore(store)
+
+
+def test_truncated_checkpoint_names_its_path(tmp_path):
+    path = save_state(torch.nn.Linear(3, 2), tmp_path / "model.pt")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DamagedOutputError) as err:
+        load_state(path)
+    assert str(path) in str(err.value) and "SHA-256" in str(err.value) and "--forcerun" in str(err.value)
+    # without a recorded digest (a checkpoint from before digests), the decode error names the path
+    (tmp_path / "model.pt.sha256").unlink()
+    with pytest.raises(DamagedOutputError, match=rf"checkpoint {path} cannot be read"):
+        load_state(path)
+
+
+def test_digest_mismatch_of_metrics_json(tmp_path):
+    path = write_json(tmp_path / "metrics.json", {"test_acc": 0.91})
+    write_digest(path)
+    assert verify_digest(path) is True
+    path.write_text(path.read_text().replace("0.91", "0.99"))   # still valid JSON: only the digest sees it
+    with pytest.raises(DamagedOutputError, match="metrics.json does not match the SHA-256"):
+        read_json(path)
+
+
+def test_check_finds_every_planted_damage(tree, capsys):
+    store = tree / RUN.format(seed=1) / "trained.zarr"
+    model = tree / RUN.format(seed=0) / "model.pt"
+    init_store = tree / RUN.format(seed=0) / "init.zarr"
+    measures = tree / PAIR / "measures.csv"
+    npz = tree / PAIR / "moments" / "fc1.npz"
+    _flip(store / "fc1" / "c" / "3" / "0")                     # a corrupt chunk
+    model.write_bytes(model.read_bytes()[:100])                # a truncated checkpoint
+    import shutil
+
+    shutil.rmtree(init_store)                                  # a deleted intermediate (a store)
+    measures.unlink()                                          # ... and a deleted file with a digest
+    _flip(npz, offset=_member_data_offset(npz))                # a corrupt moments file
+    (tree / "pairs/digits/mlp/w4/f0/floor/s0-s1/moments").mkdir(parents=True)   # floor pair: no fc1.npz
+    (tree / "summary" / "runs.csv").write_bytes(b"\xff\xfe\x00bad\"")   # an unparsable table
+    damage = scrub(tree)
+    paths = {d.path for d in damage}
+    assert store / "fc1" / "c" / "3" / "0" in paths
+    floor = tree / "pairs/digits/mlp/w4/f0/floor/s0-s1"
+    assert {model, init_store, measures, npz, tree / "summary" / "runs.csv", floor / "moments" / "fc1.npz",
+            floor / "measures.csv"} <= paths
+    rebuild = {d.rebuild for d in damage}
+    assert {store, model, init_store, measures, tree / PAIR / "moments"} <= rebuild
+    chunk = next(d for d in damage if d.path == store / "fc1" / "c" / "3" / "0")
+    assert "'fc1'" in chunk.what and "(3, 0)" in chunk.what
+    assert main(["--results", str(tree), "--configfile", "my.yaml"]) == 1
+    out = capsys.readouterr().out
+    cmd = rebuild_command(damage, ["my.yaml"])
+    assert cmd in out and cmd.startswith("snakemake --cores all --configfile my.yaml --forcerun ")
+    for target in (store, model, init_store, measures):
+        assert str(target) in cmd
+
+
+def test_check_cli_and_make_target(tree):
+    proc = subprocess.run([sys.executable, "-m", "convergent.check", "--results", str(tree)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "check:" in (REPO / "Makefile").read_text() and "convergent.check" in (REPO / "Makefile").read_text()
+    (tree / RUN.format(seed=0) / "init.pt").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "convergent.check", "--results", str(tree)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 1 and "init.pt" in proc.stdout and "--forcerun" in proc.stdout
+
+
+def test_dead_layer_chunks_are_stored_and_not_mistaken_for_deleted(tmp_path):
+    """zarr skips all-zero chunks by default; a dead ReLU layer is all zeros. The writer stores
+    every chunk, so a missing chunk always means damage."""
+    store = tmp_path / "dead.zarr"
+    with ActivationStoreWriter(store, N, chunk_rows=8) as w:
+        w.create("fc1", (4,))
+        w.create("targets", (), dtype="int64")
+        w.append("fc1", np.zeros((N, 4), dtype=np.float32))
+        w.append("targets", np.zeros(N, dtype=np.int64))
+    assert len(list((store / "fc1" / "c").rglob("*"))) >= 5
+    x, _ = ActivationStore(store).read_view("fc1", "flatten")
+    assert not x.any()
+    assert scrub(tmp_path) == []
+    (store / "fc1" / "c" / "4" / "0").unlink()
+    assert [d.rebuild for d in scrub(tmp_path)] == [store]
