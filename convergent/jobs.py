@@ -54,7 +54,7 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     log = get_logger()
     seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir, download=download)
+    data = load_dataset(run["dataset"], data_dir=data_dir, download=download, options=settings.get("data"))
     reference_state = load_state(reference) if frozen_k > 0 else None
     model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
                        frozen_k=frozen_k, reference_state=reference_state)
@@ -92,7 +92,7 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
     log = get_logger()
     set_determinism(int(run["seed"]), threads)
     ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
-    data = load_dataset(run["dataset"], data_dir=data_dir)
+    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
     if ex["max_samples"]:
         x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
@@ -203,7 +203,7 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
     log = get_logger()
     p = {**LMC_DEFAULTS, **params}
     set_determinism(int(pair["seed_a"]), threads)
-    data = load_dataset(pair["dataset"], data_dir=data_dir)
+    data = load_dataset(pair["dataset"], data_dir=data_dir, options=settings.get("data"))
     model = build_model(pair["arch"], int(pair["width"]), data.input_shape, data.num_classes, settings["model"])
     model.to(_device(device))
     variants = list(p["variants"])
@@ -235,7 +235,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     p = {**ROTATION_DEFAULTS, **params}
     seed = int(run["seed"])
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir)
+    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
