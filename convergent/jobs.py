@@ -47,6 +47,8 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     ``run`` holds dataset, arch, width, frozen_k, seed. A frozen run copies its first
     ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
+    ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
+    :func:`convergent.data.load_dataset`, as in every other job that loads the data.
     """
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
