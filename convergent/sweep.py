@@ -203,7 +203,7 @@ def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[st
     sweep does not use are still checked, so a typo is caught before it matters."""
     section = dict(config.get("data") or {})
     try:
-        out = {name: dataset_options(name, section.get(name)) for name in {*datasets, *section}}
+        out = {name: dataset_options(name, section.get(name)) for name in sorted({*datasets, *section})}
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return out
