@@ -13,7 +13,10 @@ Conventions
   a smaller dataset is a prefix of the larger one; statistics are computed after
   this cut (they describe the data actually trained on).
 * Nothing is ever downloaded unless ``download=True`` is passed for CIFAR. MNIST-1D
-  is generated procedurally (optionally cached as ``.npz`` in ``data_dir``).
+  and ``shapes32`` are generated procedurally (optionally cached as ``.npz`` in ``data_dir``).
+* ``shapes32`` is CIFAR-shaped (3 × 32 × 32, 10 classes, uint8 / 255 before
+  standardisation) and stands in for CIFAR-10 offline; its size is a dataset option
+  (``options={"n_train": ..., "n_test": ...}``, the config's ``data.shapes32``).
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-DATASETS = ("digits", "mnist1d", "cifar10", "cifar100")
+from convergent.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
+                                  SHAPES32_LIMITS, dataset_options)
 
 #: MNIST-1D generator settings: the package defaults (4,000 train / 1,000 test, seed 42)
 #: — the standard benchmark — minus the download URL, which we never use.
@@ -77,16 +82,23 @@ class DatasetSplits:
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download: bool = False,
                  split_seed: int = 0, test_fraction: float = 0.2, max_train: int | None = None,
-                 max_test: int | None = None) -> DatasetSplits:
+                 max_test: int | None = None, options: Mapping[str, Any] | None = None) -> DatasetSplits:
     """Load ``name`` (one of :data:`DATASETS`) as standardised in-memory tensors.
 
     ``split_seed`` and ``test_fraction`` only apply to ``digits`` (the other datasets
     ship their own split; ``info`` says which). ``data_dir`` is where CIFAR lives
-    (torchvision layout) and, if given, where the generated MNIST-1D is cached.
+    (torchvision layout) and, if given, where the generated MNIST-1D and shapes32 are
+    cached. ``options``: per-dataset options (the config's ``data.<name>``); only
+    ``shapes32`` has any (its size, :data:`convergent.dataspec.SHAPES32_DEFAULTS`), the
+    others refuse them.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
-    if name == "digits":
+    opts = dataset_options(name, options)
+    if name == "shapes32":
+        xtr, ytr, xte, yte, info = _shapes32(data_dir, opts)
+        num_classes = len(SHAPES32_CLASSES)
+    elif name == "digits":
         xtr, ytr, xte, yte, info = _digits(split_seed, test_fraction)
         num_classes = 10
     elif name == "mnist1d":
@@ -261,3 +273,151 @@ def _cifar(name: str, data_dir: str | os.PathLike | None, download: bool):
     info = {"source": f"torchvision.datasets.{cls.__name__}", "root": str(root.resolve()),
             "split": "official train/test", "split_seed": None, "scale": "uint8 / 255"}
     return xtr, ytr, xte, yte, info
+
+
+# --- shapes32: CIFAR-shaped, procedurally generated ----------------------------------------
+
+#: everything else the images depend on; part of the cache key and of ``info``
+SHAPES32_GENERATOR: dict[str, Any] = {
+    "version": 1, "seed": 12, "block": 1000, "size": 32,
+    "radius_px": [6.0, 11.0],          # the shape's outer radius (its unit length), pixels
+    "rotation": "uniform [0, 2pi)",
+    "centre_margin": 0.8,              # centre at least 0.8 radius from the border
+    "colour": "background uniform in [0,1]^3; foreground = (background + U[0.3,0.7]^3) mod 1",
+    "texture_amplitude": 0.2,          # per-region smooth texture: 3 random plane waves per channel
+    "texture_cycles": [0.5, 4.0],      # their frequencies, cycles per image
+    "noise_std": 0.04,                 # i.i.d. pixel noise
+    "quantisation": "uint8",
+}
+def _shape_sdf(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance (negative inside, about 1 = the shape's radius) of shape ``kind`` at
+    local coordinates (u, v), any shape. Exact for most kinds, Lipschitz-close for the star."""
+    r = np.hypot(u, v)
+    au, av = np.abs(u), np.abs(v)
+    box = np.maximum(au, av)
+    if kind == "disc":
+        return r - 0.9
+    if kind == "square":
+        return box - 0.72
+    if kind == "triangle":  # equilateral, circumradius 1: three half-planes at distance 0.5
+        angles = np.deg2rad([90.0, 210.0, 330.0])
+        return np.max([np.cos(a) * u + np.sin(a) * v for a in angles], axis=0) - 0.5
+    if kind == "plus":
+        return np.minimum(np.maximum(au - 0.3, av - 0.95), np.maximum(au - 0.95, av - 0.3))
+    if kind == "ring":
+        return np.abs(r - 0.72) - 0.22
+    if kind == "stripes":  # three parallel bars
+        bars = np.min([np.abs(v - c) for c in (-0.62, 0.0, 0.62)], axis=0) - 0.17
+        return np.maximum(au - 0.9, bars)
+    if kind == "half_disc":
+        w = v + 0.4  # flat side through the centre shifted so the half-disc sits around (0, 0)
+        return np.maximum(np.hypot(u, w) - 1.0, -w)
+    if kind == "star":  # five points
+        phi = np.arctan2(v, u)
+        return (r - (0.55 + 0.42 * np.cos(5 * phi))) * 0.7
+    if kind == "two_dots":
+        return np.minimum(np.hypot(u - 0.55, v), np.hypot(u + 0.55, v)) - 0.4
+    if kind == "frame":  # hollow square
+        return np.maximum(box - 0.88, 0.52 - box)
+    raise ValueError(f"unknown shape {kind!r}; allowed: {', '.join(SHAPES32_CLASSES)}")
+
+
+def _texture(params: list[np.ndarray], g: Mapping[str, Any]) -> np.ndarray:
+    """A smooth random texture per image and channel, float32 (n, 3, size, size): three plane
+    waves cos(2π(fx·x + fy·y) + φ) per channel; ``params`` = [direction θ, frequency in cycles
+    per image, phase φ, amplitude in ±1 (scaled by ``texture_amplitude`` / 3)], each (n, 3, 3).
+
+    A plane wave is separable, cos(a + b) = cos a cos b − sin a sin b, so only (n, 3, size)
+    cosines are evaluated and the images are outer products."""
+    size = int(g["size"])
+    theta, cycles, phase, amp = params
+    freq = cycles / size
+    amp = amp * (g["texture_amplitude"] / 3)
+    pos = np.arange(size) + 0.5
+    ax = 2 * np.pi * (freq * np.cos(theta))[..., None] * pos + phase[..., None]   # (n, 3, waves, x)
+    ay = 2 * np.pi * (freq * np.sin(theta))[..., None] * pos                      # (n, 3, waves, y)
+    # Σ_k amp_k (cos ay_k ⊗ cos ax_k − sin ay_k ⊗ sin ax_k) as one batched matrix product
+    left = np.concatenate([amp[..., None] * np.cos(ay), -amp[..., None] * np.sin(ay)], axis=2)
+    right = np.concatenate([np.cos(ax), np.sin(ax)], axis=2)
+    return np.matmul(left.transpose(0, 1, 3, 2).astype(np.float32), right.astype(np.float32))
+
+
+def _shapes32_block(seed: int, split: int, block: int, n: int, g: Mapping[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Block ``block`` of a split (0 train, 1 test): ``n`` ≤ g["block"] images (n, 3, 32, 32) uint8
+    and their labels. Each block has its own generator, so a smaller split is a prefix of a
+    larger one and train and test come from disjoint streams."""
+    rng = np.random.default_rng([seed, split, block])
+    size, full = int(g["size"]), int(g["block"])
+    labels = rng.permutation(np.arange(full) % len(SHAPES32_CLASSES))  # balanced per full block
+    radius = rng.uniform(*g["radius_px"], full)
+    margin = g["centre_margin"] * radius
+    cx = margin + rng.uniform(0, 1, full) * (size - 2 * margin)
+    cy = margin + rng.uniform(0, 1, full) * (size - 2 * margin)
+    angle = rng.uniform(0, 2 * np.pi, full)
+    background = rng.uniform(0, 1, (full, 3))
+    foreground = np.mod(background + rng.uniform(0.3, 0.7, (full, 3)), 1.0)
+    # every draw is made for the full block and then cut (the noise, drawn last, is a prefix of
+    # the full draw), so block k's first n images do not depend on n
+    tex_params = [[rng.uniform(0, 2 * np.pi, (full, 3, 3)), rng.uniform(*g["texture_cycles"], (full, 3, 3)),
+                   rng.uniform(0, 2 * np.pi, (full, 3, 3)), rng.uniform(-1, 1, (full, 3, 3))] for _ in range(2)]
+    noise = rng.standard_normal((n, 3, size, size), dtype=np.float32) * np.float32(g["noise_std"])
+    tex_bg, tex_fg = (_texture([p[:n] for p in params], g) for params in tex_params)
+    labels, radius, cx, cy, angle = labels[:n], radius[:n], cx[:n], cy[:n], angle[:n]
+    background, foreground = background[:n], foreground[:n]
+
+    ys, xs = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5, indexing="ij")
+    dx = (xs[None] - cx[:, None, None]) / radius[:, None, None]
+    dy = (ys[None] - cy[:, None, None]) / radius[:, None, None]
+    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u, v = c * dx + s * dy, -s * dx + c * dy
+    sdf = np.empty((n, size, size))
+    for k, kind in enumerate(SHAPES32_CLASSES):  # one vectorised call per class
+        idx = labels == k
+        sdf[idx] = _shape_sdf(kind, u[idx], v[idx])
+    # coverage of each pixel, anti-aliased over about one pixel at the edge
+    mask = np.clip(0.5 - sdf * radius[:, None, None], 0.0, 1.0)[:, None].astype(np.float32)
+    foreground, background = foreground.astype(np.float32), background.astype(np.float32)
+    image = (mask * (foreground[..., None, None] + tex_fg)
+             + (1 - mask) * (background[..., None, None] + tex_bg) + noise)
+    return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def generate_shapes32(n_train: int = SHAPES32_DEFAULTS["n_train"], n_test: int = SHAPES32_DEFAULTS["n_test"]
+                      ) -> dict[str, np.ndarray]:
+    """The shapes32 images as uint8 (n, 3, 32, 32) and int64 labels: keys x, y, x_test, y_test.
+
+    Deterministic (fixed seeds in :data:`SHAPES32_GENERATOR`); every array is vectorised
+    numpy, one block of ``block`` images at a time.
+    """
+    g = SHAPES32_GENERATOR
+    out = {}
+    for split, (key, n) in enumerate((("", n_train), ("_test", n_test))):
+        blocks = [_shapes32_block(int(g["seed"]), split, b, min(int(g["block"]), n - b * int(g["block"])), g)
+                  for b in range(-(-n // int(g["block"])))]
+        out[f"x{key}"] = np.concatenate([x for x, _ in blocks])
+        out[f"y{key}"] = np.concatenate([y for _, y in blocks])
+    return out
+
+
+def _shapes32(data_dir: str | os.PathLike | None, opts: Mapping[str, int]):
+    """shapes32 of the size in ``opts``, from the cache in ``data_dir`` or generated (then cached)."""
+    settings = {**SHAPES32_GENERATOR, "n_train": int(opts["n_train"]), "n_test": int(opts["n_test"]),
+                "classes": list(SHAPES32_CLASSES)}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    cache = Path(data_dir) / f"shapes32-{key}.npz" if data_dir is not None else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
+        source = f"cache {cache.name}"
+    else:
+        arrays = generate_shapes32(settings["n_train"], settings["n_test"])
+        source = "generated"
+        if cache is not None:
+            _atomic_savez(cache, arrays)
+    info = {"source": f"convergent.data.generate_shapes32 ({source})", "generator_args": settings,
+            "split": "fixed: train and test drawn from separate seeded streams", "split_seed": None,
+            "scale": "uint8 / 255"}
+    as_float = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return (as_float(arrays["x"]), arrays["y"].astype(np.int64),
+            as_float(arrays["x_test"]), arrays["y_test"].astype(np.int64), info)

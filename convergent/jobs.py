@@ -54,6 +54,8 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     ``run`` holds dataset, arch, width, frozen_k, seed. A frozen run copies its first
     ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
+    ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
+    :func:`convergent.data.load_dataset`, as in every other job that loads the data.
     """
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
@@ -61,7 +63,7 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     log = get_logger()
     seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir, download=download)
+    data = load_dataset(run["dataset"], data_dir=data_dir, download=download, options=settings.get("data"))
     reference_state = load_state(reference) if frozen_k > 0 else None
     model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
                        frozen_k=frozen_k, reference_state=reference_state)
@@ -103,7 +105,7 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
     log = get_logger()
     set_determinism(int(run["seed"]), threads)
     ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
-    data = load_dataset(run["dataset"], data_dir=data_dir)
+    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
     if ex["max_samples"]:
         x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
@@ -256,7 +258,7 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
     log = get_logger()
     p = {**LMC_DEFAULTS, **params}
     set_determinism(int(pair["seed_a"]), threads)
-    data = load_dataset(pair["dataset"], data_dir=data_dir)
+    data = load_dataset(pair["dataset"], data_dir=data_dir, options=settings.get("data"))
     model = build_model(pair["arch"], int(pair["width"]), data.input_shape, data.num_classes, settings["model"])
     model.to(_device(device))
     variants = list(p["variants"])
@@ -293,7 +295,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     p = {**ROTATION_DEFAULTS, **params}
     seed = int(run["seed"])
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir)
+    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergent.archspec import arch_options, layer_names, rotation_layers
+from convergent.dataspec import SHAPES32_LIMITS, dataset_options
 
 CONTROLS = ("cross", "floor", "ceiling")
 #: which saved network state each control compares
@@ -91,6 +92,8 @@ class Experiment:
     training: dict[str, Any]
     extract: dict[str, Any]
     all_layers: list[str] = field(default_factory=list)
+    #: the dataset's options (config ``data.<dataset>``, defaults filled in; {} for most)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -171,6 +174,7 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
     Raises :class:`ConfigError` naming the offending key and the allowed values.
     """
     sweep_cfg = config["sweep"]
+    data_options = _data_options(config, sweep_cfg["datasets"])
     defaults = {k: sweep_cfg[k] for k in EXPERIMENT_KEYS if k in sweep_cfg}
     overrides = list(config.get("overrides") or [])
     experiments = []
@@ -179,7 +183,10 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
         for ov in overrides:
             if ov.get("dataset", dataset) == dataset and ov.get("arch", arch) == arch:
                 settings = _merge(settings, {k: v for k, v in ov.items() if k not in ("dataset", "arch")})
-        experiments.append(_experiment(dataset, arch, settings, f"experiment {dataset}/{arch}"))
+        exp = _experiment(dataset, arch, settings, f"experiment {dataset}/{arch}")
+        exp.data = data_options[dataset]
+        _check_split_size(exp)
+        experiments.append(exp)
     for i, ov in enumerate(overrides):
         for key, allowed in (("dataset", sweep_cfg["datasets"]), ("arch", sweep_cfg["archs"])):
             if key in ov and ov[key] not in allowed:
@@ -209,6 +216,32 @@ def _check_rotation(rotation: Mapping[str, Any], experiments: list[Experiment], 
             hint = ("; a list applies to every architecture of the sweep, a mapping {arch: [layers]} "
                     "chooses per architecture") if not isinstance(spec, (str, Mapping)) and len(archs) > 1 else ""
             raise ConfigError(f"experiment {exp.key}: {err}{hint}") from err
+
+
+def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Each dataset's options (config ``data``) with defaults, checked; options of a dataset the
+    sweep does not use are still checked, so a typo is caught before it matters."""
+    section = dict(config.get("data") or {})
+    try:
+        out = {name: dataset_options(name, section.get(name)) for name in sorted({*datasets, *section})}
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return out
+
+
+def _check_split_size(exp: Experiment) -> None:
+    """A generated dataset's size must hold what the extract stage asks for: ``extract.max_samples``
+    rows of the extracted split (otherwise the stores would silently hold fewer)."""
+    if exp.dataset != "shapes32":
+        return
+    split = exp.extract.get("split", "test")
+    key = "n_test" if split == "test" else "n_train"
+    wanted = exp.extract.get("max_samples")
+    if wanted and wanted > exp.data[key]:
+        raise ConfigError(f"data.shapes32.{key} = {exp.data[key]} does not fit experiment "
+                          f"{exp.key}: extract.max_samples = {wanted} rows of the {split} split are "
+                          f"extracted; allowed: data.shapes32.{key} in {wanted}..{SHAPES32_LIMITS[key][1]} "
+                          f"(or a smaller extract.max_samples)")
 
 
 def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Experiment:

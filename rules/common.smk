@@ -43,6 +43,12 @@ def reference_checkpoint(wildcards):
     return f"results/{ref.path}/{name}"
 
 
+def data_settings(exp):
+    """The dataset's options (config ``data.<dataset>``) for every job that loads it, so all
+    stages see the same data; only when it has any, so other datasets' params stay as they were."""
+    return {"data": exp.data} if exp.data else {}
+
+
 def training_params(wildcards):
     exp = experiment_of(wildcards)
     return {
@@ -50,12 +56,13 @@ def training_params(wildcards):
         "training": exp.training,
         "frozen_from": exp.frozen_from,
         "reference_seed": exp.reference_seed,
+        **data_settings(exp),
     }
 
 
 def extract_params(wildcards):
     exp = experiment_of(wildcards)
-    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract}
+    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract, **data_settings(exp)}
 
 
 def pair_of(wildcards):

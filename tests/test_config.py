@@ -208,3 +208,78 @@ def test_rotation_layers_per_architecture_plan():
     assert rotation_layers("resnet18", opts["resnet18"], spec) == ["stem", "layer2.1"]
     assert rotation_layers("wrn", opts["wrn"], spec) == ["block1.0", "block2.0", "block3.0"]  # all but the stem
     assert rotation_layers("wrn", opts["wrn"], "all") == ["block1.0", "block2.0", "block3.0"]
+
+
+# --- shapes32's size (config data.shapes32) ---------------------------------------------------
+
+@pytest.mark.parametrize("size, words", [
+    ({"n_train": 0}, ["n_train", "minimum of 100"]),
+    ({"n_test": -1}, ["n_test", "minimum of 100"]),
+    ({"n_test": 50}, ["n_test", "minimum of 100"]),
+    ({"n_train": 10**9}, ["n_train", "maximum of 100000"]),
+    ({"n_train": "10k"}, ["n_train", "not of type 'integer'"]),
+    ({"n_images": 10}, ["n_images", "Additional properties"]),
+])
+def test_shapes32_size_that_does_not_fit_is_refused(size, words):
+    config = tiny_config(datasets=["shapes32"])
+    config["data"] = {"shapes32": size}
+    with pytest.raises(Exception) as err:
+        check(config)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_shapes32_test_split_must_hold_what_extract_asks_for():
+    config = tiny_config(datasets=["shapes32"])           # extract.max_samples = 150 of the test split
+    config["data"] = {"shapes32": {"n_train": 1000, "n_test": 120}}
+    with pytest.raises(ConfigError) as err:
+        check(config)
+    for word in ("data.shapes32.n_test = 120", "extract.max_samples = 150", "allowed: data.shapes32.n_test in 150..100000"):
+        assert word in str(err.value), str(err.value)
+    config["sweep"]["extract"].update(split="train")      # the training split is big enough
+    assert check(config).experiments[0].data == {"n_train": 1000, "n_test": 120}
+
+
+def test_shapes32_size_reaches_every_job_that_loads_data():
+    """Every stage must see the same images: the size travels in each job's settings."""
+    config = tiny_config(datasets=["shapes32", "digits"], archs=["mlp"])
+    config["data"] = {"shapes32": {"n_test": 300}}
+    sweep = check(config)
+    assert sweep.experiment("shapes32", "mlp").data == {"n_train": 10000, "n_test": 300}
+    assert sweep.experiment("digits", "mlp").data == {}   # digits takes no options; its params are unchanged
+    rules = (REPO / "rules" / "common.smk").read_text()
+    assert rules.count("**data_settings(exp)") == 2      # training_params and extract_params
+    for rule in ("train", "extract", "lmc", "rotation"):  # every job that loads a dataset gets one of them
+        smk = next(p for p in (REPO / "rules").glob("*.smk") if f"rule {rule}:" in p.read_text()).read_text()
+        body = smk.split(f"rule {rule}:")[1].split("\nrule ")[0]
+        assert "settings=training_params" in body or "settings=extract_params" in body, rule
+
+
+def test_schema_limits_of_shapes32_are_the_code_s():
+    from convergent.dataspec import SHAPES32_DEFAULTS, SHAPES32_LIMITS
+
+    schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["data"]["properties"]["shapes32"]["properties"]
+    assert set(props) == set(SHAPES32_DEFAULTS)
+    for key, (low, high) in SHAPES32_LIMITS.items():
+        assert (props[key]["minimum"], props[key]["maximum"], props[key]["default"]) == \
+            (low, high, SHAPES32_DEFAULTS[key]), key
+    datasets = schema["properties"]["sweep"]["properties"]["datasets"]["items"]["enum"]
+    from convergent.dataspec import DATASETS
+    assert datasets == list(DATASETS)
+    assert schema["properties"]["overrides"]["items"]["properties"]["dataset"]["enum"] == list(DATASETS)
+
+
+def test_snakemake_refuses_a_shapes32_size_before_any_job(tmp_path):
+    config = tiny_config(datasets=["shapes32"], archs=["mlp"])
+    config["data"] = {"shapes32": {"n_test": 0}}
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "n_test" in out and "minimum of 100" in out, out[-3000:]
+    config["data"] = {"shapes32": {"n_test": 100}}   # passes the schema, too small for max_samples = 150
+    write_config(tmp_path, config)
+    proc = run_snakemake(tmp_path, check=False)
+    out = proc.stderr + proc.stdout
+    assert proc.returncode != 0 and "allowed: data.shapes32.n_test in 150..100000" in out, out[-3000:]
+    assert not (tmp_path / "results").exists() and not (tmp_path / "data").exists()

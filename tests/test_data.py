@@ -198,3 +198,188 @@ def test_cifar_missing_names_data_dir(tmp_path, no_network):
         D.load_dataset("cifar10", data_dir=where)
     with pytest.raises(FileNotFoundError, match="data_dir"):
         D.load_dataset("cifar100", data_dir=None)
+
+
+# --- shapes32: CIFAR-shaped, generated offline ----------------------------------------------
+
+SMALL = {"n_train": 1000, "n_test": 200}
+
+
+@pytest.fixture(scope="module")
+def shapes_small():
+    """The raw generator output at a small size (uint8 images, int64 labels)."""
+    return D.generate_shapes32(**SMALL)
+
+
+def test_shapes32_generator_is_deterministic(shapes_small):
+    again = D.generate_shapes32(**SMALL)
+    for key in ("x", "y", "x_test", "y_test"):
+        assert again[key].tobytes() == shapes_small[key].tobytes(), key
+
+
+def test_shapes32_shapes_dtypes_labels_balance(shapes_small, no_network):
+    raw = shapes_small
+    assert raw["x"].shape == (1000, 3, 32, 32) and raw["x"].dtype == np.uint8
+    assert raw["x_test"].shape == (200, 3, 32, 32) and raw["y"].dtype == np.int64
+    # labels are balanced per block of 1,000: exactly 100 per class in the first block
+    np.testing.assert_array_equal(np.bincount(raw["y"], minlength=10), np.full(10, 100))
+    counts = np.bincount(raw["y_test"], minlength=10)
+    assert len(counts) == 10 and counts.min() >= 10, counts  # a prefix of a balanced block
+    # images use the whole range and are not constant: foreground, background, texture, noise
+    assert raw["x"].min() == 0 and raw["x"].max() == 255
+    assert (raw["x"].reshape(1000, -1).std(axis=1) > 5).all()
+
+    d = D.load_dataset("shapes32", options=SMALL)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert d.x_train.shape == (1000, 3, 32, 32) and d.x_test.shape == (200, 3, 32, 32)
+    assert d.input_shape == (3, 32, 32) and d.num_classes == 10 and d.name == "shapes32"
+    assert int(d.y_train.min()) == 0 and int(d.y_train.max()) == 9
+    # the loader's pixels are the generator's uint8 / 255, standardised per channel
+    mean = np.array(d.info["normalisation"]["mean"]).reshape(1, 3, 1, 1)
+    std = np.array(d.info["normalisation"]["std"]).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(d.x_test.double().numpy() * std + mean, raw["x_test"] / 255.0, atol=1e-5)
+    np.testing.assert_array_equal(d.y_train.numpy(), raw["y"])
+    info = d.info
+    assert info["generator_args"]["n_train"] == 1000 and info["generator_args"]["n_test"] == 200
+    assert info["generator_args"]["classes"] == list(D.SHAPES32_CLASSES)
+    assert info["scale"] == "uint8 / 255" and info["n_train"] == 1000
+    json.dumps(info)
+
+
+def test_shapes32_size_option_nests_and_keeps_the_test_set(shapes_small):
+    """A smaller size is a prefix of a larger one; the training size does not move the test set."""
+    small = D.generate_shapes32(n_train=250, n_test=100)
+    np.testing.assert_array_equal(small["x"], shapes_small["x"][:250])
+    np.testing.assert_array_equal(small["y"], shapes_small["y"][:250])
+    np.testing.assert_array_equal(small["x_test"], shapes_small["x_test"][:100])
+    bigger = D.generate_shapes32(n_train=1100, n_test=100)   # a second block
+    np.testing.assert_array_equal(bigger["x"][:1000], shapes_small["x"])
+    assert not np.array_equal(bigger["x"][1000:1100], bigger["x"][:100])
+    d = D.load_dataset("shapes32", options={"n_train": 250, "n_test": 100})
+    assert (d.n_train, d.n_test) == (250, 100)
+
+
+def test_shapes32_train_and_test_are_disjoint(shapes_small):
+    train = {row.tobytes() for row in shapes_small["x"].reshape(1000, -1)}
+    test = {row.tobytes() for row in shapes_small["x_test"].reshape(200, -1)}
+    assert len(train) == 1000 and len(test) == 200   # no duplicates within a split either
+    assert not train & test
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"n_train": 0}, ["data.shapes32.n_train", "100..100000"]),
+    ({"n_test": -5}, ["data.shapes32.n_test", "100..100000"]),
+    ({"n_test": 99}, ["data.shapes32.n_test", "100..100000"]),
+    ({"n_train": 10**8}, ["data.shapes32.n_train", "100..100000"]),
+    ({"n_train": 1.5e3}, ["data.shapes32.n_train", "integer"]),
+    ({"size": 10}, ["data.shapes32.size", "allowed: n_train, n_test"]),
+])
+def test_shapes32_size_that_does_not_fit_is_refused(options, words):
+    with pytest.raises(ValueError) as err:
+        D.load_dataset("shapes32", options=options)
+    for word in words:
+        assert word in str(err.value), str(err.value)
+
+
+def test_options_of_a_dataset_without_any_are_refused():
+    with pytest.raises(ValueError, match="takes no options"):
+        D.load_dataset("digits", options={"n_train": 100})
+
+
+def test_shapes32_cache_is_written_atomically_and_reused(tmp_path, monkeypatch, no_network):
+    cache_dir = tmp_path / "data"
+    real_savez = np.savez
+
+    def interrupted(f, **arrays):   # the write dies half-way: no file may be left behind
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        D.load_dataset("shapes32", data_dir=cache_dir, options={"n_train": 200, "n_test": 100})
+    assert list(cache_dir.iterdir()) == []
+    monkeypatch.setattr(np, "savez", real_savez)
+
+    first = D.load_dataset("shapes32", data_dir=cache_dir, options={"n_train": 200, "n_test": 100})
+    files = list(cache_dir.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz" and files[0].name.startswith("shapes32-")
+    assert first.info["source"].endswith("(generated)")
+    again = D.load_dataset("shapes32", data_dir=cache_dir, options={"n_train": 200, "n_test": 100})
+    assert "cache" in again.info["source"]
+    assert again.info["fingerprint"] == first.info["fingerprint"]
+    assert torch.equal(again.x_train, first.x_train)
+    # no cache at all gives the same data; another size gets its own file
+    assert D.load_dataset("shapes32", options={"n_train": 200, "n_test": 100}).info["fingerprint"] == \
+        first.info["fingerprint"]
+    D.load_dataset("shapes32", data_dir=cache_dir, options={"n_train": 300, "n_test": 100})
+    assert len(list(cache_dir.iterdir())) == 2
+
+
+def _mask(kind: str, angle: float, n: int = 201) -> np.ndarray:
+    """Inside-mask of a shape on an n×n grid over [-1.2, 1.2]², rotated by ``angle``."""
+    t = np.linspace(-1.2, 1.2, n)
+    x, y = np.meshgrid(t, t)
+    c, s = np.cos(angle), np.sin(angle)
+    return D._shape_sdf(kind, c * x + s * y, -s * x + c * y) < 0
+
+
+def test_shapes32_classes_are_different_shapes_up_to_rotation():
+    """Rotation is a nuisance variable, so no two classes may coincide under some rotation
+    (a square and a diamond would): best IoU over rotations stays well below 1."""
+    angles = np.deg2rad(np.arange(0, 360, 8))
+    masks = {k: np.stack([_mask(k, t, 81) for t in angles]) for k in D.SHAPES32_CLASSES}  # (angles, 81, 81)
+    for i, a in enumerate(D.SHAPES32_CLASSES):
+        upright = masks[a][0]
+        assert 0.05 < upright.mean() < 0.9, a  # a shape, not empty or full
+        for b in D.SHAPES32_CLASSES[i + 1:]:
+            iou = (upright & masks[b]).sum(axis=(1, 2)) / (upright | masks[b]).sum(axis=(1, 2))
+            assert iou.max() < 0.85, (a, b, iou.max())
+    # and the test can fail: a square rotated by 45° is a diamond, which it would catch
+    diamond = _mask("square", np.pi / 4, 81)
+    assert max(((diamond & m).sum() / (diamond | m).sum()) for m in masks["square"]) > 0.95
+
+
+def test_shapes32_disc_and_square_areas_match_geometry():
+    """The signed distances put the boundary where the geometry says (naive area check)."""
+    n = 801
+    cell = (2.4 / (n - 1)) ** 2
+    assert abs(_mask("disc", 0.0, n).sum() * cell - np.pi * 0.9 ** 2) < 0.02
+    assert abs(_mask("square", 0.3, n).sum() * cell - (2 * 0.72) ** 2) < 0.02
+    assert abs(_mask("ring", 0.0, n).sum() * cell - np.pi * (0.94 ** 2 - 0.5 ** 2)) < 0.02
+
+
+def _random_conv_features(x: np.ndarray, filters: int = 16, seed: int = 0) -> np.ndarray:
+    """Fixed random 5×5 conv filters at two scales on images with their mean colour removed;
+    |response| pooled by mean and max over positions: (n, 4·filters), invariant to where the
+    shape is and to the sign of its contrast. Nothing is learned here but the linear read-out."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.from_numpy(x).float() / 255
+    t = t - t.mean(dim=(2, 3), keepdim=True)
+    out = []
+    for scale in (1, 2):
+        xs = torch.nn.functional.avg_pool2d(t, scale) if scale > 1 else t
+        r = torch.nn.functional.conv2d(xs, torch.randn(filters, 3, 5, 5, generator=g)).abs()
+        out += [r.mean(dim=(2, 3)), r.amax(dim=(2, 3))]
+    return torch.cat(out, 1).double().numpy()
+
+
+def test_shapes32_class_is_not_in_the_mean_colour_or_the_pixels_but_is_learnable(shapes_small):
+    """Colour is a nuisance variable: per-channel means predict the class at chance, and so does a
+    linear map of the raw pixels (position, rotation and polarity vary). The shape is learnable:
+    a linear read-out of translation-invariant random conv features beats chance clearly, and
+    does not with shuffled labels (so the margin is the data's, not the classifier's)."""
+    from sklearn.linear_model import LogisticRegression, RidgeClassifier
+
+    x, y = shapes_small["x"], shapes_small["y"]
+    xt, yt = shapes_small["x_test"], shapes_small["y_test"]
+    colour = LogisticRegression(max_iter=500).fit(x.mean(axis=(2, 3)), y)
+    assert colour.score(xt.mean(axis=(2, 3)), yt) < 0.2
+    pixels = RidgeClassifier(alpha=1e4).fit(x.reshape(len(x), -1) / 255.0, y)
+    assert pixels.score(xt.reshape(len(xt), -1) / 255.0, yt) < 0.25
+
+    f, ft = _random_conv_features(x), _random_conv_features(xt)
+    mu, sd = f.mean(axis=0), f.std(axis=0) + 1e-12
+    fit = lambda labels: LogisticRegression(max_iter=1000, C=0.1).fit((f - mu) / sd, labels)  # noqa: E731
+    assert fit(y).score((ft - mu) / sd, yt) > 0.4                     # measured 0.55 (chance 0.1)
+    shuffled = np.random.default_rng(0).permutation(y)
+    assert fit(shuffled).score((ft - mu) / sd, yt) < 0.2

@@ -79,3 +79,44 @@ def planned_jobs(output: str) -> dict[str, int]:
             elif line.strip().startswith("total"):
                 break
     return counts
+
+
+_DRY_RUN_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import ConfigSettings, DAGSettings, OutputSettings, ResourceSettings, SnakemakeApi
+from snakemake.settings.types import Quietness
+
+snakefile, jobs = Path(sys.argv[1]), json.loads(sys.argv[2])
+counts = {}
+for name, workdir in jobs.items():
+    workdir = Path(workdir)
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        wf = api.workflow(resource_settings=ResourceSettings(cores=1), snakefile=snakefile, workdir=workdir,
+                          config_settings=ConfigSettings(configfiles=[workdir / "config.yaml"]))
+        wf.dag(DAGSettings()).execute_workflow(executor="dryrun")
+        counts[name] = wf._workflow.dag.stats()[1]   # {rule: jobs, ..., "total": jobs}
+print("DRYRUN " + json.dumps(counts))
+"""
+
+
+def dry_run_counts(configs: dict[str, dict[str, Any]], root: Path, timeout: float = 600) -> dict[str, dict[str, int]]:
+    """Plan each config (``snakemake -n``) in its own workdir ``root/<name>``; {name: {rule: jobs}}.
+
+    One Python process plans them all through ``snakemake.api`` (the CLI would pay its start-up
+    once per config); a dry run runs no job.
+    """
+    workdirs = {}
+    for name, config in configs.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        write_config(root / name, config)
+        workdirs[name] = str(root / name)
+    import json
+
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run([sys.executable, "-c", _DRY_RUN_SCRIPT, str(REPO / "Snakefile"), json.dumps(workdirs)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("DRYRUN ")]
+    if proc.returncode != 0 or not line:
+        raise AssertionError(f"dry run failed ({proc.returncode}):\n{proc.stdout[-5000:]}\n{proc.stderr[-8000:]}")
+    return json.loads(line[-1][len("DRYRUN "):])

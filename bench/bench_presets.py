@@ -1,0 +1,153 @@
+"""What the paper presets cost on CPU: per-image CPU seconds at CIFAR shape, times the job counts.
+
+For every (architecture, width, options) used by configs/*.yaml this measures, on shapes32
+images (3 × 32 × 32, 10 classes: CIFAR-10's shape), with one torch thread:
+
+* ``train_img``: CPU seconds per training image (forward + backward + SGD step, the project's
+  own training loop, ``--train-images`` images in batches of the preset's batch size);
+* ``eval_img``: CPU seconds per image of an eval-mode forward pass (``evaluate``);
+* ``extract_img``: CPU seconds per image and network state of the extract stage
+  (``extract_to_store``: forward with hooks + writing every layer to a Zarr store, lz4).
+
+and extrapolates linearly in the number of images (the per-image cost of a conv net does not
+depend on how many images there are; measured on a few hundred, stated as such) to a job:
+
+* train job = epochs × (n_train × train_img + n_test × eval_img) + (n_train + n_test) × eval_img
+  (every epoch ends with a test pass, the job with a final pass over both splits);
+* extract job = 2 states × n_extract × extract_img;
+* lmc job ≈ 18 × alphas × (n_train + n_test) × eval_img (README "LMC": one pair's 9 variants cost
+  194–217 evaluation passes over train + test at 11 α, i.e. ≈ 18 passes per α);
+* rotation job ≈ (layers × strengths × 2 × retrain_epochs + epochs) × n_train × train_img
+  (the linear control trains once; each (layer, strength) retrains, ReLU and linear; retraining
+  only the layers above is cheaper, so this is an upper bound).
+
+Job counts come from the real dry run of each preset (snakemake -n through the API). Moments
+and measures are not extrapolated here (their cost is n·d² per view, see bench_moments.py).
+Run: ``PYTHONPATH=. python bench/bench_presets.py [--train-images 128] [--out bench_presets.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = ("brown", "brown-small", "li", "li-small", "kornblith", "kornblith-small")
+CIFAR = {"n_train": 50_000, "n_test": 10_000}
+
+
+def cpu_seconds(fn) -> float:
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
+
+
+def measure(arch: str, width: int, options: dict, batch_size: int, n_train: int, n_eval: int) -> dict:
+    """Per-image CPU seconds of one architecture at CIFAR shape (see module docstring)."""
+    import torch
+
+    from convergent.data import load_dataset
+    from convergent.extract import extract_to_store
+    from convergent.train import TrainConfig, _train_epoch, evaluate, init_model, make_optimizer, set_determinism
+
+    data = load_dataset("shapes32", options={"n_train": max(n_train, 100), "n_test": max(n_eval, 100)})
+    set_determinism(0, 1)
+    model = init_model(arch, width, data, options, seed=0)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size)
+    opt = make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(0)
+    x, y = data.x_train[:n_train], data.y_train[:n_train]
+    model.train()
+    _train_epoch(model, opt, x[:batch_size], y[:batch_size], batch_size, gen)   # warm-up (allocations)
+    train_s = cpu_seconds(lambda: _train_epoch(model, opt, x, y, batch_size, gen))
+    xe, ye = data.x_test[:n_eval], data.y_test[:n_eval]
+    evaluate(model, xe[:64], ye[:64], 1024)
+    eval_s = cpu_seconds(lambda: evaluate(model, xe, ye, 1024))
+    with tempfile.TemporaryDirectory() as tmp:
+        model.eval()
+        with torch.no_grad():
+            extract_s = cpu_seconds(lambda: extract_to_store(model, xe, ye, model.layer_names, Path(tmp) / "s.zarr",
+                                                             chunk_rows=256, attrs={}, compression="lz4"))
+    params = sum(p.numel() for p in model.parameters())
+    return {"arch": arch, "width": width, "options": options, "params": params,
+            "train_img": train_s / n_train, "eval_img": eval_s / n_eval, "extract_img": extract_s / n_eval,
+            "layers": len(model.layer_names)}
+
+
+def job_counts() -> dict[str, dict[str, int]]:
+    import sys
+
+    sys.path.insert(0, str(REPO))
+    from tests.workflow import dry_run_counts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return dry_run_counts({p: yaml.safe_load((REPO / "configs" / f"{p}.yaml").read_text()) for p in PRESETS},
+                              Path(tmp))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-images", type=int, default=128, help="images per training measurement")
+    ap.add_argument("--eval-images", type=int, default=256, help="images per eval/extract measurement")
+    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    from convergent.sweep import plan_sweep
+
+    counts = job_counts()
+    cache: dict[str, dict] = {}
+    report = {}
+    for preset in PRESETS:
+        config = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
+        from snakemake.utils import validate
+        validate(config, str(REPO / "schemas" / "config.schema.yaml"))
+        sweep = plan_sweep(config)
+        sizes = dict(CIFAR) if config["sweep"]["datasets"] == ["cifar10"] else dict(config["data"]["shapes32"])
+        rows, totals = [], {"train": 0.0, "extract": 0.0, "lmc": 0.0, "rotation": 0.0}
+        for exp in sweep.experiments:
+            tr = exp.training
+            n_extract = min(exp.extract.get("max_samples") or 10**9,
+                            sizes["n_test"] if exp.extract.get("split", "test") == "test" else sizes["n_train"])
+            for width in exp.widths:
+                key = json.dumps([exp.arch, width, exp.model, tr.get("batch_size", 64)], sort_keys=True)
+                if key not in cache:
+                    cache[key] = measure(exp.arch, width, exp.model, int(tr.get("batch_size", 64)),
+                                         args.train_images, args.eval_images)
+                    print(json.dumps(cache[key]), flush=True)
+                m = cache[key]
+                epochs = int(tr["epochs"])
+                train_job = (epochs * (sizes["n_train"] * m["train_img"] + sizes["n_test"] * m["eval_img"])
+                             + (sizes["n_train"] + sizes["n_test"]) * m["eval_img"])
+                extract_job = 2 * n_extract * m["extract_img"]
+                runs = sum(1 for r in sweep.runs() if (r.arch, r.width) == (exp.arch, width))
+                cross = sum(1 for p in sweep.pairs() if (p.arch, p.width, p.control) == (exp.arch, width, "cross"))
+                lmc_job = rot_job = 0.0
+                if config["lmc"]["enabled"]:
+                    lmc_job = 18 * int(config["lmc"]["alphas"]) * (sizes["n_train"] + sizes["n_test"]) * m["eval_img"]
+                if config["rotation"]["enabled"]:
+                    rot = config["rotation"]
+                    n_layers = m["layers"] if rot["layers"] == "all" else len(rot["layers"])
+                    rot_job = ((n_layers * len(rot["strengths"]) * 2 * int(rot["retrain_epochs"]) + epochs)
+                               * sizes["n_train"] * m["train_img"])
+                rows.append({"arch": exp.arch, "width": width, "runs": runs, "cross_pairs": cross,
+                             "train_epoch_s": round(sizes["n_train"] * m["train_img"], 1),
+                             "train_job_s": round(train_job), "extract_job_s": round(extract_job),
+                             "lmc_job_s": round(lmc_job), "rotation_job_s": round(rot_job)})
+                totals["train"] += runs * train_job
+                totals["extract"] += runs * extract_job
+                totals["lmc"] += cross * lmc_job
+                totals["rotation"] += (1 if config["rotation"]["enabled"] else 0) * rot_job
+        report[preset] = {"sizes": sizes, "jobs": counts[preset], "per_width": rows,
+                          "cpu_hours": {k: round(v / 3600, 2) for k, v in totals.items()}}
+        print(preset, json.dumps(report[preset]), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps({"measured": list(cache.values()), "presets": report}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

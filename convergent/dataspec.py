@@ -1,0 +1,61 @@
+"""What each dataset is called and which options it takes, without importing torch.
+
+The Snakefile and the config checks (:func:`convergent.sweep.plan_sweep`) need the
+dataset names and the allowed ``shapes32`` sizes on every dry run; importing
+:mod:`convergent.data` (torch) for that would slow planning, so they live here, as the
+architectures' names live in :mod:`convergent.archspec`.
+
+Per-dataset options are the config's ``data.<dataset>`` section. Every job that loads a
+dataset gets the same options (through its ``settings``), so every stage sees the same
+images; only ``shapes32`` has any: its size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "shapes32")
+
+#: shapes32's ten classes, in label order: a shape kind drawn at a random position, scale,
+#: rotation and colour on a textured background (see convergent.data.generate_shapes32)
+SHAPES32_CLASSES = ("disc", "square", "triangle", "plus", "ring", "stripes", "half_disc", "star",
+                    "two_dots", "frame")
+#: the size option and its allowed range, both ends included. ≥ 100 rows keeps ≥ 10 images
+#: of every class in each split (labels are balanced per block of 1,000); ≤ 100,000 keeps one
+#: split's float32 tensor ≤ 1.2 GB (CIFAR-10 has 50,000 / 10,000)
+SHAPES32_DEFAULTS: dict[str, int] = {"n_train": 10_000, "n_test": 2_000}
+SHAPES32_LIMITS: dict[str, tuple[int, int]] = {"n_train": (100, 100_000), "n_test": (100, 100_000)}
+#: the datasets that take options, with their defaults
+DATASET_OPTIONS: dict[str, dict[str, int]] = {"shapes32": SHAPES32_DEFAULTS}
+
+
+def shapes32_options(options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """:data:`SHAPES32_DEFAULTS` updated with ``options``, checked against :data:`SHAPES32_LIMITS`.
+
+    Raises ValueError naming the key (``data.shapes32.<key>``) and the allowed range.
+    """
+    opts = dict(SHAPES32_DEFAULTS)
+    for key, value in dict(options or {}).items():
+        if key not in SHAPES32_DEFAULTS:
+            raise ValueError(f"data.shapes32.{key}: unknown option; allowed: {', '.join(SHAPES32_DEFAULTS)}")
+        opts[key] = value
+    for key, (low, high) in SHAPES32_LIMITS.items():
+        value = opts[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"data.shapes32.{key} = {value!r} does not fit; allowed: an integer "
+                             f"in {low}..{high}")
+    return opts
+
+
+def dataset_options(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The options of dataset ``name`` with defaults filled in and checked ({} for datasets
+    without options, which refuse any). Raises ValueError naming the key."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name == "shapes32":
+        return shapes32_options(options)
+    if options:
+        raise ValueError(f"data.{name}: dataset {name!r} takes no options, got {sorted(options)}; "
+                         f"only {', '.join(DATASET_OPTIONS)} has any")
+    return {}
