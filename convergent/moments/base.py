@@ -48,14 +48,20 @@ class FormUnavailable(MeasureUnavailable):
     starts with ``needs ...`` so that the measure's name can be put in front of it."""
 
 
-def choose_form(d1: int, d2: int, max_features: int) -> str:
-    """``"dual"`` (n × n Gram) when either width exceeds ``max_features``, else ``"primal"``.
+def choose_form(d1: int, d2: int, max_features: int, rows: int | None = None) -> str:
+    """``"dual"`` (n × n Gram) when either width exceeds ``max_features``, or exceeds ``rows``
+    (given for the views of conv layers), else ``"primal"``.
 
-    A view narrower than ``max_features`` but wider than its number of rows stays primal:
-    its d × d sums are bounded by ``max_features`` and are what the unit-level measures
-    (matching, subspace, sparse, spectral) need; the dual form could not serve them.
+    A conv layer's ``flatten`` view is the usual case of the second rule: c·h·w features on
+    fewer images. Its d × d sums would cost O(d³) per measure for nothing: every measure that
+    reads that view by default (CKA, kernels, alignment, Procrustes, RSA, linear regression)
+    is a function of the n × n Grams, and the CCA family is undefined when d ≥ n anyway.
+    Dense layers (``rows`` None) stay primal below ``max_features``: their one view also
+    serves the unit-level measures (matching, subspace, sparse, spectral), which need the
+    d × d sums.
     """
-    return DUAL if max(int(d1), int(d2)) > int(max_features) else PRIMAL
+    d = max(int(d1), int(d2))
+    return DUAL if d > int(max_features) or (rows is not None and d > int(rows)) else PRIMAL
 
 
 def subsample_indices(n_rows: int, size: int, seed: int) -> np.ndarray:

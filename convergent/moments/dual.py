@@ -146,8 +146,10 @@ class GramMoments:
     def describe(self) -> str:
         """``view 'flatten' is dual (d=…, n=…)``: the words every FormUnavailable message ends with."""
         rows = f"n={self.n}" + (f" of {self.n_rows} rows, seeded subsample" if self.subsampled else "")
-        return (f"view {self.view or '(unnamed)'!r} is dual (d={max(self.d1, self.d2)} > "
-                f"max_features={self.meta.get('max_features', '?')}, {rows})")
+        d = max(self.d1, self.d2)
+        why = (f"> max_features={self.meta.get('max_features', '?')}" if d > int(self.meta.get("max_features", d))
+               else f"> {self.n_rows} rows")
+        return f"view {self.view or '(unnamed)'!r} is dual (d={d} {why}, {rows})"
 
     def total(self) -> "GramMoments":
         return self

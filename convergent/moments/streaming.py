@@ -158,11 +158,11 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
         if rows_a != rows_b:
             raise ValueError(f"view {v!r}: {layer} has {rows_a} rows in A but {rows_b} in B "
                              f"(raw shapes {arr_a.shape}, {arr_b.shape})")
-        if choose_form(da, db, max_features) == DUAL:
+        if choose_form(da, db, max_features, rows=None if dense else rows_a) == DUAL:
             duals.append((v, rows_a, da, db))
             n_gram = rows_a if not max_gram_rows else min(rows_a, int(max_gram_rows))
-            log.info("%s view %r: dual form (d=%d > max_features=%d): n × n Grams of %d%s rows, ~%.2f GiB",
-                     layer, v, max(da, db), max_features, n_gram,
+            log.info("%s view %r: dual form (d=%d > max_features=%d or > %d rows): n × n Grams of %d%s rows, "
+                     "~%.2f GiB", layer, v, max(da, db), max_features, rows_a, n_gram,
                      "" if n_gram == rows_a else f" of {rows_a} (seeded subsample, max_gram_rows)",
                      gram_memory_gib(n_gram, min(subsample_size, rows_a), precision, threads))
             continue

@@ -72,7 +72,7 @@ def test_streaming_equals_in_memory_for_every_family(tmp_path, rng):
     from convergent.moments import streaming_moments
     from measures_helpers import write_store
 
-    n = 40
+    n = 60   # more images than flatten features (45): every view stays primal, as from_arrays picks
     t = rng.integers(0, 3, n)
     a = np.maximum(rng.standard_normal((n, 4, 3, 3)), 0).astype(np.float32)
     b = np.maximum(np.einsum("nchw,cd->ndhw", a, rng.standard_normal((4, 5))), 0).astype(np.float32)

@@ -130,7 +130,7 @@ def test_mismatched_rows_rejected(rng):
 
 @pytest.fixture
 def stores(tmp_path, rng):
-    n = 23
+    n = 29   # more images than the flatten view has features (24): primal, like from_arrays
     t = rng.integers(0, 4, n)
     conv_a = rng.standard_normal((n, 3, 2, 3)).astype(np.float32) + 2
     conv_b = (np.einsum("nchw,cd->ndhw", conv_a, rng.standard_normal((3, 4))) + rng.standard_normal((n, 4, 2, 3))
@@ -227,7 +227,7 @@ def test_flatten_too_wide_takes_the_dual_form(stores, caplog):
     sa, sb, _, _ = stores
     with caplog.at_level("INFO", logger="convergent"):
         out = streaming_moments(sa, sb, "conv", ["flatten"], max_features=10)
-    assert out["flatten"].form == "dual" and out["flatten"].n == 23
+    assert out["flatten"].form == "dual" and out["flatten"].n == 29
     assert any("'flatten'" in r.message and "dual form" in r.message and "max_features=10" in r.message
                and "GiB" in r.message for r in caplog.records)
 
@@ -246,7 +246,7 @@ def test_flatten_too_wide_beside_views_that_fit(stores):
     hung = table[table["measure"] == "hungarian_mean_corr"]
     assert hung["value"].isna().all()
     assert hung["note"].iloc[0].startswith("unavailable: hungarian_mean_corr needs the d × d")
-    assert "view 'flatten' is dual (d=24 > max_features=10, n=23)" in hung["note"].iloc[0]
+    assert "view 'flatten' is dual (d=24 > max_features=10, n=29)" in hung["note"].iloc[0]
     assert table[(table["measure"] == "subspace_similarity") & (table["view"] == "positions")]["value"].notna().all()
 
 
@@ -295,3 +295,22 @@ def test_streaming_nonfinite_stops_cleanly(tmp_path, rng):
     with pytest.raises(ValueError, match=r"Y \(network B\).*non-finite.*row 22"):
         streaming_moments(sa, ActivationStore(tmp_path / "b.zarr"), "fc", ["pool"], images_per_chunk=5, threads=2)
     assert not [th for th in threading.enumerate() if th.name.startswith(("moments-prefetch", "moments-fold"))]
+
+
+def test_conv_view_wider_than_its_images_takes_the_dual_form(stores, tmp_path, rng):
+    """A conv layer's flatten view with more features than images (c·h·w > n) is accumulated as
+    n × n Grams even below max_features; a dense layer of the same width stays primal (its one
+    view serves the unit-level measures)."""
+    from measures_helpers import write_store
+
+    n = 12
+    t = rng.integers(0, 3, n)
+    conv = rng.standard_normal((n, 2, 3, 3)).astype(np.float32)        # flatten: 18 > 12 images
+    dense = rng.standard_normal((n, 18)).astype(np.float32)
+    sa = ActivationStore(write_store(tmp_path / "a.zarr", {"conv": conv, "fc": dense}, t, chunk_rows=5))
+    sb = ActivationStore(write_store(tmp_path / "b.zarr", {"conv": conv[:, ::-1], "fc": dense[:, ::-1]}, t,
+                                     chunk_rows=5))
+    out = streaming_moments(sa, sb, "conv", ["positions", "flatten", "pool"])
+    assert [out[v].form for v in ("positions", "flatten", "pool")] == ["primal", "dual", "primal"]
+    assert "> 12 rows" in out["flatten"].describe()
+    assert streaming_moments(sa, sb, "fc", ["flatten"])["flatten"].form == "primal"
