@@ -26,14 +26,15 @@ def _jitter(seed_a: int, seed_b: int) -> float:
 
 
 def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, frozen=(0, 1),
-               arch="cnn", controls=("cross", "floor", "ceiling")) -> Tables:
+               arch="cnn", controls=("cross", "floor", "ceiling", "data_order")) -> Tables:
     """Synthetic summary tables in which every finding holds (``holds``) or none does."""
     pairs = list(itertools.combinations(seeds, 2))
     rows: list[dict] = []
 
-    def add(control, sa, sb, w, k, li, measure, value, parameter="", pv=np.nan):
+    def add(control, sa, sb, w, k, li, measure, value, parameter="", pv=np.nan, ob=None):
         rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "frozen_from": "trained",
-                     "control": control, "seed_a": sa, "seed_b": sb, "layer": f"l{li}", "layer_index": li,
+                     "control": control, "seed_a": sa, "seed_b": sb, "order_seed_a": sa,
+                     "order_seed_b": sb if ob is None else ob, "layer": f"l{li}", "layer_index": li,
                      "measure": measure, "view": "positions", "parameter": parameter, "parameter_value": pv,
                      "value": value, "note": ""})
 
@@ -41,12 +42,20 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
         dw = np.log2(w / widths[0])
         for control in controls:
             cell_pairs = [(seeds[0], seeds[0])] if control == "ceiling" else pairs
+            if control == "data_order":   # the reference's init, each other seed's minibatch order
+                for o in seeds[1:]:
+                    j = _jitter(seeds[0], o)
+                    add(control, seeds[0], seeds[0], w, k, li, "hungarian_mean_corr_cv", 0.9 + j, ob=o)
+                    add(control, seeds[0], seeds[0], w, k, li, "sparse_r2_heldout", 0.9 + j, "alpha", 1e-3, ob=o)
+                continue
             for sa, sb in cell_pairs:
                 j = _jitter(sa, sb)
                 if control == "ceiling":
                     add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", 1.0)
+                    add(control, sa, sb, w, k, li, "sparse_r2_heldout", 0.99, "alpha", 1e-3)
                     continue
                 if control == "floor":
+                    add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", 0.1 + j)
                     add(control, sa, sb, w, k, li, "alignment_top_c_a", (0.1 if holds else 0.9) + j, "k", 10)
                     add(control, sa, sb, w, k, li, "alignment_top_c_b", (0.1 if holds else 0.9) + j, "k", 10)
                     continue
@@ -56,6 +65,7 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
                     add(control, sa, sb, w, k, li, "matched_corr_sorted", v + j, "rank_fraction", r)
                 for a in ALPHAS:
                     add(control, sa, sb, w, k, li, "sparse_val_r2", (0.8 if holds else 0.3) - a + j, "alpha", a)
+                add(control, sa, sb, w, k, li, "sparse_r2_heldout", (0.8 if holds else 0.3) + j, "alpha", 1e-3)
                 if frozen_layer:
                     basis = 1.0
                 elif holds:
@@ -134,17 +144,17 @@ def test_no_finding_supported_where_planted_against():
 def test_not_testable_world_says_what_is_needed():
     world = make_world(True, widths=(16,), n_layers=1, frozen=(0,), arch="mlp", controls=("cross",))
     m = world.measures
-    m = m[(m["measure"] != "sparse_val_r2")
+    m = m[(m["measure"] != "sparse_r2_heldout")
           & ~((m["measure"] == "matched_corr_sorted") & (m["parameter_value"] != 0.5))]
     tables = Tables(runs=world.runs, measures=m)   # no lmc, rotation or cka_layers table
     table = F.findings_table(tables)
     assert verdicts(table) == {fid: NOT_TESTABLE for fid in ALL_IDS}
     reasons = dict(zip(table["finding"], table["reason"]))
     expected = {
-        "li_reliable": "two rank fractions", "li_subspace": "sparse_val_r2",
+        "li_reliable": "two rank fractions", "li_subspace": "sparse_r2_heldout",
         "kornblith_grounding": "cka_layers.csv", "kornblith_width": "≥ 2 widths", "wang_depth": "≥ 2 layers",
         "wang_small": "needs a conv arch", "imani_depth": "≥ 2 layers", "imani_emerges": "floor control",
-        "brown_a": "rotation.csv", "brown_b": "ceiling control", "brown_c": "frozen_k > 0",
+        "brown_a": "rotation.csv", "brown_b": "data-order control", "brown_c": "frozen_k > 0",
         "brown_d": "lmc.csv",
     }
     for fid, needle in expected.items():
