@@ -257,3 +257,65 @@ def test_summary_tables_follow_the_workflow_targets():
     assert F.summary_tables(targets) == {"runs": "results/summary/runs.csv",
                                          "measures": "results/summary/measures.csv",
                                          "cka_layers": "results/summary/cka_layers.csv"}
+
+
+# --------------------------------------------------------------------------- li_subspace on real measures
+
+def _measured(X: np.ndarray, Y: np.ndarray, control: str, seed_a: int, seed_b: int, order_b: int | None = None,
+              width: int = 16, layer: int = 1) -> pd.DataFrame:
+    """The measures rows of one planted pair, computed by the package from the two arrays."""
+    from convergent.measures import compute_measures
+    from convergent.moments import Moments
+
+    m = Moments.from_arrays(X, Y, alignment=False)
+    rows = compute_measures(m, {"enabled": ["matching", "sparse"], "lasso_alphas": [1e-4, 1e-3, 1e-2]})
+    coords = {"dataset": "toy", "arch": "mlp", "width": width, "frozen_k": 0, "frozen_from": "trained",
+              "control": control, "seed_a": seed_a, "seed_b": seed_b, "order_seed_a": seed_a,
+              "order_seed_b": seed_b if order_b is None else order_b, "layer": f"l{layer}", "layer_index": layer}
+    return rows.assign(**coords)
+
+
+def _planted_subspace(kind: str, data_order: bool = True, n: int = 1200, d: int = 12) -> Tables:
+    """Three seed pairs where B is a ``kind`` copy of A (plus a little noise), and data-order
+    pairs where B is A plus the same little noise (SGD noise: the same basis, nearly)."""
+    frames = []
+    for pair, (sa, sb) in enumerate([(0, 1), (0, 2), (1, 2)]):
+        rng = np.random.default_rng(100 + pair)
+        A = rng.standard_normal((n, d)) * np.linspace(1.0, 2.0, d)
+        noise = 0.1 * rng.standard_normal((n, d))
+        if kind == "rotated":      # a shared subspace, no shared basis
+            Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+            B = A @ Q + noise
+        elif kind == "permuted":   # a shared basis
+            B = A[:, rng.permutation(d)] * rng.uniform(0.5, 2.0, d) + noise
+        else:                      # 20 % of B's variance shared with A
+            Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+            Z = A / A.std(0)
+            B = np.sqrt(0.2) * Z @ Q + np.sqrt(0.8) * rng.standard_normal((n, d))
+        frames.append(_measured(A, B, "cross", sa, sb))
+        if data_order:
+            frames.append(_measured(A, A + noise, "data_order", 0, 0, order_b=pair + 1))
+        else:
+            frames.append(_measured(A, A, "ceiling", 0, 0))
+    return Tables(measures=pd.concat(frames, ignore_index=True))
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("rotated", SUPPORTED), ("permuted", NOT_SUPPORTED),
+                                                ("shared20", NOT_SUPPORTED)])
+def test_li_subspace_on_planted_activations(kind, expected):
+    tables = _planted_subspace(kind)
+    row = F.evaluate(next(f for f in F.FINDINGS if f.id == "li_subspace"), tables, "toy", "mlp")
+    assert row["verdict"] == expected, row["reason"]
+    assert "data-order ceiling" in row["reason"]
+    if kind == "permuted":     # the map is good, but one-to-one matching does as well
+        assert "fraction of the data-order ceiling: the 95 % interval" in row["reason"]
+        assert "R² minus one-to-one r̄²: contradicted" in row["reason"]
+    if kind == "shared20":     # one-to-one matching is poor, but so is the map: no shared subspace
+        assert "fraction of the data-order ceiling: contradicted" in row["reason"]
+        assert "R² minus one-to-one r̄²: contradicted" not in row["reason"]
+
+
+def test_li_subspace_without_data_order_uses_the_self_ceiling_and_says_so():
+    row = F.evaluate(next(f for f in F.FINDINGS if f.id == "li_subspace"), _planted_subspace("rotated", False),
+                     "toy", "mlp")
+    assert row["verdict"] == SUPPORTED and "self-pair ceiling" in row["reason"]
