@@ -298,6 +298,28 @@ def unavailable_notes(tables: Tables, dataset: str, arch: str, measure: str, con
                      for n in notes)
 
 
+def missing_levels(tables: Tables, dataset: str, arch: str, measure: str, rows: pd.DataFrame, level: str,
+                   minimum: int, need: str) -> str:
+    """Levels of ``level`` (e.g. width) at which ``measure`` has rows in the table but no finite
+    value in ``rows``: a note naming them and why ("" when none). :class:`NotTestable` when
+    fewer than ``minimum`` levels are left, naming the measure and the cause."""
+    m = _cell(tables.require("measures"), dataset, arch)
+    m = m[(m["measure"] == measure) & (m["control"] == "cross")]
+    if "frozen_k" in rows and rows["frozen_k"].nunique() == 1:
+        m = m[m["frozen_k"] == rows["frozen_k"].iloc[0]]
+    gone = sorted(set(m[level]) - set(rows[level]))
+    why = unavailable_notes(tables, dataset, arch, measure)
+    left = rows[level].nunique()
+    if left < minimum:
+        if gone:
+            raise NotTestable(f"{measure}: needs {need} with values; unavailable at {level} "
+                              f"{', '.join(map(str, gone))}" + (f" ({why})" if why else ""))
+        raise NotTestable(f"needs {need} (this sweep has {left})")
+    if not gone:
+        return ""
+    return f"{level} {', '.join(map(str, gone))} left out ({measure} unavailable there" + (f": {why})" if why else ")")
+
+
 def like_for_like(rows: pd.DataFrame, level: str, unit: str, measure: str, why_missing: str = ""
                   ) -> tuple[pd.DataFrame, str]:
     """Rows restricted to the ``unit`` values (e.g. layers) present at *every* ``level`` (e.g.
@@ -463,8 +485,9 @@ def _width_slope(tables: Tables, dataset: str, arch: str, rows: pd.DataFrame, me
     """Per-seed-pair slope of ``value`` (mean over layers) per doubling of width, on the
     layers present at every width (:func:`like_for_like`). Needs ≥ 2 widths.
     Returns (slope estimate, rows used, like-for-like note)."""
-    _require_levels(rows, "width", 2, "≥ 2 widths")
+    gone = missing_levels(tables, dataset, arch, measure, rows, "width", 2, "≥ 2 widths")
     rows, note = like_for_like(rows, "width", "layer", measure, unavailable_notes(tables, dataset, arch, measure))
+    note = "; ".join(n for n in (gone, note) if n)
     return Estimate.of(per_pair_slope(_with_log2_width(rows), "log2_width")), rows, note
 
 
