@@ -514,12 +514,14 @@ def _subspace_over_eps(tables: Tables, dataset: str, arch: str) -> pd.DataFrame:
 
 
 def _depth_slope(rows: pd.DataFrame, verdict: Callable[[Estimate, float], tuple[str, str]],
-                 what: str, measure: str = "", why_missing: str = "") -> Outcome:
+                 what: str, measure: str = "", why_missing: str = "", gone: str = "") -> Outcome:
     """Outcome of a per-seed-pair slope of ``value`` on ``layer_index`` judged by ``verdict``
     against 0, with the mean ``what`` per layer as detail. Needs ≥ 2 layers. Only the
-    widths at which every layer is present are used (:func:`like_for_like`)."""
+    widths at which every layer is present are used (:func:`like_for_like`); ``gone`` names
+    layers without any value."""
     _require_levels(rows, "layer_index", 2, "≥ 2 layers")
     rows, note = like_for_like(rows, "layer_index", "width", measure or what, why_missing)
+    note = "; ".join(n for n in (gone, note) if n)
     est = Estimate.of(per_pair_slope(rows, "layer_index"))
     label, reason = verdict(est, 0.0)
     by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
@@ -534,8 +536,10 @@ def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     similarity (mean over the configured ε grid and over widths) on the layer's depth
     index. Needs ≥ 2 layers. Rule: :func:`verdict_below` 0.
     """
-    return _depth_slope(_subspace_over_eps(tables, dataset, arch), verdict_below, "similarity",
-                        "subspace_similarity", unavailable_notes(tables, dataset, arch, "subspace_similarity"))
+    rows = _subspace_over_eps(tables, dataset, arch)
+    gone = missing_levels(tables, dataset, arch, "subspace_similarity", rows, "layer_index", 2, "≥ 2 layers")
+    return _depth_slope(rows, verdict_below, "similarity", "subspace_similarity",
+                        unavailable_notes(tables, dataset, arch, "subspace_similarity"), gone)
 
 
 def wang_small_matches(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -573,8 +577,10 @@ def imani_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     directions (``alignment_top_c``, both networks averaged, mean over widths) on the
     layer's depth index. Needs ≥ 2 layers. Rule: :func:`verdict_above` 0.
     """
-    return _depth_slope(_alignment(tables, dataset, arch, "cross"), verdict_above, "alignment",
-                        "alignment_top_c", unavailable_notes(tables, dataset, arch, "alignment_top_c_a"))
+    rows = _alignment(tables, dataset, arch, "cross")
+    gone = missing_levels(tables, dataset, arch, "alignment_top_c_a", rows, "layer_index", 2, "≥ 2 layers")
+    return _depth_slope(rows, verdict_above, "alignment", "alignment_top_c",
+                        unavailable_notes(tables, dataset, arch, "alignment_top_c_a"), gone)
 
 
 def imani_emerges(tables: Tables, dataset: str, arch: str) -> Outcome:
