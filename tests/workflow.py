@@ -32,7 +32,8 @@ TINY_CONFIG: dict[str, Any] = {
                      "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant"},
         "extract": {"split": "test", "chunk_rows": 64, "max_samples": 150},
     },
-    "controls": {"cross": True, "floor": True, "ceiling": True},
+    # data_order: one order-seed run per cell (seeds [0, 1]), so the data-order rules run end to end
+    "controls": {"cross": True, "floor": True, "ceiling": True, "data_order": True},
     "moments": {},
     "measures": {},
     "lmc": {"alphas": 3},
