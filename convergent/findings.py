@@ -226,7 +226,8 @@ def verdict_lmc_not_basis(barrier_slope: Estimate, basis_slope: Estimate) -> tup
 
 _CONTROL_NEEDS = {"floor": "the floor control (controls.floor: true)",
                   "ceiling": "the ceiling control (controls.ceiling: true)",
-                  "cross": "the cross control (controls.cross: true)"}
+                  "cross": "the cross control (controls.cross: true)",
+                  "data_order": "the data-order control (controls.data_order: true)"}
 
 
 def _cell(frame: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
@@ -690,11 +691,11 @@ def brown_no_unique_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
     verdict, reason = verdict_above(est, BROWN_CEILING_GAP_MIN)
     by_width = []
     for w in sorted(set(cross["width"]) & set(order["width"])):
-        c = cross[cross["width"] == w]
-        o = order[order["width"] == w]
+        c, o = cross[cross["width"] == w], order[order["width"] == w]
         common = set(c["layer"]) & set(o["layer"])
         if common:
-            by_width.append(f"{w}: {_num(float(o[o['layer'].isin(common)]['value'].mean() - c[c['layer'].isin(common)]['value'].mean()))}")
+            gap = o[o["layer"].isin(common)]["value"].mean() - c[c["layer"].isin(common)]["value"].mean()
+            by_width.append(f"{w}: {_num(float(gap))}")
     return Outcome(est, verdict, f"data-order ceiling minus cross-seed basis correlation at width {widest}: {reason}",
                    f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling {Estimate.of(ceiling)} "
                    f"({len(layers)} layers){extra}; gap by width: {', '.join(by_width)}")

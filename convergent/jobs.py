@@ -73,7 +73,8 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     metrics = train(model, data, cfg, seed=order_seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
                     resume_path=resume, log=log.info)
     save_state(model, out_model)
-    metrics = {**metrics, **dict(run), "order_seed": order_seed, "frozen_from": settings["frozen_from"] if frozen_k else None,
+    metrics = {**metrics, **dict(run), "order_seed": order_seed,
+               "frozen_from": settings["frozen_from"] if frozen_k else None,
                "reference_seed": settings["reference_seed"] if frozen_k else None,
                "training": {**TRAINING_DEFAULTS, **settings["training"]}, "model": settings["model"],
                "data": data.info}
