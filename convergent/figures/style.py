@@ -150,7 +150,7 @@ def draw_summary(ax: Axes, summary: pd.DataFrame, x: str, colour: Any, control: 
     (the legend explains their line styles once) and out of series counts.
     """
     xs = summary[x].to_numpy(dtype=float)
-    (line,) = ax.plot(xs, summary["mean"], CONTROL_STYLE[control], color=colour, marker="o" if control == "cross"
+    (line,) = ax.plot(xs, summary["mean"], ls=CONTROL_STYLE[control], color=colour, marker="o" if control == "cross"
                       else None, ms=3.5, label=label if control == "cross" else f"_{control} {label}")
     if control == "cross" and (summary["ci_high"] > summary["ci_low"]).any():
         ax.fill_between(xs, summary["ci_low"], summary["ci_high"], color=colour, alpha=0.18, lw=0)
