@@ -908,6 +908,9 @@ def _sweep_text(tables: Tables) -> str:
     for col in ("dataset", "arch", "width", "frozen_k", "seed"):
         if col in runs:
             parts.append(f"{col} ∈ {{{', '.join(map(str, sorted(runs[col].unique())))}}}")
+    if "order_seed" in runs and (runs["order_seed"] != runs["seed"]).any():
+        parts.append(f"{int((runs['order_seed'] != runs['seed']).sum())} of them data-order runs (the reference "
+                     "seed's initial weights, another seed's minibatch order)")
     if "test_acc" in runs:
         parts.append(f"test accuracy {runs['test_acc'].min():.3f}–{runs['test_acc'].max():.3f}")
     return "Sweep: " + "; ".join(parts) + "."

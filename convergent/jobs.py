@@ -181,7 +181,12 @@ def complete_pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A pair table (columns ``seed_a``, ``seed_b``) with every pair coordinate present:
     ``control`` (``cross`` where absent: only cross-seed pairs are written without it) and
     ``order_seed_a``, ``order_seed_b`` (the seed where absent: an ordinary run's minibatch
-    order is its seed), placed right after ``seed_b``. Other tables are returned unchanged."""
+    order is its seed), placed right after ``seed_b``. A run table (column ``seed``: rotation)
+    gets ``order_seed`` = ``seed`` right after it. Other tables are returned unchanged."""
+    if "seed" in frame and "order_seed" not in frame and "seed_a" not in frame:
+        frame = frame.copy()
+        frame.insert(list(frame.columns).index("seed") + 1, "order_seed", frame["seed"])
+        return frame
     if not {"seed_a", "seed_b"} <= set(frame.columns):
         return frame
     frame = frame.copy()

@@ -95,5 +95,8 @@ def test_pair_tables_get_order_seeds_and_control():
     measures = pd.DataFrame({"control": ["data_order"], "seed_a": [0], "seed_b": [0], "order_seed_a": [0],
                              "order_seed_b": [2], "value": [0.5]})
     pd.testing.assert_frame_equal(complete_pair_columns(measures), measures)
-    runs = pd.DataFrame({"seed": [0]})
-    assert complete_pair_columns(runs) is runs
+    rotation = pd.DataFrame({"arch": ["mlp"], "seed": [3], "layer": ["fc1"]})
+    assert list(complete_pair_columns(rotation).columns) == ["arch", "seed", "order_seed", "layer"]
+    assert complete_pair_columns(rotation)["order_seed"].tolist() == [3]
+    other = pd.DataFrame({"rule": ["train"]})
+    assert complete_pair_columns(other) is other
