@@ -25,6 +25,7 @@ ceiling of "different initialisations converge to one basis" (brown_b) and of th
 linear map's R² (li_subspace). The self-pair ceiling (a network with itself, fitted on
 one half of the data and evaluated on the other) is a ceiling only for fitted maps: its
 held-out basis correlation is 1 by construction.
+
 Pairs that share a seed are not independent (3 seeds give 3 pairs from 3 networks),
 so with few seeds the interval is optimistic; with a single seed pair it collapses
 to the value, and the reason says so.
