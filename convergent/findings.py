@@ -349,12 +349,15 @@ def like_for_like(rows: pd.DataFrame, level: str, unit: str, measure: str, why_m
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a finding's evaluation returns for one cell."""
+    """What a finding's evaluation returns for one cell. ``reference``: the value the statistic
+    is measured against when it is itself measured (e.g. the data-order ceiling), shown next
+    to the value in the summary table."""
 
     estimate: Estimate
     verdict: str
     reason: str
     detail: str = ""
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -445,7 +448,8 @@ def li_shared_subspace(tables: Tables, dataset: str, arch: str) -> Outcome:
                    f"R² minus one-to-one r̄²: {why_gap}",
                    f"linear-map R² {Estimate.of(per_pair['value_r2'])}; {ceiling_name} R² "
                    f"{_num(float(ceiling['value'].mean()))}; one-to-one r̄ "
-                   f"{Estimate.of(pair_means(both, value='value_corr')['value'])}")
+                   f"{Estimate.of(pair_means(both, value='value_corr')['value'])}",
+                   reference=f"map R² {Estimate.of(per_pair['value_r2'])} = {fraction} of the {ceiling_name}'s")
 
 
 # --------------------------------------------------------------------------- Kornblith et al. 2019
@@ -698,7 +702,8 @@ def brown_no_unique_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
             gap = o[o["layer"].isin(common)]["value"].mean() - c[c["layer"].isin(common)]["value"].mean()
             by_width.append(f"{w}: {_num(float(gap))}")
     return Outcome(est, verdict, f"data-order ceiling minus cross-seed basis correlation at width {widest}: {reason}",
-                   f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling {Estimate.of(ceiling)} "
+                   reference=f"data-order ceiling {Estimate.of(ceiling)}, cross-seed {Estimate.of(crossing)}",
+                   detail=f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling {Estimate.of(ceiling)} "
                    f"({len(layers)} layers){extra}; gap by width: {', '.join(by_width)}")
 
 
@@ -836,7 +841,7 @@ NOT_OPERATIONALISED: tuple[tuple[str, str, str], ...] = (
 )
 
 COLUMNS = ["finding", "paper", "claim", "dataset", "arch", "statistic", "value", "ci_low", "ci_high", "n",
-           "resampled", "verdict", "reason", "rule", "detail", "flip"]
+           "resampled", "verdict", "reason", "rule", "detail", "flip", "reference"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -855,7 +860,8 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
     """One row of the findings table: the finding evaluated on one cell."""
     row = {"finding": finding.id, "paper": finding.paper, "claim": finding.claim, "dataset": dataset,
            "arch": arch, "statistic": finding.statistic, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "n": 0, "resampled": finding.unit, "rule": finding.rule, "detail": "", "flip": finding.flip}
+           "n": 0, "resampled": finding.unit, "rule": finding.rule, "detail": "", "flip": finding.flip,
+           "reference": ""}
     try:
         out = finding.evaluate(tables, dataset, arch)
     except NotTestable as err:
@@ -865,7 +871,8 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
         reason += (f"; only one resampling unit ({finding.unit}): the interval is degenerate "
                    "(no spread to resample), so the verdict rests on a single value")
     return {**row, "value": out.estimate.value, "ci_low": out.estimate.ci_low, "ci_high": out.estimate.ci_high,
-            "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail}
+            "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail,
+            "reference": out.reference}
 
 
 def findings_table(tables: Tables, findings: Sequence[Finding] = FINDINGS) -> pd.DataFrame:
@@ -898,7 +905,8 @@ INTRO = (
 def _value_text(row: Mapping) -> str:
     if row["verdict"] == NOT_TESTABLE:
         return "—"
-    return f"{_num(row['value'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    text = f"{_num(row['value'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    return text + (f" ({row['reference']})" if row.get("reference") else "")
 
 
 def _sweep_text(tables: Tables) -> str:

@@ -500,3 +500,13 @@ def test_every_verdict_paragraph_says_what_would_turn_it():
             section = md.split(f"### {f.id}:")[1].split("###")[0]
             assert f"*What would turn it*: not supported with {f.flip}" in section
             assert "95 % interval" in section    # the number that decided it
+
+
+def test_summary_row_shows_the_reference_it_was_measured_against():
+    tables = make_world(True)
+    table = F.findings_table(tables)
+    row = table.set_index("finding").loc["brown_b"]
+    assert row["reference"].startswith("data-order ceiling 0.9")
+    line = next(ln for ln in F.to_markdown(table, tables).splitlines() if ln.startswith("| brown_b |"))
+    assert "(data-order ceiling 0.9" in line and "cross-seed 0.5" in line
+    assert "of the data-order ceiling's" in table.set_index("finding").loc["li_subspace", "reference"]
