@@ -13,9 +13,18 @@ import pytest
 from convergent.activations import ActivationStore, ActivationStoreWriter, IncompleteStoreError
 from convergent.figures import FIGURE_NAMES
 from convergent.sweep import plan_sweep
-from tests.workflow import planned_jobs, run_snakemake, tiny_config, write_config
+from tests.workflow import planned_jobs, run_snakemake, write_config
+from tests.workflow import tiny_config as _tiny_config
 
 pytestmark = pytest.mark.slow
+
+
+def tiny_config(**sweep_changes):
+    """The tiny sweep with the data-order control on: one order-seed run per cell (seeds [0, 1]),
+    so its rules (train_order, extract_order, lmc_order) and tables run end to end here."""
+    config = _tiny_config(**sweep_changes)
+    config["controls"]["data_order"] = True
+    return config
 
 
 @pytest.fixture(scope="module")
