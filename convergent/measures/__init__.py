@@ -156,7 +156,7 @@ def _sparse(m: Moments, p: dict[str, Any]) -> list[dict]:
     except MeasureUnavailable as err:
         return [_row(n, np.nan, "alpha", a, f"unavailable: {err}") for a in p["lasso_alphas"] for n in names]
     rows = [_row("sparse_targets", fit.targets.size)]
-    # the linear map's held-out R² with α chosen on the other fold (findings: li_subspace)
+    # the linear map's held-out pooled R² (1 − ΣMSE / ΣVar), α chosen on the other fold (findings: li_subspace)
     try:
         back = sparse_prediction(m, alphas=p["lasso_alphas"], max_targets=p["lasso_max_targets"],
                                  max_iter=p["lasso_max_iter"], tol=p["lasso_tol"], dead_tol=p["dead_tol"],

@@ -46,6 +46,8 @@ class SparseFit:
 
     Rows of an α that could not be fitted (α = 0 with n₀ ≤ d₁) are NaN and listed in ``unavailable``.
     ``weights[i]`` is (d_alive_A, n_targets); ``not_converged[i]`` counts fits that hit ``max_iter``.
+    ``target_var[j]``: the evaluated fold's variance of target ``j`` in fitted-fold standard units
+    (the denominator of ``r2[:, j]``).
     """
 
     alphas: np.ndarray
@@ -57,6 +59,7 @@ class SparseFit:
     weights: list[np.ndarray | None]
     not_converged: np.ndarray
     unavailable: dict[float, str]
+    target_var: np.ndarray | None = None
 
 
 def _std_problem(f0: Moments, ia: np.ndarray, ib: np.ndarray):
@@ -135,27 +138,34 @@ def sparse_prediction(X: np.ndarray | Moments, Y: np.ndarray | None = None,
         mse[i] = Eyy - 2 * np.einsum("ij,ij->j", w, Exy) + np.einsum("ij,ij->j", w, Exx @ w)
         r2[i] = 1.0 - mse[i] / var1
         nz[i] = np.count_nonzero(w, axis=0)
-    return SparseFit(alphas, ib, ia, r2, mse, nz, W, not_conv, unavailable)
+    return SparseFit(alphas, ib, ia, r2, mse, nz, W, not_conv, unavailable, var1)
+
+
+def pooled_r2(fit: SparseFit) -> np.ndarray:
+    """Per α: 1 − Σ_j MSE_j / Σ_j Var(y_j) over the predicted units, the fraction of B's
+    (standardised) variance the map explains on the evaluated fold. Unlike the mean of the
+    per-unit R², a unit nearly constant on that fold cannot drive it to −∞. Shape (n_alphas,)."""
+    return 1.0 - fit.mse.sum(axis=1) / float(np.sum(fit.target_var))
 
 
 def heldout_r2(forward: SparseFit, backward: SparseFit) -> tuple[float, float]:
-    """(α, R²): the penalty chosen on fold 0 and the R² it gives on fold 1.
+    """(α, R²): the penalty chosen on fold 0 and the pooled R² (:func:`pooled_r2`) it gives on fold 1.
 
     ``forward`` is fitted on fold 0 and evaluated on fold 1 (``fit_fold=0``), ``backward``
     fitted on fold 1 and evaluated on fold 0 (``fit_fold=1``), same targets and α grid.
-    α is the one whose backward fit predicts fold 0 best (mean R² over targets); the
-    reported R² is the forward fit's on fold 1 at that α. Fold 1 never scores the choice,
-    so the maximum over the grid does not inflate the reported value (fold 1 did train the
-    fits that scored it: the two are not independent samples, but no fold is both a
-    choice's score and its report). α whose fits are unavailable in either direction are
-    skipped; with none left, :class:`MeasureUnavailable`.
+    α is the one whose backward fit predicts fold 0 best (pooled R²); the reported R² is
+    the forward fit's on fold 1 at that α. Fold 1 never scores the choice, so the maximum
+    over the grid does not inflate the reported value (fold 1 did train the fits that
+    scored it: the two are not independent samples, but no fold is both a choice's score
+    and its report). α whose fits are unavailable in either direction are skipped; with
+    none left, :class:`MeasureUnavailable`.
     """
     if not np.array_equal(forward.alphas, backward.alphas) or not np.array_equal(forward.targets,
                                                                                   backward.targets):
         raise ValueError("forward and backward fits need the same α grid and targets")
-    ok = np.isfinite(backward.r2).all(axis=1) & np.isfinite(forward.r2).all(axis=1)
+    score, report = pooled_r2(backward), pooled_r2(forward)
+    ok = np.isfinite(score) & np.isfinite(report)
     if not ok.any():
         raise MeasureUnavailable("no α could be fitted on both folds")
-    score = np.where(ok, np.where(ok[:, None], backward.r2, 0.0).mean(axis=1), -np.inf)
-    best = int(np.argmax(score))
-    return float(forward.alphas[best]), float(np.mean(forward.r2[best]))
+    best = int(np.argmax(np.where(ok, score, -np.inf)))
+    return float(forward.alphas[best]), float(report[best])
