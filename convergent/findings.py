@@ -14,6 +14,18 @@ with a stated threshold turns the interval into one of
   (e.g. "needs ≥ 2 widths", "needs frozen_k > 0", "needs a conv arch").
 
 Every finding is evaluated separately for each (dataset, arch) cell of the sweep.
+A trend over width or depth compares like with like: a slope over width uses only the
+layers present at every width compared, a slope over depth only the widths present at
+every layer (:func:`like_for_like`); what was left out is named in the detail, and when
+nothing is left the reason names the measure and why it is missing.
+
+Ceilings: with ``controls.data_order`` the *data-order* pairs (the reference network
+against the same initial weights trained in another minibatch order) are the empirical
+ceiling of "different initialisations converge to one basis" (brown_b) and of the
+linear map's R² (li_subspace). The self-pair ceiling (a network with itself, fitted on
+one half of the data and evaluated on the other) is a ceiling only for fitted maps: its
+held-out basis correlation is 1 by construction.
+
 Pairs that share a seed are not independent (3 seeds give 3 pairs from 3 networks),
 so with few seeds the interval is optimistic; with a single seed pair it collapses
 to the value, and the reason says so.
@@ -41,7 +53,8 @@ NOT_TESTABLE = "not testable"
 
 #: the summary tables a finding may read, by name; file ``results/summary/<name>.csv``
 TABLE_NAMES = ("runs", "measures", "lmc", "rotation", "cka_layers")
-PAIR = ["seed_a", "seed_b"]
+#: a pair's identity: its two seeds and the seeds of their minibatch order (data-order control)
+PAIR = ["seed_a", "seed_b", "order_seed_a", "order_seed_b"]
 #: architectures whose hidden layers are dense (every other known arch is convolutional)
 DENSE_ARCHS = frozenset({"mlp"})
 
@@ -52,10 +65,12 @@ LI_BOTTOM_MAX = 0.5       # "unreliable" units: bottom-decile matched correlatio
 LI_TOP_RANK = 0.1         # rank fraction of the sorted matched-correlation curve read as "top"
 LI_BOTTOM_RANK = 0.9      # ... and as "bottom" (0 = best matched unit, 1 = worst)
 LI_SUBSPACE_GAP_MIN = 0.1  # R² of the linear map minus one-to-one r̄², in variance explained
+LI_SUBSPACE_R2_FRACTION = 0.8  # the linear map's held-out R² reaches this fraction of the ceiling's
+SUBSPACE_R2_MEASURE = "sparse_r2_heldout"   # L1 map A→B: α chosen on fold 0, R² on fold 1
 KORNBLITH_GROUNDING_MIN = 0.9   # Kornblith et al. found 99.3 % with linear CKA
 KORNBLITH_CKA_OVER_CCA_MIN = 0.0   # identification fraction, linear CKA minus the CCA family's mean
 WANG_SMALL_MATCH_MAX = 0.5      # "small" maximum matches: fewer than half the neurons matched
-BROWN_CEILING_GAP_MIN = 0.1     # basis correlation at least this far below the self-pair ceiling
+BROWN_CEILING_GAP_MIN = 0.1     # basis correlation at least this far below the data-order ceiling
 BROWN_BASIS_RISE_MAX = 0.05     # "basis correlation does not rise": < 0.05 per doubling of width
 BASIS_MEASURE = "hungarian_mean_corr_cv"   # Brown et al.'s basis correlation, held-out fold
 LMC_VARIANT = "naive"            # the plain interpolation θ(α) = (1−α)θ_A + αθ_B
@@ -75,6 +90,19 @@ class Tables:
     lmc: pd.DataFrame | None = None
     rotation: pd.DataFrame | None = None
     cka_layers: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        # tables written before the data-order control lack its coordinates: order seed = seed,
+        # and an LMC or layer table without a control column holds cross-seed pairs only
+        for name in ("measures", "lmc", "cka_layers"):
+            frame = getattr(self, name)
+            if frame is None or not {"seed_a", "seed_b"} <= set(frame.columns):
+                continue
+            missing = {f"order_seed_{s}": frame[f"seed_{s}"] for s in "ab" if f"order_seed_{s}" not in frame}
+            if "control" not in frame:
+                missing["control"] = "cross"
+            if missing:
+                object.__setattr__(self, name, frame.assign(**missing))
 
     def require(self, name: str) -> pd.DataFrame:
         """The table ``name``, or :class:`NotTestable` naming the missing file."""
@@ -127,6 +155,22 @@ class Estimate:
             raise NotTestable("no finite values of the statistic")
         lo, hi = bootstrap_ci(vals)
         return cls(float(vals.mean()), lo, hi, int(vals.size))
+
+    @classmethod
+    def difference(cls, left: Sequence[float] | np.ndarray | pd.Series,
+                   right: Sequence[float] | np.ndarray | pd.Series, n_boot: int = 2000, seed: int = 0
+                   ) -> Estimate:
+        """mean(left) − mean(right) with a 95 % percentile interval resampling both groups
+        independently (e.g. data-order pairs against cross-seed pairs); ``n`` is len(right)."""
+        a, b = (np.asarray(v, dtype=np.float64) for v in (left, right))
+        a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+        if a.size == 0 or b.size == 0:
+            raise NotTestable("no finite values of the statistic")
+        rng = np.random.default_rng(seed)
+        boot = (a[rng.integers(0, a.size, (n_boot, a.size))].mean(1)
+                - b[rng.integers(0, b.size, (n_boot, b.size))].mean(1))
+        lo, hi = np.quantile(boot, [0.025, 0.975]) if a.size + b.size > 2 else (a.mean() - b.mean(),) * 2
+        return cls(float(a.mean() - b.mean()), float(lo), float(hi), int(b.size))
 
     @property
     def degenerate(self) -> bool:
@@ -184,7 +228,8 @@ def verdict_lmc_not_basis(barrier_slope: Estimate, basis_slope: Estimate) -> tup
 
 _CONTROL_NEEDS = {"floor": "the floor control (controls.floor: true)",
                   "ceiling": "the ceiling control (controls.ceiling: true)",
-                  "cross": "the cross control (controls.cross: true)"}
+                  "cross": "the cross control (controls.cross: true)",
+                  "data_order": "the data-order control (controls.data_order: true)"}
 
 
 def _cell(frame: pd.DataFrame, dataset: str, arch: str) -> pd.DataFrame:
@@ -243,21 +288,83 @@ def _require_levels(frame: pd.DataFrame, column: str, minimum: int, need: str) -
         raise NotTestable(f"needs {need} (this sweep has {frame[column].nunique()})")
 
 
+def unavailable_notes(tables: Tables, dataset: str, arch: str, measure: str, control: str = "cross") -> str:
+    """The distinct notes of the NaN rows of ``measure`` in a cell ("" when none): why it is missing."""
+    m = tables.measures
+    if m is None or "note" not in m:
+        return ""
+    rows = _cell(m, dataset, arch)
+    rows = rows[(rows["measure"] == measure) & (rows["control"] == control)
+                & ~np.isfinite(rows["value"].astype(float))]
+    notes = sorted(set(rows["note"].dropna().astype(str)) - {""})
+    return "; ".join(f"{', '.join(sorted(map(str, rows.loc[rows['note'] == n, 'layer'].unique())))}: {n}"
+                     for n in notes)
+
+
+def missing_levels(tables: Tables, dataset: str, arch: str, measure: str, rows: pd.DataFrame, level: str,
+                   minimum: int, need: str) -> str:
+    """Levels of ``level`` (e.g. width) at which ``measure`` has rows in the table but no finite
+    value in ``rows``: a note naming them and why ("" when none). :class:`NotTestable` when
+    fewer than ``minimum`` levels are left, naming the measure and the cause."""
+    m = _cell(tables.require("measures"), dataset, arch)
+    m = m[(m["measure"] == measure) & (m["control"] == "cross")]
+    if "frozen_k" in rows and rows["frozen_k"].nunique() == 1:
+        m = m[m["frozen_k"] == rows["frozen_k"].iloc[0]]
+    gone = sorted(set(m[level]) - set(rows[level]))
+    why = unavailable_notes(tables, dataset, arch, measure)
+    left = rows[level].nunique()
+    if left < minimum:
+        if gone:
+            raise NotTestable(f"{measure}: needs {need} with values; unavailable at {level} "
+                              f"{', '.join(map(str, gone))}" + (f" ({why})" if why else ""))
+        raise NotTestable(f"needs {need} (this sweep has {left})")
+    if not gone:
+        return ""
+    return f"{level} {', '.join(map(str, gone))} left out ({measure} unavailable there" + (f": {why})" if why else ")")
+
+
+def like_for_like(rows: pd.DataFrame, level: str, unit: str, measure: str, why_missing: str = ""
+                  ) -> tuple[pd.DataFrame, str]:
+    """Rows restricted to the ``unit`` values (e.g. layers) present at *every* ``level`` (e.g.
+    width) of ``rows``, so a trend over ``level`` compares the same units at each level.
+
+    Returns (rows, note); the note names what was left out ("" when nothing was). When no
+    unit is present at every level, :class:`NotTestable` names ``measure``, the units and
+    ``why_missing`` (the unavailable rows' notes), not a missing option.
+    """
+    levels = rows[level].unique()
+    present = rows.groupby(unit)[level].nunique()
+    keep = present.index[present == len(levels)]
+    dropped = sorted(map(str, present.index[present < len(levels)]))
+    if keep.empty:
+        raise NotTestable(f"{measure}: no {unit} is available at every {level} compared "
+                          f"({', '.join(map(str, sorted(levels)))})" + (f"; {why_missing}" if why_missing else ""))
+    note = ""
+    if dropped:
+        note = (f"like for like: {unit} {', '.join(dropped)} left out (not available at every {level})"
+                + (f"; {why_missing}" if why_missing else ""))
+    return rows[rows[unit].isin(keep)], note
+
+
 # --------------------------------------------------------------------------- outcome & finding
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a finding's evaluation returns for one cell."""
+    """What a finding's evaluation returns for one cell. ``reference``: the value the statistic
+    is measured against when it is itself measured (e.g. the data-order ceiling), shown next
+    to the value in the summary table."""
 
     estimate: Estimate
     verdict: str
     reason: str
     detail: str = ""
+    reference: str = ""
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One testable claim: its statistic, verdict rule and evaluation function."""
+    """One testable claim: its statistic, verdict rule and evaluation function; ``flip`` says
+    what result would have made the verdict come out the other way."""
 
     id: str
     paper: str
@@ -266,6 +373,7 @@ class Finding:
     rule: str
     unit: str
     evaluate: Callable[[Tables, str, str], Outcome] = field(repr=False)
+    flip: str = ""
 
 
 # --------------------------------------------------------------------------- Li et al. 2016
@@ -294,28 +402,55 @@ def li_reliable_units(tables: Tables, dataset: str, arch: str) -> Outcome:
                    f"top (rank fraction {top_at:g}) {e_top}; bottom (rank fraction {bottom_at:g}) {e_bottom}")
 
 
+def _ceiling_rows(tables: Tables, dataset: str, arch: str, measure: str) -> tuple[pd.DataFrame, str]:
+    """(rows, name) of the empirical ceiling of ``measure``: the data-order pairs when the
+    sweep has them, else the self pairs (meaningful for fitted maps only)."""
+    try:
+        return measure_rows(tables, dataset, arch, measure, control="data_order"), "data-order ceiling"
+    except NotTestable:
+        return measure_rows(tables, dataset, arch, measure, control="ceiling"), "self-pair ceiling"
+
+
 def li_shared_subspace(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Li et al.: units span subspaces that are shared while the basis vectors are not.
 
-    Per seed pair (cross, frozen_k = 0), per (width, layer): the held-out R² of predicting
-    B's units from all of A's (``sparse_val_r2``, best over the L1 grid) minus the square
-    of the held-out one-to-one matched correlation (``hungarian_mean_corr_cv``), averaged
-    over widths and layers. Positive: a linear mix of A's units predicts B's units much
-    better than B's single best partner does. (r̄² ≤ mean r², so the one-to-one term is
-    slightly underestimated; the margin absorbs that.) Rule: :func:`verdict_above` 0.1.
+    Per seed pair (cross, frozen_k = 0), per (width, layer): the held-out R² of the L1
+    linear map predicting B's units from all of A's (``sparse_r2_heldout``: α chosen on
+    fold 0 by fits on fold 1, R² on fold 1 of the fit on fold 0), and the held-out
+    one-to-one matched correlation r̄ (``hungarian_mean_corr_cv``: matched on fold 0,
+    correlated on fold 1). Two conditions, both with intervals over seed pairs:
+
+    * the map is good: R² / ceiling R² > :data:`LI_SUBSPACE_R2_FRACTION`, the ceiling
+      being the data-order pairs' R² (the self pair's when controls.data_order is off;
+      the reason says which), per layer, on the same widths and layers;
+    * one-to-one matching is clearly worse: R² − r̄² > :data:`LI_SUBSPACE_GAP_MIN`.
+
+    A rotated copy (shared subspace, no shared basis) passes both; a permuted copy (shared
+    basis) fails the second; 20 % shared variance fails the first. Reported value: the gap.
     """
-    r2 = measure_rows(tables, dataset, arch, "sparse_val_r2")
-    r2 = r2.groupby(PAIR + ["width", "layer"], as_index=False)["value"].max()
+    r2 = measure_rows(tables, dataset, arch, SUBSPACE_R2_MEASURE)
     corr = measure_rows(tables, dataset, arch, BASIS_MEASURE)
-    both = r2.merge(corr[PAIR + ["width", "layer", "value"]], on=PAIR + ["width", "layer"],
-                    suffixes=("_r2", "_corr"))
+    ceiling, ceiling_name = _ceiling_rows(tables, dataset, arch, SUBSPACE_R2_MEASURE)
+    ceiling = ceiling[ceiling["frozen_k"] == 0].groupby(["width", "layer"], as_index=False)["value"].mean()
+    keys = PAIR + ["width", "layer"]
+    both = (r2[keys + ["value"]].merge(corr[keys + ["value"]], on=keys, suffixes=("_r2", "_corr"))
+            .merge(ceiling.rename(columns={"value": "value_ceiling"}), on=["width", "layer"]))
     if both.empty:
-        raise NotTestable(f"needs sparse_val_r2 and {BASIS_MEASURE} for the same pairs and layers")
+        raise NotTestable(f"needs {SUBSPACE_R2_MEASURE}, {BASIS_MEASURE} and the {ceiling_name} "
+                          "for the same widths and layers")
     both["value"] = both["value_r2"] - both["value_corr"] ** 2
-    est = Estimate.of(pair_means(both)["value"])
-    verdict, reason = verdict_above(est, LI_SUBSPACE_GAP_MIN)
-    return Outcome(est, verdict, reason, f"linear-map R² {Estimate.of(pair_means(both, value='value_r2')['value'])}; "
-                   f"one-to-one r̄ {Estimate.of(pair_means(both, value='value_corr')['value'])}")
+    per_pair = both.groupby(PAIR)[["value", "value_r2", "value_ceiling"]].mean()
+    gap = Estimate.of(per_pair["value"])
+    fraction = Estimate.of(per_pair["value_r2"] / per_pair["value_ceiling"])
+    v_frac, why_frac = verdict_above(fraction, LI_SUBSPACE_R2_FRACTION)
+    v_gap, why_gap = verdict_above(gap, LI_SUBSPACE_GAP_MIN)
+    verdict = SUPPORTED if v_frac == v_gap == SUPPORTED else NOT_SUPPORTED
+    return Outcome(gap, verdict, f"linear-map R² as a fraction of the {ceiling_name}: {why_frac}; "
+                   f"R² minus one-to-one r̄²: {why_gap}",
+                   f"linear-map R² {Estimate.of(per_pair['value_r2'])}; {ceiling_name} R² "
+                   f"{_num(float(ceiling['value'].mean()))}; one-to-one r̄ "
+                   f"{Estimate.of(pair_means(both, value='value_corr')['value'])}",
+                   reference=f"map R² {Estimate.of(per_pair['value_r2'])} = {fraction} of the {ceiling_name}'s")
 
 
 # --------------------------------------------------------------------------- Kornblith et al. 2019
@@ -406,20 +541,30 @@ def kornblith_cka_over_cca(tables: Tables, dataset: str, arch: str) -> Outcome:
                    "mean fractions " + ", ".join(f"{m}: {_num(float(np.mean(v)))}" for m, v in per_measure.items()))
 
 
+def _width_slope(tables: Tables, dataset: str, arch: str, rows: pd.DataFrame, measure: str
+                 ) -> tuple[Estimate, pd.DataFrame, str]:
+    """Per-seed-pair slope of ``value`` (mean over layers) per doubling of width, on the
+    layers present at every width (:func:`like_for_like`). Needs ≥ 2 widths.
+    Returns (slope estimate, rows used, like-for-like note)."""
+    gone = missing_levels(tables, dataset, arch, measure, rows, "width", 2, "≥ 2 widths")
+    rows, note = like_for_like(rows, "width", "layer", measure, unavailable_notes(tables, dataset, arch, measure))
+    note = "; ".join(n for n in (gone, note) if n)
+    return Estimate.of(per_pair_slope(_with_log2_width(rows), "log2_width")), rows, note
+
+
 def kornblith_width(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Kornblith et al.: cross-seed CKA rises (toward 1) with width.
 
     Per seed pair (cross, frozen_k = 0): the least-squares slope of linear CKA (mean over
-    layers) on log2(width), i.e. the change per doubling of width. Needs ≥ 2 widths.
-    Rule: :func:`verdict_above` 0.
+    the layers present at every width) on log2(width), i.e. the change per doubling of
+    width. Needs ≥ 2 widths. Rule: :func:`verdict_above` 0.
     """
-    rows = measure_rows(tables, dataset, arch, "cka_linear")
-    _require_levels(rows, "width", 2, "≥ 2 widths")
-    est = Estimate.of(per_pair_slope(_with_log2_width(rows), "log2_width"))
+    est, rows, note = _width_slope(tables, dataset, arch, measure_rows(tables, dataset, arch, "cka_linear"),
+                                   "cka_linear")
     verdict, reason = verdict_above(est, 0.0)
     by_width = pair_means(rows, ["width"]).groupby("width")["value"].mean()
     return Outcome(est, verdict, reason, "mean CKA by width: " + ", ".join(
-        f"{w}: {_num(v)}" for w, v in by_width.items()))
+        f"{w}: {_num(v)}" for w, v in by_width.items()) + (f"; {note}" if note else ""))
 
 
 # --------------------------------------------------------------------------- Wang et al. 2018
@@ -430,15 +575,19 @@ def _subspace_over_eps(tables: Tables, dataset: str, arch: str) -> pd.DataFrame:
 
 
 def _depth_slope(rows: pd.DataFrame, verdict: Callable[[Estimate, float], tuple[str, str]],
-                 what: str) -> Outcome:
+                 what: str, measure: str = "", why_missing: str = "", gone: str = "") -> Outcome:
     """Outcome of a per-seed-pair slope of ``value`` on ``layer_index`` judged by ``verdict``
-    against 0, with the mean ``what`` per layer as detail. Needs ≥ 2 layers."""
+    against 0, with the mean ``what`` per layer as detail. Needs ≥ 2 layers. Only the
+    widths at which every layer is present are used (:func:`like_for_like`); ``gone`` names
+    layers without any value."""
     _require_levels(rows, "layer_index", 2, "≥ 2 layers")
+    rows, note = like_for_like(rows, "layer_index", "width", measure or what, why_missing)
+    note = "; ".join(n for n in (gone, note) if n)
     est = Estimate.of(per_pair_slope(rows, "layer_index"))
     label, reason = verdict(est, 0.0)
     by_layer = pair_means(rows, ["layer_index"]).groupby("layer_index")["value"].mean()
     return Outcome(est, label, reason, f"mean {what} by layer: " + ", ".join(
-        f"{i}: {_num(v)}" for i, v in by_layer.items()))
+        f"{i}: {_num(v)}" for i, v in by_layer.items()) + (f"; {note}" if note else ""))
 
 
 def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -448,7 +597,10 @@ def wang_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     similarity (mean over the configured ε grid and over widths) on the layer's depth
     index. Needs ≥ 2 layers. Rule: :func:`verdict_below` 0.
     """
-    return _depth_slope(_subspace_over_eps(tables, dataset, arch), verdict_below, "similarity")
+    rows = _subspace_over_eps(tables, dataset, arch)
+    gone = missing_levels(tables, dataset, arch, "subspace_similarity", rows, "layer_index", 2, "≥ 2 layers")
+    return _depth_slope(rows, verdict_below, "similarity", "subspace_similarity",
+                        unavailable_notes(tables, dataset, arch, "subspace_similarity"), gone)
 
 
 def wang_small_matches(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -486,7 +638,10 @@ def imani_depth(tables: Tables, dataset: str, arch: str) -> Outcome:
     directions (``alignment_top_c``, both networks averaged, mean over widths) on the
     layer's depth index. Needs ≥ 2 layers. Rule: :func:`verdict_above` 0.
     """
-    return _depth_slope(_alignment(tables, dataset, arch, "cross"), verdict_above, "alignment")
+    rows = _alignment(tables, dataset, arch, "cross")
+    gone = missing_levels(tables, dataset, arch, "alignment_top_c_a", rows, "layer_index", 2, "≥ 2 layers")
+    return _depth_slope(rows, verdict_above, "alignment", "alignment_top_c",
+                        unavailable_notes(tables, dataset, arch, "alignment_top_c_a"), gone)
 
 
 def imani_emerges(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -552,25 +707,59 @@ def brown_privileged_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
 def brown_no_unique_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Brown et al. (b): different seeds do not converge to a unique basis, even when wide.
 
-    At the widest width (frozen_k = 0), per seed pair: the ceiling's basis correlation
-    (the reference network with itself, matched on one half and evaluated on the other)
-    minus the cross-seed basis correlation (``hungarian_mean_corr_cv``), averaged over
-    layers. Needs the ceiling control. Rule: :func:`verdict_above` 0.1.
+    At the widest width (frozen_k = 0): the data-order ceiling's basis correlation
+    (``hungarian_mean_corr_cv`` of the reference network against the same initial weights
+    trained in another minibatch order: what SGD noise alone leaves) minus the cross-seed
+    basis correlation, over the layers both have. The interval resamples cross-seed pairs
+    and data-order pairs independently. Needs controls.data_order (the self pair's held-out
+    basis correlation is 1 by construction, so it cannot be the reference). Not testable
+    when the ceiling does not lie above the floor (untrained pairs): then SGD noise alone
+    scrambles the basis and a gap below it means nothing. Rule: :func:`verdict_above` 0.1.
+    The gap at every width is in the detail ("even when wide": the widest decides).
     """
     cross = measure_rows(tables, dataset, arch, BASIS_MEASURE)
-    ceiling = measure_rows(tables, dataset, arch, BASIS_MEASURE, control="ceiling")
+    try:
+        order = measure_rows(tables, dataset, arch, BASIS_MEASURE, control="data_order")
+    except NotTestable:
+        raise NotTestable("needs the data-order control (controls.data_order: true): the self-pair "
+                          "ceiling's held-out basis correlation is 1 by construction, no empirical reference")
     widest = int(cross["width"].max())
-    cross = cross[cross["width"] == widest]
-    ceil = ceiling[ceiling["width"] == widest].groupby("layer")["value"].mean()
-    if ceil.empty:
-        raise NotTestable(f"needs the ceiling control at width {widest}")
-    cross = cross[cross["layer"].isin(ceil.index)]
-    gap = cross.assign(value=ceil.reindex(cross["layer"]).to_numpy() - cross["value"].to_numpy())
-    est = Estimate.of(pair_means(gap)["value"])
+    order_w = order[order["width"] == widest]
+    if order_w.empty:
+        raise NotTestable(f"needs data-order pairs at the widest width {widest}")
+    cross_w = cross[cross["width"] == widest]
+    layers = sorted(set(cross_w["layer"]) & set(order_w["layer"]))
+    cross_w, order_w = cross_w[cross_w["layer"].isin(layers)], order_w[order_w["layer"].isin(layers)]
+    ceiling = pair_means(order_w)["value"]
+    crossing = pair_means(cross_w)["value"]
+    extra = ""
+    try:
+        floor = measure_rows(tables, dataset, arch, BASIS_MEASURE, control="floor")
+    except NotTestable:
+        floor = None   # no floor control: the headroom check is skipped, and the detail says so
+    floor = None if floor is None else floor[(floor["width"] == widest) & floor["layer"].isin(layers)]
+    if floor is not None and not floor.empty:
+        f_est, c_est = Estimate.of(pair_means(floor)["value"]), Estimate.of(ceiling)
+        if not c_est.ci_low > f_est.ci_high:
+            raise NotTestable(f"the data-order ceiling {c_est} does not lie above the floor (untrained "
+                              f"pairs) {f_est} at width {widest}: SGD noise alone scrambles the basis, "
+                              "so the cross-seed gap has no headroom to mean anything")
+        extra = f"; floor (untrained) {f_est}"
+    else:
+        extra = "; no floor pairs to check the ceiling's headroom against"
+    est = Estimate.difference(ceiling, crossing)
     verdict, reason = verdict_above(est, BROWN_CEILING_GAP_MIN)
-    return Outcome(est, verdict, reason, f"width {widest}: cross-seed basis correlation "
-                   f"{Estimate.of(pair_means(cross)['value'])}, ceiling {_num(float(ceil.mean()))} "
-                   "(one reference network, not resampled)")
+    by_width = []
+    for w in sorted(set(cross["width"]) & set(order["width"])):
+        c, o = cross[cross["width"] == w], order[order["width"] == w]
+        common = set(c["layer"]) & set(o["layer"])
+        if common:
+            gap = o[o["layer"].isin(common)]["value"].mean() - c[c["layer"].isin(common)]["value"].mean()
+            by_width.append(f"{w}: {_num(float(gap))}")
+    return Outcome(est, verdict, f"data-order ceiling minus cross-seed basis correlation at width {widest}: {reason}",
+                   reference=f"data-order ceiling {Estimate.of(ceiling)}, cross-seed {Estimate.of(crossing)}",
+                   detail=f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling {Estimate.of(ceiling)} "
+                   f"({len(layers)} layers){extra}; gap by width: {', '.join(by_width)}")
 
 
 def brown_freezing(tables: Tables, dataset: str, arch: str) -> Outcome:
@@ -603,28 +792,34 @@ def brown_lmc_width(tables: Tables, dataset: str, arch: str) -> Outcome:
     """Brown et al. (d): linear mode connectivity improves with width, but not because
     basis correlation improves.
 
-    Per seed pair (frozen_k = 0): the slope per doubling of width of the test-error
+    Per seed pair (cross, frozen_k = 0): the slope per doubling of width of the test-error
     barrier of plain interpolation (``lmc.csv``, variant ``naive``), and of the basis
-    correlation (``hungarian_mean_corr_cv``, mean over layers). Needs ≥ 2 widths.
-    Rule: :func:`verdict_lmc_not_basis` (barrier slope < 0 and basis slope < 0.05).
-    The reported value is the barrier slope.
+    correlation (``hungarian_mean_corr_cv``, mean over the layers present at every width).
+    Needs ≥ 2 widths. Rule: :func:`verdict_lmc_not_basis` (barrier slope < 0 and basis
+    slope < 0.05). The reported value is the barrier slope. With the data-order control the
+    detail gives its barrier too (Frankle et al.: training is stable when it is near 0).
     """
-    lmc = _cell(tables.require("lmc"), dataset, arch)
-    lmc = lmc[(lmc["variant"] == LMC_VARIANT) & (lmc["split"] == LMC_SPLIT) & (lmc["frozen_k"] == 0)]
-    lmc = lmc[np.isfinite(lmc["error_barrier"].astype(float))]
+    lmc_all = _cell(tables.require("lmc"), dataset, arch)
+    lmc_all = lmc_all[(lmc_all["variant"] == LMC_VARIANT) & (lmc_all["split"] == LMC_SPLIT)
+                      & (lmc_all["frozen_k"] == 0)]
+    lmc_all = lmc_all[np.isfinite(lmc_all["error_barrier"].astype(float))]
+    lmc = lmc_all[lmc_all["control"] == "cross"]
     if lmc.empty:
-        raise NotTestable(f"needs {LMC_VARIANT!r} {LMC_SPLIT}-split frozen_k = 0 rows in lmc.csv")
+        raise NotTestable(f"needs {LMC_VARIANT!r} {LMC_SPLIT}-split frozen_k = 0 cross-seed rows in lmc.csv")
     _require_levels(lmc, "width", 2, "≥ 2 widths")
     barrier = Estimate.of(per_pair_slope(_with_log2_width(lmc.rename(columns={"error_barrier": "value"})),
                                          "log2_width"))
-    basis_rows = measure_rows(tables, dataset, arch, BASIS_MEASURE)
-    _require_levels(basis_rows, "width", 2, "≥ 2 widths")
-    basis = Estimate.of(per_pair_slope(_with_log2_width(basis_rows), "log2_width"))
+    basis, _, note = _width_slope(tables, dataset, arch, measure_rows(tables, dataset, arch, BASIS_MEASURE),
+                                  BASIS_MEASURE)
     verdict, reason = verdict_lmc_not_basis(barrier, basis)
     by_width = lmc.groupby("width")["error_barrier"].mean()
-    return Outcome(barrier, verdict, reason,
-                   f"basis-correlation slope per doubling {basis}; mean test-error barrier by width: "
-                   + ", ".join(f"{w}: {_num(v)}" for w, v in by_width.items()))
+    detail = (f"basis-correlation slope per doubling {basis}; mean test-error barrier by width: "
+              + ", ".join(f"{w}: {_num(v)}" for w, v in by_width.items()))
+    order = lmc_all[lmc_all["control"] == "data_order"]
+    if not order.empty:
+        detail += ("; data-order (SGD-noise) barrier by width: "
+                   + ", ".join(f"{w}: {_num(v)}" for w, v in order.groupby("width")["error_barrier"].mean().items()))
+    return Outcome(barrier, verdict, reason, detail + (f"; {note}" if note else ""))
 
 
 # --------------------------------------------------------------------------- the registry
@@ -633,44 +828,64 @@ FINDINGS: tuple[Finding, ...] = (
     Finding("li_reliable", "Li et al. 2016", "some units are learned reliably, others not",
             "top − bottom decile of the sorted one-to-one matched correlation",
             f"top decile > {LI_TOP_MIN} and bottom decile < {LI_BOTTOM_MAX} (whole intervals)",
-            "seed pairs", li_reliable_units),
+            "seed pairs", li_reliable_units,
+            f"a top decile at or below {LI_TOP_MIN} (no unit matched reliably) or a bottom decile at or above "
+            f"{LI_BOTTOM_MAX} (every unit matched)"),
     Finding("li_subspace", "Li et al. 2016", "units span shared subspaces while the basis is not shared",
-            "held-out R² of the best L1 linear map A→B minus held-out one-to-one r̄²",
-            f"interval above {LI_SUBSPACE_GAP_MIN}", "seed pairs", li_shared_subspace),
+            "held-out R² of the L1 linear map A→B (α chosen on the other fold) minus held-out one-to-one r̄²",
+            f"R² / ceiling R² above {LI_SUBSPACE_R2_FRACTION} (data-order ceiling; self ceiling without it) and "
+            f"R² − r̄² above {LI_SUBSPACE_GAP_MIN} (whole intervals)", "seed pairs", li_shared_subspace,
+            f"a linear map below {LI_SUBSPACE_R2_FRACTION} of the ceiling's R² (no shared subspace: e.g. 20 % "
+            f"shared variance), or one-to-one matching within {LI_SUBSPACE_GAP_MIN} of the map (a shared basis: "
+            "e.g. a permuted copy)"),
     Finding("kornblith_grounding", "Kornblith et al. 2019",
             "linear CKA identifies the corresponding layer of another seed",
             "fraction of layers whose most CKA-similar layer in the other net is the same layer",
-            f"interval above {KORNBLITH_GROUNDING_MIN}", "seed pair × width", kornblith_grounding),
+            f"interval above {KORNBLITH_GROUNDING_MIN}", "seed pair × width", kornblith_grounding,
+            f"at most {KORNBLITH_GROUNDING_MIN:.0%} of layers identified (another layer of B more CKA-similar)"),
     Finding("kornblith_cca", "Kornblith et al. 2019",
             "linear CKA identifies corresponding layers better than the CCA family",
             "layer-identification fraction, linear CKA minus the mean of CCA ρ̄, R²_CCA, SVCCA and PWCCA, "
             "on the identifications all five define",
-            f"interval above {KORNBLITH_CKA_OVER_CCA_MIN:g}", "seed pair × width", kornblith_cka_over_cca),
+            f"interval above {KORNBLITH_CKA_OVER_CCA_MIN:g}", "seed pair × width", kornblith_cka_over_cca,
+            "the CCA family identifying layers as often as linear CKA (difference interval reaching 0)"),
     Finding("kornblith_width", "Kornblith et al. 2019", "cross-seed CKA rises with width",
-            "slope of linear CKA per doubling of width", "interval above 0", "seed pairs", kornblith_width),
+            "slope of linear CKA per doubling of width (layers present at every width)", "interval above 0",
+            "seed pairs", kornblith_width, "a CKA slope per doubling of width whose interval reaches 0 or below"),
     Finding("wang_depth", "Wang et al. 2018", "representations are less similar deeper",
-            "slope of maximum-match similarity (mean over ε) per layer", "interval below 0", "seed pairs",
-            wang_depth),
+            "slope of maximum-match similarity (mean over ε) per layer (widths present at every layer)",
+            "interval below 0", "seed pairs", wang_depth,
+            "a similarity slope per layer whose interval reaches 0 or above"),
     Finding("wang_small", "Wang et al. 2018", "maximum matches are small in intermediate conv layers",
             "maximum-match similarity (mean over ε) in intermediate layers",
-            f"interval below {WANG_SMALL_MATCH_MAX}", "seed pairs", wang_small_matches),
+            f"interval below {WANG_SMALL_MATCH_MAX}", "seed pairs", wang_small_matches,
+            f"half or more of the neurons in a maximum match (interval reaching {WANG_SMALL_MATCH_MAX})"),
     Finding("imani_depth", "Imani et al. 2022", "alignment is higher in layers closer to the output",
-            "slope of top-c target alignment per layer", "interval above 0", "seed pairs", imani_depth),
+            "slope of top-c target alignment per layer (widths present at every layer)", "interval above 0",
+            "seed pairs", imani_depth, "an alignment slope per layer whose interval reaches 0 or below"),
     Finding("imani_emerges", "Imani et al. 2022", "alignment emerges with training",
-            "top-c target alignment, trained minus untrained", "interval above 0", "seed pairs", imani_emerges),
+            "top-c target alignment, trained minus untrained", "interval above 0", "seed pairs", imani_emerges,
+            "untrained networks as aligned as trained ones (difference interval reaching 0)"),
     Finding("brown_a", "Brown et al. 2023", "(a) a ReLU network's basis is privileged, a linear one's is not",
             "retrained-accuracy drop under the strongest rotation, ReLU minus linear", "interval above 0",
-            "reference seed × width × layer", brown_privileged_basis),
+            "reference seed × width × layer", brown_privileged_basis,
+            "a linear control that loses as much accuracy under rotation as the ReLU network"),
     Finding("brown_b", "Brown et al. 2023", "(b) seeds do not converge to a unique basis, even when wide",
-            "ceiling minus cross-seed basis correlation at the widest width",
-            f"interval above {BROWN_CEILING_GAP_MIN}", "seed pairs", brown_no_unique_basis),
+            "data-order ceiling minus cross-seed basis correlation at the widest width",
+            f"interval above {BROWN_CEILING_GAP_MIN}; ceiling above the floor", "seed pairs",
+            brown_no_unique_basis,
+            f"cross-seed basis correlation within {BROWN_CEILING_GAP_MIN} of what SGD noise alone leaves "
+            "(same init, other minibatch order) at the widest width: seeds would converge to one basis"),
     Finding("brown_c", "Brown et al. 2023", "(c) freezing the first layers identically raises basis correlation",
             "basis correlation above the frozen layers, frozen_k > 0 minus frozen_k = 0", "interval above 0",
-            "seed pairs", brown_freezing),
+            "seed pairs", brown_freezing,
+            "layers above the frozen ones no more correlated than in unfrozen pairs (interval reaching 0)"),
     Finding("brown_d", "Brown et al. 2023", "(d) LMC improves with width, but not because basis correlation does",
             "slope of the plain-interpolation test-error barrier per doubling of width",
             f"barrier slope below 0 and basis-correlation slope below {BROWN_BASIS_RISE_MAX} per doubling",
-            "seed pairs", brown_lmc_width),
+            "seed pairs", brown_lmc_width,
+            f"a barrier that does not fall with width, or a basis correlation rising by {BROWN_BASIS_RISE_MAX} "
+            "or more per doubling alongside it"),
 )
 
 #: Claims of SPEC.md that no statistic here tests, with the reason (listed in findings.md).
@@ -685,7 +900,7 @@ NOT_OPERATIONALISED: tuple[tuple[str, str, str], ...] = (
 )
 
 COLUMNS = ["finding", "paper", "claim", "dataset", "arch", "statistic", "value", "ci_low", "ci_high", "n",
-           "resampled", "verdict", "reason", "rule", "detail"]
+           "resampled", "verdict", "reason", "rule", "detail", "flip", "reference"]
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -704,7 +919,8 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
     """One row of the findings table: the finding evaluated on one cell."""
     row = {"finding": finding.id, "paper": finding.paper, "claim": finding.claim, "dataset": dataset,
            "arch": arch, "statistic": finding.statistic, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "n": 0, "resampled": finding.unit, "rule": finding.rule, "detail": ""}
+           "n": 0, "resampled": finding.unit, "rule": finding.rule, "detail": "", "flip": finding.flip,
+           "reference": ""}
     try:
         out = finding.evaluate(tables, dataset, arch)
     except NotTestable as err:
@@ -714,7 +930,8 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
         reason += (f"; only one resampling unit ({finding.unit}): the interval is degenerate "
                    "(no spread to resample), so the verdict rests on a single value")
     return {**row, "value": out.estimate.value, "ci_low": out.estimate.ci_low, "ci_high": out.estimate.ci_high,
-            "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail}
+            "n": out.estimate.n, "verdict": out.verdict, "reason": reason, "detail": out.detail,
+            "reference": out.reference}
 
 
 #: run coordinates shared by runs.csv and the per-pair tables
@@ -785,7 +1002,8 @@ INTRO = (
 def _value_text(row: Mapping) -> str:
     if row["verdict"] == NOT_TESTABLE:
         return "—"
-    return f"{_num(row['value'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    text = f"{_num(row['value'])} [{_num(row['ci_low'])}, {_num(row['ci_high'])}]"
+    return text + (f" ({row['reference']})" if row.get("reference") else "")
 
 
 def _sweep_text(tables: Tables) -> str:
@@ -796,6 +1014,9 @@ def _sweep_text(tables: Tables) -> str:
     for col in ("dataset", "arch", "width", "frozen_k", "seed"):
         if col in runs:
             parts.append(f"{col} ∈ {{{', '.join(map(str, sorted(runs[col].unique())))}}}")
+    if "order_seed" in runs and (runs["order_seed"] != runs["seed"]).any():
+        parts.append(f"{int((runs['order_seed'] != runs['seed']).sum())} of them data-order runs (the reference "
+                     "seed's initial weights, another seed's minibatch order)")
     if "test_acc" in runs:
         parts.append(f"test accuracy {runs['test_acc'].min():.3f}–{runs['test_acc'].max():.3f}")
     excluded = exclude_at_chance(tables)[1]
@@ -833,6 +1054,8 @@ def to_markdown(table: pd.DataFrame, tables: Tables | None = None) -> str:
                         f"({r['resampled']}); {r['reason']}.")
                 if r["detail"]:
                     text += f" Detail: {r['detail']}."
+                if r.get("flip"):   # the same sentence whichever way it came out: what separates the two
+                    text += f" *What would turn it*: not supported with {r['flip']}; supported otherwise."
             lines += [text, ""]
     lines += ["## Claims not operationalised here", ""]
     lines += [f"- {paper}: {claim} — {why}." for paper, claim, why in NOT_OPERATIONALISED]

@@ -56,29 +56,37 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
     ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
     :func:`convergent.data.load_dataset`, as in every other job that loads the data.
+    ``settings["order_seed"]`` (a data-order run; default: the seed) seeds the minibatch
+    order and every other random draw of training; the initial weights come from ``seed``.
     """
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
 
     log = get_logger()
     seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
+    order_seed = int(settings.get("order_seed", seed))
     set_determinism(seed, threads)
     data = load_dataset(run["dataset"], data_dir=data_dir, download=download, options=settings.get("data"))
     reference_state = load_state(reference) if frozen_k > 0 else None
     model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
                        frozen_k=frozen_k, reference_state=reference_state)
     save_state(model, out_init)
+    if order_seed != seed:
+        # everything random after the initial weights (the global RNG of dropout or augmentation,
+        # should a model use them) follows the order seed; an ordinary run's stream is untouched
+        set_determinism(order_seed, threads)
     cfg = TrainConfig(**{**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)})
     resume = Path(out_model).with_name("resume.pt")
     log.info("training %s for %d epochs (frozen_k=%d, resume=%s)", dict(run), cfg.epochs, frozen_k,
              resume.exists())
     try:
-        metrics = train(model, data, cfg, seed=seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
+        metrics = train(model, data, cfg, seed=order_seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
                         resume_path=resume, log=log.info)
     except FloatingPointError as err:
         raise FloatingPointError(f"{err}. Training diverged at {lr_hint('training.lr', cfg.lr)}") from None
     save_state(model, out_model)
-    metrics = {**metrics, **dict(run), "frozen_from": settings["frozen_from"] if frozen_k else None,
+    metrics = {**metrics, **dict(run), "order_seed": order_seed,
+               "frozen_from": settings["frozen_from"] if frozen_k else None,
                "reference_seed": settings["reference_seed"] if frozen_k else None,
                "training": {**TRAINING_DEFAULTS, **settings["training"]}, "model": settings["model"],
                "num_classes": int(data.num_classes), "data": data.info}
@@ -214,15 +222,44 @@ def runs_table(metric_paths: Sequence[str | os.PathLike], chance_margin: float =
             row["at_chance"] = at_chance(float(m["test_acc"]), classes, chance_margin)
         rows.append(row)
     frame = pd.DataFrame(rows)
-    keys = ["dataset", "arch", "width", "frozen_k", "seed"]
+    # order_seed: the seed of the minibatch order (data-order control); an ordinary run's
+    # (and a metrics file written before the column existed) is its seed
+    frame["order_seed"] = frame["order_seed"].fillna(frame["seed"]) if "order_seed" in frame else frame["seed"]
+    frame["order_seed"] = frame["order_seed"].astype(int)
+    keys = ["dataset", "arch", "width", "frozen_k", "seed", "order_seed"]
     return frame[keys + [c for c in frame.columns if c not in keys]].sort_values(keys, ignore_index=True)
 
 
+def complete_pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A pair table (columns ``seed_a``, ``seed_b``) with every pair coordinate present:
+    ``control`` (``cross`` where absent: only cross-seed pairs are written without it) and
+    ``order_seed_a``, ``order_seed_b`` (the seed where absent: an ordinary run's minibatch
+    order is its seed), placed right after ``seed_b``. A run table (column ``seed``: rotation)
+    gets ``order_seed`` = ``seed`` right after it. Other tables are returned unchanged."""
+    if "seed" in frame and "order_seed" not in frame and "seed_a" not in frame:
+        frame = frame.copy()
+        frame.insert(list(frame.columns).index("seed") + 1, "order_seed", frame["seed"])
+        return frame
+    if not {"seed_a", "seed_b"} <= set(frame.columns):
+        return frame
+    frame = frame.copy()
+    at = list(frame.columns).index("seed_b") + 1
+    if "control" not in frame:
+        frame.insert(at, "control", "cross")
+        at += 1
+    for side in "ab":
+        if f"order_seed_{side}" not in frame:
+            frame.insert(at, f"order_seed_{side}", frame[f"seed_{side}"])
+        at = list(frame.columns).index(f"order_seed_{side}") + 1
+    return frame
+
+
 def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Concatenate tidy CSV tables with identical columns, refusing any that differ."""
+    """Concatenate tidy CSV tables with identical columns, refusing any that differ. Pair
+    tables are first completed by :func:`complete_pair_columns` (order seeds, control)."""
     for p in paths:
         verify_digest(p)   # a per-pair table whose digest was recorded must still match it
-    frames = [pd.read_csv(p) for p in paths]
+    frames = [complete_pair_columns(pd.read_csv(p)) for p in paths]
     if not frames:
         raise ValueError("no tables to concatenate")
     columns = list(frames[0].columns)
@@ -265,8 +302,8 @@ def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_
     curve, bars, timings = lmc_pair(model, load_state(checkpoint_a), load_state(checkpoint_b), data,
                                     default_alphas(int(p["alphas"])), variants, seed=int(pair["seed_a"]))
     log.info("lmc timings (s): %s", {k: round(v, 3) for k, v in timings.items()})
-    for frame in (curve, bars):
-        _prepend_columns(frame, pair)
+    for frame in (curve, bars):   # a data-order pair's settings add its control and order seeds
+        _prepend_columns(frame, {**pair, **settings.get("coordinates", {})})
     write_csv(out_curve, curve)
     write_csv(out_barriers, bars)
 

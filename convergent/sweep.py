@@ -7,7 +7,15 @@ compared layer by layer under one of three *controls*:
 * ``cross``: trained networks of two different seeds (the quantity of interest);
 * ``floor``: the untrained (initial) networks of the same two seeds;
 * ``ceiling``: a trained network with itself (the reference seed's, one per cell);
-  measures that fit a map do so on one half of the data and evaluate on the other.
+  measures that fit a map do so on one half of the data and evaluate on the other;
+* ``data_order`` (optional, ``controls.data_order``): the reference seed's trained network
+  against networks with the *same initial weights* whose minibatch order (and any other
+  training randomness) comes from another seed, the *order seed* (Frankle et al. 2020's
+  instability analysis). What SGD noise alone leaves: the empirical ceiling for "do
+  different initialisations converge to one basis".
+
+Every run has an ``order_seed``; for an ordinary run it equals its seed and its path is
+unchanged (``.../s{seed}``). A data-order run lives at ``.../s{seed}o{order_seed}``.
 
 The config has already passed the JSON schema when it arrives here; this module adds
 the checks that need knowledge of the architectures (layer counts and names) and
@@ -26,9 +34,11 @@ from typing import Any
 from convergent.archspec import arch_options, layer_names, rotation_layers
 from convergent.dataspec import SHAPES32_LIMITS, dataset_options
 
-CONTROLS = ("cross", "floor", "ceiling")
+CONTROLS = ("cross", "floor", "ceiling", "data_order")
 #: which saved network state each control compares
-CONTROL_STATE = {"cross": "trained", "floor": "init", "ceiling": "trained"}
+CONTROL_STATE = {"cross": "trained", "floor": "init", "ceiling": "trained", "data_order": "trained"}
+#: controls a config gets unless it switches them on (every other control defaults to on)
+OFF_BY_DEFAULT = frozenset({"data_order"})
 EXPERIMENT_KEYS = ("widths", "frozen_k", "seeds", "reference_seed", "frozen_from", "layers",
                    "model", "training", "extract")
 
@@ -37,18 +47,38 @@ class ConfigError(ValueError):
     """A config value that is well-formed but not allowed; the message names the key."""
 
 
+def run_label(seed: int, order_seed: int | None = None) -> str:
+    """``s{seed}``, or ``s{seed}o{order_seed}`` when the minibatch order comes from another seed."""
+    return f"s{seed}" if order_seed is None or order_seed == seed else f"s{seed}o{order_seed}"
+
+
+def parse_run_label(label: str) -> tuple[int, int]:
+    """(seed, order_seed) of a label ``{seed}`` or ``{seed}o{order}`` (without the leading ``s``)."""
+    seed, _, order = str(label).partition("o")
+    return int(seed), int(order) if order else int(seed)
+
+
 @dataclass(frozen=True, order=True)
 class Run:
+    """One trained network. ``seed`` draws the initial weights; ``order_seed`` (default:
+    ``seed``) draws the minibatch order and any other randomness of training."""
+
     dataset: str
     arch: str
     width: int
     frozen_k: int
     seed: int
+    order_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.order_seed is None:
+            object.__setattr__(self, "order_seed", self.seed)
 
     @property
     def path(self) -> str:
         """Directory of this run under ``results/``."""
-        return f"runs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/s{self.seed}"
+        return (f"runs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/"
+                f"{run_label(self.seed, self.order_seed)}")
 
 
 @dataclass(frozen=True, order=True)
@@ -60,20 +90,32 @@ class Pair:
     control: str
     seed_a: int
     seed_b: int
+    order_seed_a: int | None = None
+    order_seed_b: int | None = None
+
+    def __post_init__(self) -> None:
+        for side in "ab":
+            if getattr(self, f"order_seed_{side}") is None:
+                object.__setattr__(self, f"order_seed_{side}", getattr(self, f"seed_{side}"))
+
+    @property
+    def label(self) -> str:
+        """``s{a}-s{b}``; a side whose order seed differs from its seed reads ``s{seed}o{order}``."""
+        return f"{run_label(self.seed_a, self.order_seed_a)}-{run_label(self.seed_b, self.order_seed_b)}"
 
     @property
     def path(self) -> str:
         """Directory of this pair's per-layer files under ``results/``."""
         return (f"pairs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/"
-                f"{self.control}/s{self.seed_a}-s{self.seed_b}")
+                f"{self.control}/{self.label}")
 
     @property
     def state(self) -> str:
         return CONTROL_STATE[self.control]
 
     def runs(self) -> tuple[Run, Run]:
-        return (Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_a),
-                Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_b))
+        return (Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_a, self.order_seed_a),
+                Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_b, self.order_seed_b))
 
 
 @dataclass
@@ -120,13 +162,17 @@ class Sweep:
         raise KeyError(f"no experiment for dataset={dataset!r}, arch={arch!r}")
 
     def runs(self) -> list[Run]:
-        """Every run the sweep needs: the configured ones plus the reference runs they copy."""
+        """Every run the sweep needs: the configured ones, the reference runs they copy and,
+        with the data-order control, the order-seed runs its pairs compare."""
         needed: set[Run] = set()
         for exp in self.experiments:
             for run in exp.runs():
                 needed.add(run)
                 if run.frozen_k > 0:
                     needed.add(exp.reference_run(run))
+        for pair in self.pairs():
+            if pair.control == "data_order":
+                needed.update(pair.runs())
         return sorted(needed)
 
     def pairs(self) -> list[Pair]:
@@ -134,6 +180,10 @@ class Sweep:
         for exp in self.experiments:
             for w, f in itertools.product(exp.widths, exp.frozen_k):
                 for control in self.controls:
+                    if control == "data_order":
+                        own, orders = data_order_seeds(exp.seeds, exp.reference_seed)
+                        out.extend(Pair(exp.dataset, exp.arch, w, f, control, own, own, own, o) for o in orders)
+                        continue
                     out.extend(Pair(exp.dataset, exp.arch, w, f, control, a, b)
                                for a, b in control_seed_pairs(control, exp.seeds, exp.reference_seed))
         return out
@@ -155,6 +205,20 @@ def control_seed_pairs(control: str, seeds: Iterable[int], reference_seed: int) 
         own = reference_seed if reference_seed in seeds else seeds[0]
         return [(own, own)]
     return list(itertools.combinations(seeds, 2))
+
+
+def data_order_seeds(seeds: Iterable[int], reference_seed: int) -> tuple[int, list[int]]:
+    """(initialisation seed, order seeds) of the data-order control in one cell.
+
+    The initial weights are the reference seed's (the first seed's if the reference is not
+    in ``seeds``), as for the ceiling; each *other* seed of the cell gives one network with
+    those weights and its own minibatch order, paired with the reference network itself
+    (whose order seed is its seed). So a cell with s seeds has s − 1 data-order pairs,
+    resampled like seed pairs.
+    """
+    seeds = sorted(seeds)
+    own = reference_seed if reference_seed in seeds else seeds[0]
+    return own, [s for s in seeds if s != own]
 
 
 def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,7 +257,7 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
                 raise ConfigError(f"overrides[{i}].{key} = {ov[key]!r} matches no experiment; "
                                   f"allowed: {', '.join(allowed)} (sweep.{key}s)")
     _check_rotation(config.get("rotation") or {}, experiments, sweep_cfg["archs"])
-    controls = [c for c in CONTROLS if (config.get("controls") or {}).get(c, True)]
+    controls = [c for c in CONTROLS if (config.get("controls") or {}).get(c, c not in OFF_BY_DEFAULT)]
     if "cross" not in controls:
         raise ConfigError("controls.cross must stay true: cross-seed pairs are what the sweep measures")
     return Sweep(experiments, controls)

@@ -1,7 +1,7 @@
 # Shared helpers: the planned sweep, wildcard constraints and path builders.
 
 from convergent.io import tree_bytes
-from convergent.sweep import CONTROLS, ConfigError, Pair, Run, plan_sweep
+from convergent.sweep import CONTROLS, ConfigError, Pair, Run, parse_run_label, plan_sweep
 
 try:
     SWEEP = plan_sweep(config)
@@ -18,6 +18,7 @@ wildcard_constraints:
     width=r"\d+",
     frozen=r"\d+",
     seed=r"\d+",
+    order=r"\d+",
     seed_a=r"\d+",
     seed_b=r"\d+",
     control="|".join(CONTROLS),
@@ -27,9 +28,15 @@ def experiment_of(wildcards):
     return SWEEP.experiment(wildcards.dataset, wildcards.arch)
 
 
+#: a pair side's label in pair paths: ``{seed}``, or ``{seed}o{order}`` for a data-order run
+#: (rules moments and measures constrain ``seed_b`` with it; elsewhere seeds are plain digits)
+PAIR_SIDE = r"\d+(?:o\d+)?"
+
+
 def run_of(wildcards):
+    order = getattr(wildcards, "order", None)
     return Run(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
-               int(wildcards.seed))
+               int(wildcards.seed), None if order is None else int(order))
 
 
 def reference_checkpoint(wildcards):
@@ -60,14 +67,29 @@ def training_params(wildcards):
     }
 
 
+def order_training_params(wildcards):
+    """Settings of a data-order run: an ordinary run's plus the seed of its minibatch order."""
+    return {**training_params(wildcards), "order_seed": int(wildcards.order)}
+
+
+def order_lmc_settings(wildcards):
+    """Settings of rule lmc_order: an ordinary LMC job's plus the columns its tables carry
+    beyond the pair's seeds (control data_order and the two order seeds)."""
+    return {**extract_params(wildcards),
+            "coordinates": {"control": "data_order", "order_seed_a": int(wildcards.seed_a),
+                            "order_seed_b": int(wildcards.order)}}
+
+
 def extract_params(wildcards):
     exp = experiment_of(wildcards)
     return {"layers": exp.layers, "model": exp.model, "extract": exp.extract, **data_settings(exp)}
 
 
 def pair_of(wildcards):
+    seed_a, order_a = parse_run_label(wildcards.seed_a)
+    seed_b, order_b = parse_run_label(wildcards.seed_b)
     return Pair(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
-                wildcards.control, int(wildcards.seed_a), int(wildcards.seed_b))
+                wildcards.control, seed_a, seed_b, order_a, order_b)
 
 
 def pair_stores(wildcards):
@@ -91,9 +113,14 @@ def moments_threads(wildcards, input):
 def pair_coordinates(wildcards):
     """The pair's columns of the tidy measures table (the layer columns are added per layer)."""
     pair = pair_of(wildcards)
-    return {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width,
-            "frozen_k": pair.frozen_k, "frozen_from": experiment_of(wildcards).frozen_from,
-            "control": pair.control, "seed_a": pair.seed_a, "seed_b": pair.seed_b}
+    coords = {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width,
+              "frozen_k": pair.frozen_k, "frozen_from": experiment_of(wildcards).frozen_from,
+              "control": pair.control, "seed_a": pair.seed_a, "seed_b": pair.seed_b}
+    if (pair.order_seed_a, pair.order_seed_b) != (pair.seed_a, pair.seed_b):
+        # only data-order pairs name their order seeds here (the params of every other pair, and
+        # so their jobs, stay as they were); the measures table fills order seed = seed for the rest
+        coords.update(order_seed_a=pair.order_seed_a, order_seed_b=pair.order_seed_b)
+    return coords
 
 
 def pair_layers(wildcards):
@@ -179,13 +206,13 @@ def figure_inputs(wildcards):
 
 
 def lmc_file(pair, name):
-    """File ``name`` of rule lmc's output directory for a cross-seed pair."""
+    """File ``name`` of rule lmc's (cross-seed pair) or lmc_order's (data-order pair) output directory."""
     return (f"results/lmc/{pair.dataset}/{pair.arch}/w{pair.width}/f{pair.frozen_k}/"
-            f"s{pair.seed_a}-s{pair.seed_b}/{name}")
+            f"{pair.label}/{name}")
 
 
 def all_lmc_barriers(wildcards):
-    return [lmc_file(p, "barriers.csv") for p in SWEEP.pairs() if p.control == "cross"]
+    return [lmc_file(p, "barriers.csv") for p in SWEEP.pairs() if p.control in ("cross", "data_order")]
 
 
 def all_rotation_tables(wildcards):

@@ -10,6 +10,8 @@
 
 
 rule moments:
+    wildcard_constraints:
+        seed_b=PAIR_SIDE,  # s0-s0o1: a data-order pair
     input:
         unpack(pair_stores),
     output:
@@ -32,6 +34,8 @@ rule moments:
 
 
 rule measures:
+    wildcard_constraints:
+        seed_b=PAIR_SIDE,  # s0-s0o1: a data-order pair
     input:
         "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/moments",
     output:

@@ -26,3 +26,17 @@ rule extract:
         "../envs/torch.yaml"
     script:
         "../scripts/extract.py"
+
+
+# extract_order: the same extraction for a data-order run (its init store equals seed {seed}'s).
+use rule extract as extract_order with:
+    input:
+        trained="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/model.pt",
+        init="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/init.pt",
+    output:
+        trained=directory("results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/trained.zarr"),
+        init=directory("results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/init.zarr"),
+    log:
+        "results/logs/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}.log",
+    benchmark:
+        "results/benchmarks/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}.tsv"

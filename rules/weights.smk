@@ -80,3 +80,26 @@ rule rotation_table:
         "../envs/analysis.yaml"
     script:
         "../scripts/concat_table.py"
+
+
+# lmc_order: LMC of a data-order pair (the reference network against the same initial weights
+# trained with another minibatch order): Frankle et al.'s instability analysis. Its table rows
+# carry control = data_order and the order seeds; one variant, the plain interpolation.
+use rule lmc as lmc_order with:
+    input:
+        a="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}/model.pt",
+        b="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_b}o{order}/model.pt",
+    output:
+        curve="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}/curve.csv",
+        barriers="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}/barriers.csv",
+    params:
+        settings=order_lmc_settings,
+        # only the plain interpolation: Frankle et al.'s instability; aligning a same-init pair by
+        # permutation or repairing its statistics answers nothing the plain barrier does not
+        lmc={**config["lmc"], "variants": ["naive"]},
+        data_dir=config["data_dir"],
+        device=config["device"],
+    log:
+        "results/logs/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}.log",
+    benchmark:
+        "results/benchmarks/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}.tsv"

@@ -27,7 +27,9 @@ def test_embedded_default_is_valid_and_plans_the_documented_sweep():
     sw = config["sweep"]
     assert len(sw["seeds"]) >= 3 and len(sw["widths"]) >= 3 and len(sw["frozen_k"]) >= 2
     n_cells = len(sw["datasets"]) * len(sw["archs"]) * len(sw["widths"]) * len(sw["frozen_k"])
-    assert len(sweep.runs()) == n_cells * len(sw["seeds"])
+    # one run per cell and seed, plus (data-order control) one per cell and non-reference seed
+    n_order = n_cells * (len(sw["seeds"]) - 1) if config["controls"].get("data_order") else 0
+    assert len(sweep.runs()) == n_cells * len(sw["seeds"]) + n_order
     assert set(sw["datasets"]) <= {"digits", "mnist1d"}
 
 

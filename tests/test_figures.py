@@ -431,3 +431,33 @@ def test_identification_table_planted():
     assert t.loc["cca_mean", "n_comparable"] == L - 1 and t.loc["cca_mean", "fraction"] == 1.0
     assert "not comparable" in t.loc["cca_mean", "note"] and "l4" in t.loc["cca_mean", "note"]
     assert np.isnan(t.loc["pwcca", "fraction"]) and t.loc["pwcca", "note"].startswith("unavailable: no column")
+
+
+def test_data_order_ceiling_lines_and_like_for_like_basis_curve(tables, palette):
+    """Data-order pairs (same init, other minibatch order) draw their own ceiling line; the basis
+    correlation over width averages only layers present at every width."""
+    m = tables.measures
+    m = m.assign(order_seed_a=m["seed_a"], order_seed_b=m["seed_b"])   # as the measures table has them
+    order = m[m["control"] == "ceiling"].copy()
+    order["control"], order["order_seed_b"] = "data_order", 1
+    order["value"] = 0.8
+    m = pd.concat([m, order, order.assign(order_seed_b=2, value=0.7)], ignore_index=True)
+    fig = measure_figs.matched_vs_layer(m, palette)
+    for i, ax in enumerate(visible_axes(fig)):
+        assert hidden(ax, "data_order") == 2, ax.get_title()
+        if i < 2:   # matched correlation and CKA: the planted table has their self-pair ceilings
+            assert hidden(ax, "ceiling") == 2, ax.get_title()
+    assert any("data-order ceiling" in t.get_text() for t in fig.legends[0].get_texts())
+    fig = weight_figs.lmc_vs_width(tables.lmc, tables.lmc_curves, m, palette)
+    basis = visible_axes(fig)[2]
+    line = next(ln for ln in basis.get_lines() if ln.get_label().startswith("_data_order "))
+    np.testing.assert_allclose(line.get_ydata(), [0.75, 0.75])   # two order seeds, each pair counted once
+    # fc3 missing at width 16: the cross curve is the mean of fc1 and fc2 at both widths
+    cut = m[~((m["layer"] == "fc3") & (m["width"] == 16))]
+    frame = weight_figs.basis_correlation(cut)
+    expect = (cut[(cut["measure"] == "hungarian_mean_corr") & (cut["layer"] != "fc3")]
+              .groupby(["width", "frozen_k", "control", "seed_a", "seed_b"])["value"].mean())
+    got = frame.groupby(["width", "frozen_k", "control", "seed_a", "seed_b"])["value"].mean()
+    got = got[got.index.get_level_values("control") != "data_order"]
+    pd.testing.assert_series_equal(got.sort_index(), expect[expect.index.get_level_values("control")
+                                                             != "data_order"].sort_index())

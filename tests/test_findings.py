@@ -27,14 +27,15 @@ def _jitter(seed_a: int, seed_b: int) -> float:
 
 
 def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, frozen=(0, 1),
-               arch="cnn", controls=("cross", "floor", "ceiling")) -> Tables:
+               arch="cnn", controls=("cross", "floor", "ceiling", "data_order")) -> Tables:
     """Synthetic summary tables in which every finding holds (``holds``) or none does."""
     pairs = list(itertools.combinations(seeds, 2))
     rows: list[dict] = []
 
-    def add(control, sa, sb, w, k, li, measure, value, parameter="", pv=np.nan):
+    def add(control, sa, sb, w, k, li, measure, value, parameter="", pv=np.nan, ob=None):
         rows.append({"dataset": "toy", "arch": arch, "width": w, "frozen_k": k, "frozen_from": "trained",
-                     "control": control, "seed_a": sa, "seed_b": sb, "layer": f"l{li}", "layer_index": li,
+                     "control": control, "seed_a": sa, "seed_b": sb, "order_seed_a": sa,
+                     "order_seed_b": sb if ob is None else ob, "layer": f"l{li}", "layer_index": li,
                      "measure": measure, "view": "positions", "parameter": parameter, "parameter_value": pv,
                      "value": value, "note": ""})
 
@@ -42,12 +43,20 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
         dw = np.log2(w / widths[0])
         for control in controls:
             cell_pairs = [(seeds[0], seeds[0])] if control == "ceiling" else pairs
+            if control == "data_order":   # the reference's init, each other seed's minibatch order
+                for o in seeds[1:]:
+                    j = _jitter(seeds[0], o)
+                    add(control, seeds[0], seeds[0], w, k, li, "hungarian_mean_corr_cv", 0.9 + j, ob=o)
+                    add(control, seeds[0], seeds[0], w, k, li, "sparse_r2_heldout", 0.9 + j, "alpha", 1e-3, ob=o)
+                continue
             for sa, sb in cell_pairs:
                 j = _jitter(sa, sb)
                 if control == "ceiling":
                     add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", 1.0)
+                    add(control, sa, sb, w, k, li, "sparse_r2_heldout", 0.99, "alpha", 1e-3)
                     continue
                 if control == "floor":
+                    add(control, sa, sb, w, k, li, "hungarian_mean_corr_cv", 0.1 + j)
                     add(control, sa, sb, w, k, li, "alignment_top_c_a", (0.1 if holds else 0.9) + j, "k", 10)
                     add(control, sa, sb, w, k, li, "alignment_top_c_b", (0.1 if holds else 0.9) + j, "k", 10)
                     continue
@@ -57,6 +66,7 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
                     add(control, sa, sb, w, k, li, "matched_corr_sorted", v + j, "rank_fraction", r)
                 for a in ALPHAS:
                     add(control, sa, sb, w, k, li, "sparse_val_r2", (0.8 if holds else 0.3) - a + j, "alpha", a)
+                add(control, sa, sb, w, k, li, "sparse_r2_heldout", (0.8 if holds else 0.3) + j, "alpha", 1e-3)
                 if frozen_layer:
                     basis = 1.0
                 elif holds:
@@ -140,17 +150,18 @@ def test_no_finding_supported_where_planted_against():
 def test_not_testable_world_says_what_is_needed():
     world = make_world(True, widths=(16,), n_layers=1, frozen=(0,), arch="mlp", controls=("cross",))
     m = world.measures
-    m = m[(m["measure"] != "sparse_val_r2")
+    m = m[(m["measure"] != "sparse_r2_heldout")
           & ~((m["measure"] == "matched_corr_sorted") & (m["parameter_value"] != 0.5))]
     tables = Tables(runs=world.runs, measures=m)   # no lmc, rotation or cka_layers table
     table = F.findings_table(tables)
     assert verdicts(table) == {fid: NOT_TESTABLE for fid in ALL_IDS}
     reasons = dict(zip(table["finding"], table["reason"]))
     expected = {
-        "li_reliable": "two rank fractions", "li_subspace": "sparse_val_r2",
-        "kornblith_grounding": "cka_layers.csv", "kornblith_cca": "cka_layers.csv", "kornblith_width": "≥ 2 widths", "wang_depth": "≥ 2 layers",
+        "li_reliable": "two rank fractions", "li_subspace": "sparse_r2_heldout",
+        "kornblith_grounding": "cka_layers.csv", "kornblith_cca": "cka_layers.csv", "kornblith_width": "≥ 2 widths",
+        "wang_depth": "≥ 2 layers",
         "wang_small": "needs a conv arch", "imani_depth": "≥ 2 layers", "imani_emerges": "floor control",
-        "brown_a": "rotation.csv", "brown_b": "ceiling control", "brown_c": "frozen_k > 0",
+        "brown_a": "rotation.csv", "brown_b": "data-order control", "brown_c": "frozen_k > 0",
         "brown_d": "lmc.csv",
     }
     for fid, needle in expected.items():
@@ -291,3 +302,256 @@ def test_kornblith_cca_true_false_and_the_unavailability_confound():
     assert confound["detail"].startswith("18 of 30 identifications defined")
     nowhere = _cca_row(_identification_world(4, cca_right=True))   # one comparable layer: trivial
     assert nowhere["verdict"] == NOT_TESTABLE and "fewer than 2 layers" in nowhere["reason"]
+
+
+# --------------------------------------------------------------------------- li_subspace on real measures
+
+def _measured(X: np.ndarray, Y: np.ndarray, control: str, seed_a: int, seed_b: int, order_b: int | None = None,
+              width: int = 16, layer: int = 1) -> pd.DataFrame:
+    """The measures rows of one planted pair, computed by the package from the two arrays."""
+    from convergent.measures import compute_measures
+    from convergent.moments import Moments
+
+    m = Moments.from_arrays(X, Y, alignment=False)
+    rows = compute_measures(m, {"enabled": ["matching", "sparse"], "lasso_alphas": [1e-4, 1e-3, 1e-2]})
+    coords = {"dataset": "toy", "arch": "mlp", "width": width, "frozen_k": 0, "frozen_from": "trained",
+              "control": control, "seed_a": seed_a, "seed_b": seed_b, "order_seed_a": seed_a,
+              "order_seed_b": seed_b if order_b is None else order_b, "layer": f"l{layer}", "layer_index": layer}
+    return rows.assign(**coords)
+
+
+def _planted_subspace(kind: str, data_order: bool = True, n: int = 1200, d: int = 12) -> Tables:
+    """Three seed pairs where B is a ``kind`` copy of A (plus a little noise), and data-order
+    pairs where B is A plus the same little noise (SGD noise: the same basis, nearly)."""
+    frames = []
+    for pair, (sa, sb) in enumerate([(0, 1), (0, 2), (1, 2)]):
+        rng = np.random.default_rng(100 + pair)
+        A = rng.standard_normal((n, d)) * np.linspace(1.0, 2.0, d)
+        noise = 0.1 * rng.standard_normal((n, d))
+        if kind == "rotated":      # a shared subspace, no shared basis
+            Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+            B = A @ Q + noise
+        elif kind == "permuted":   # a shared basis
+            B = A[:, rng.permutation(d)] * rng.uniform(0.5, 2.0, d) + noise
+        else:                      # 20 % of B's variance shared with A
+            Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+            Z = A / A.std(0)
+            B = np.sqrt(0.2) * Z @ Q + np.sqrt(0.8) * rng.standard_normal((n, d))
+        frames.append(_measured(A, B, "cross", sa, sb))
+        if data_order:
+            frames.append(_measured(A, A + noise, "data_order", 0, 0, order_b=pair + 1))
+        else:
+            frames.append(_measured(A, A, "ceiling", 0, 0))
+    return Tables(measures=pd.concat(frames, ignore_index=True))
+
+
+@pytest.mark.parametrize(("kind", "expected"), [("rotated", SUPPORTED), ("permuted", NOT_SUPPORTED),
+                                                ("shared20", NOT_SUPPORTED)])
+def test_li_subspace_on_planted_activations(kind, expected):
+    tables = _planted_subspace(kind)
+    row = F.evaluate(next(f for f in F.FINDINGS if f.id == "li_subspace"), tables, "toy", "mlp")
+    assert row["verdict"] == expected, row["reason"]
+    assert "data-order ceiling" in row["reason"]
+    if kind == "permuted":     # the map is good, but one-to-one matching does as well
+        assert "fraction of the data-order ceiling: the 95 % interval" in row["reason"]
+        assert "R² minus one-to-one r̄²: contradicted" in row["reason"]
+    if kind == "shared20":     # one-to-one matching is poor, but so is the map: no shared subspace
+        assert "fraction of the data-order ceiling: contradicted" in row["reason"]
+        assert "R² minus one-to-one r̄²: contradicted" not in row["reason"]
+
+
+def test_li_subspace_without_data_order_uses_the_self_ceiling_and_says_so():
+    row = F.evaluate(next(f for f in F.FINDINGS if f.id == "li_subspace"), _planted_subspace("rotated", False),
+                     "toy", "mlp")
+    assert row["verdict"] == SUPPORTED and "self-pair ceiling" in row["reason"]
+
+
+# --------------------------------------------------------------------------- confounds
+
+def _finding(fid: str, tables: Tables) -> dict:
+    return F.evaluate(next(f for f in F.FINDINGS if f.id == fid), tables, "toy", "cnn")
+
+
+WIDE_NOTE = "unavailable: view 'flatten' has 8192 features > moments.max_features 4096"
+
+
+def _pair_slope(frame: pd.DataFrame) -> pd.Series:
+    """A small per-seed-pair slope of mixed sign (mean ≈ 0): a flat trend whose interval contains 0."""
+    return pd.Series([{1: 0.01, 2: -0.01}.get(int(b), 0.0) + (0.002 if a == 1 else 0.0)
+                      for a, b in zip(frame["seed_a"], frame["seed_b"])], index=frame.index)
+
+
+def _layers_vanish_at_widest(tables: Tables, measures: list[str], levels: dict[int, float]) -> Tables:
+    """Each of ``measures`` set to a per-layer level that does not depend on width, and layers
+    l1, l2 unavailable (NaN, with the reason) at the widest width: the mix of layers changes with width."""
+    m = tables.measures.copy()
+    widest = m["width"].max()
+    for measure in measures:
+        sel = (m["measure"] == measure) & (m["control"] == "cross")
+        m.loc[sel, "value"] = (m.loc[sel, "layer_index"].map(levels)
+                               + _pair_slope(m[sel]) * np.log2(m.loc[sel, "width"] / 8))
+        gone = sel & (m["width"] == widest) & m["layer"].isin(["l1", "l2"])
+        m.loc[gone, "value"] = np.nan
+        m.loc[gone, "note"] = WIDE_NOTE
+    lmc = tables.lmc
+    return Tables(runs=tables.runs, measures=m, lmc=lmc, rotation=tables.rotation, cka_layers=tables.cka_layers)
+
+
+def test_width_trend_uses_only_layers_present_at_every_width():
+    """Issue 13: CKA independent of width, deep layers lower, the shallow ones missing at the widest
+    width. Averaging whatever layers exist would read a fall with width ("contradicted")."""
+    tables = _layers_vanish_at_widest(make_world(True), ["cka_linear", "hungarian_mean_corr_cv"],
+                                      {1: 0.9, 2: 0.7, 3: 0.5})
+    naive = tables.measures[(tables.measures["measure"] == "cka_linear") & (tables.measures["frozen_k"] == 0)
+                            & (tables.measures["control"] == "cross")]
+    by_width = naive.groupby("width")["value"].mean()
+    assert by_width.iloc[-1] < by_width.iloc[0] - 0.1        # the confound: a fall made by the layer mix
+    row = _finding("kornblith_width", tables)
+    assert row["verdict"] == NOT_SUPPORTED and row["reason"].startswith("inconclusive"), row["reason"]
+    assert abs(row["value"]) < 0.005
+    assert "layer l1, l2 left out" in row["detail"] and "max_features" in row["detail"]
+    brown_d = _finding("brown_d", tables)   # the basis slope is like for like too: 0, below 0.05
+    assert brown_d["verdict"] == SUPPORTED and "left out" in brown_d["detail"], brown_d["reason"]
+
+
+def test_width_trend_with_no_layer_at_every_width_names_the_measure_and_the_cause():
+    tables = _layers_vanish_at_widest(make_world(True), ["cka_linear"], {1: 0.9, 2: 0.7, 3: 0.5})
+    m = tables.measures
+    sel = (m["measure"] == "cka_linear") & (m["width"] == m["width"].max())
+    m.loc[sel, "value"], m.loc[sel, "note"] = np.nan, WIDE_NOTE
+    row = _finding("kornblith_width", Tables(measures=m))   # the widest width is left out, and said so
+    assert row["verdict"] != NOT_TESTABLE and "width 32 left out (cka_linear unavailable there" in row["detail"]
+    sel = (m["measure"] == "cka_linear") & (m["width"] == 16)
+    m.loc[sel, "value"], m.loc[sel, "note"] = np.nan, WIDE_NOTE
+    row = _finding("kornblith_width", Tables(measures=m))
+    assert row["verdict"] == NOT_TESTABLE
+    assert row["reason"].startswith("cka_linear: needs ≥ 2 widths with values; unavailable at width 16, 32")
+    assert "max_features" in row["reason"], row["reason"]
+    assert "enable" not in row["reason"]          # not "enable the family": the family ran
+
+
+@pytest.mark.parametrize(("fid", "measures", "verdict_if_mixed"), [
+    ("wang_depth", ["subspace_similarity"], "supported"),
+    ("imani_depth", ["alignment_top_c_a", "alignment_top_c_b"], "contradicted"),
+])
+def test_depth_trend_uses_only_widths_present_at_every_layer(fid, measures, verdict_if_mixed):
+    """Per width the value does not depend on depth, but wide networks score lower and only they
+    have the deepest layer: a mean over widths would read a trend over depth."""
+    m = make_world(True).measures.copy()
+    for measure in measures:
+        sel = (m["measure"] == measure) & (m["control"] == "cross")
+        m.loc[sel, "value"] = (0.9 - 0.2 * np.log2(m.loc[sel, "width"] / 8)
+                               + _pair_slope(m[sel]) * m.loc[sel, "layer_index"])
+        gone = sel & (m["layer_index"] == 3) & (m["width"] < m["width"].max())
+        m.loc[gone, "value"], m.loc[gone, "note"] = np.nan, "unavailable: every unit is dead"
+    row = _finding(fid, Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED and row["reason"].startswith("inconclusive"), row["reason"]
+    assert "width 16, 8 left out" in row["detail"] or "width 8, 16 left out" in row["detail"], row["detail"]
+
+
+def test_brown_b_floor_above_the_data_order_ceiling_is_not_testable():
+    """If SGD noise alone leaves less basis correlation than untrained networks share, a gap below
+    that ceiling says nothing about convergence."""
+    m = make_world(True).measures.copy()
+    sel = (m["measure"] == "hungarian_mean_corr_cv") & (m["control"] == "floor")
+    m.loc[sel, "value"] += 0.85
+    row = _finding("brown_b", Tables(measures=m))
+    assert row["verdict"] == NOT_TESTABLE and "does not lie above the floor" in row["reason"], row["reason"]
+
+
+def test_brown_b_needs_the_data_order_ceiling_not_the_self_pair():
+    """The self pair's held-out basis correlation is 1 by construction: against it, any cross-seed
+    value below 0.9 would pass. Without data-order pairs the rule refuses instead."""
+    m = make_world(True).measures
+    row = _finding("brown_b", Tables(measures=m[m["control"] != "data_order"]))
+    assert row["verdict"] == NOT_TESTABLE and "controls.data_order" in row["reason"]
+    # with the ceiling: the decision is the gap, and it can go either way
+    m = m.copy()
+    sel = (m["measure"] == "hungarian_mean_corr_cv") & (m["control"] == "data_order")
+    m.loc[sel, "value"] = 0.55      # SGD noise alone already leaves ~the cross-seed correlation (0.5)
+    row = _finding("brown_b", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED and row["reason"].startswith("data-order ceiling"), row["reason"]
+    assert "gap by width" in row["detail"]
+
+
+def test_brown_c_does_not_count_the_frozen_layers():
+    """Frozen layers are identical (correlation 1) by construction; counting them would always
+    'raise' basis correlation. Layers above them as correlated as without freezing: not supported."""
+    m = make_world(True).measures.copy()
+    sel = (m["measure"] == "hungarian_mean_corr_cv") & (m["control"] == "cross")
+    above = sel & (m["layer_index"] > m["frozen_k"])
+    m.loc[above, "value"] = 0.5 + 0.001 * m.loc[above, "seed_b"]
+    row = _finding("brown_c", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED, row["reason"]
+
+
+def test_wang_small_reads_only_intermediate_layers():
+    """First and last layers with tiny matches would pull a mean over all layers below 0.5."""
+    m = make_world(True).measures.copy()
+    sel = (m["measure"] == "subspace_similarity") & (m["control"] == "cross")
+    m.loc[sel, "value"] = np.where(m.loc[sel, "layer_index"] == 2, 0.8, 0.05)
+    assert m.loc[sel, "value"].mean() < F.WANG_SMALL_MATCH_MAX
+    row = _finding("wang_small", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED and "l2" in row["detail"], row["reason"]
+
+
+def test_brown_a_compares_only_layers_with_both_networks():
+    """A ReLU layer without its linear control must not enter the difference."""
+    world = make_world(False)
+    r = world.rotation.copy()
+    # the ReLU network of layer l3 loses a lot, but its linear control is missing
+    r.loc[(r["layer"] == "l3") & ~r["linear"], "retrained_test_acc"] = 0.95 - 0.9 * r["strength"]
+    r = r[~((r["layer"] == "l3") & r["linear"])]
+    row = _finding("brown_a", Tables(rotation=r))
+    assert row["verdict"] == NOT_SUPPORTED and row["n"] == 2 * 3, row["reason"]
+
+
+def test_imani_emerges_compares_the_same_layers():
+    """Untrained pairs only at shallow layers (low alignment) and trained pairs only at deep layers
+    (high alignment) would make alignment 'emerge' between different layers."""
+    m = make_world(False).measures.copy()
+    floor = m["measure"].str.startswith("alignment_top_c") & (m["control"] == "floor")
+    m = m[~(floor & (m["layer_index"] > 1))]
+    m.loc[floor & (m["layer_index"] == 1), "value"] = 0.05
+    cross = m["measure"].str.startswith("alignment_top_c") & (m["control"] == "cross")
+    m = m[~(cross & (m["layer_index"] == 1))]
+    row = _finding("imani_emerges", Tables(measures=m))
+    assert row["verdict"] == NOT_TESTABLE and "same seeds" in row["reason"], row["reason"]
+
+
+def test_li_reliable_is_not_fooled_by_averaging_widths():
+    """All units reliable at one width and all unreliable at another: each decile's mean lands in
+    between, so neither end is reached."""
+    m = make_world(True).measures.copy()
+    sel = (m["measure"] == "matched_corr_sorted") & (m["control"] == "cross")
+    m.loc[sel, "value"] = np.where(m.loc[sel, "width"] == 8, 0.95, 0.2)
+    row = _finding("li_reliable", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED, row["reason"]
+
+
+def test_kornblith_grounding_with_one_seed_pair_resamples_widths_and_says_so():
+    """The layer table has one seed pair per cell: with one width too the interval is degenerate."""
+    world = make_world(True, widths=(8,))
+    row = _finding("kornblith_grounding", world)
+    assert row["verdict"] == SUPPORTED and row["n"] == 1 and "degenerate" in row["reason"]
+
+
+def test_every_verdict_paragraph_says_what_would_turn_it():
+    for holds in (True, False):
+        tables = make_world(holds)
+        md = F.to_markdown(F.findings_table(tables), tables)
+        for f in F.FINDINGS:
+            assert f.flip, f.id
+            section = md.split(f"### {f.id}:")[1].split("###")[0]
+            assert f"*What would turn it*: not supported with {f.flip}" in section
+            assert "95 % interval" in section    # the number that decided it
+
+
+def test_summary_row_shows_the_reference_it_was_measured_against():
+    tables = make_world(True)
+    table = F.findings_table(tables)
+    row = table.set_index("finding").loc["brown_b"]
+    assert row["reference"].startswith("data-order ceiling 0.9")
+    line = next(ln for ln in F.to_markdown(table, tables).splitlines() if ln.startswith("| brown_b |"))
+    assert "(data-order ceiling 0.9" in line and "cross-seed 0.5" in line
+    assert "of the data-order ceiling's" in table.set_index("finding").loc["li_subspace", "reference"]

@@ -13,9 +13,18 @@ import pytest
 from convergent.activations import ActivationStore, ActivationStoreWriter, IncompleteStoreError
 from convergent.figures import FIGURE_NAMES
 from convergent.sweep import plan_sweep
-from tests.workflow import planned_jobs, run_snakemake, tiny_config, write_config
+from tests.workflow import planned_jobs, run_snakemake, write_config
+from tests.workflow import tiny_config as _tiny_config
 
 pytestmark = pytest.mark.slow
+
+
+def tiny_config(**sweep_changes):
+    """The tiny sweep with the data-order control on: one order-seed run per cell (seeds [0, 1]),
+    so its rules (train_order, extract_order, lmc_order) and tables run end to end here."""
+    config = _tiny_config(**sweep_changes)
+    config["controls"]["data_order"] = True
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +59,19 @@ def test_runs_table_reports_accuracy(finished):
     workdir, config, sweep = finished
     runs = pd.read_csv(workdir / "results/summary/runs.csv")
     assert len(runs) == len(sweep.runs())
-    assert {"dataset", "arch", "width", "frozen_k", "seed", "test_acc", "train_acc"} <= set(runs.columns)
+    assert {"dataset", "arch", "width", "frozen_k", "seed", "order_seed", "test_acc", "train_acc"} <= set(runs.columns)
+    # the data-order runs: the reference seed's init, another seed's minibatch order
+    order = runs[runs["order_seed"] != runs["seed"]]
+    assert len(order) == sum(p.control == "data_order" for p in sweep.pairs()) > 0
+    assert (order["seed"] == config["sweep"]["reference_seed"]).all()
     assert runs["test_acc"].between(0, 1).all()
 
 
 def test_measures_table_is_tidy_and_complete(finished):
     workdir, config, sweep = finished
     table = pd.read_csv(workdir / "results/summary/measures.csv")
-    coords = ["dataset", "arch", "width", "frozen_k", "control", "seed_a", "seed_b", "layer"]
+    coords = ["dataset", "arch", "width", "frozen_k", "control", "seed_a", "seed_b", "order_seed_a",
+              "order_seed_b", "layer"]
     assert set(coords + ["measure", "view", "parameter", "parameter_value", "value"]) <= set(table.columns)
     assert len(table.groupby(coords)) == len(sweep.pair_layers())
     for measure in ("cka_linear", "hungarian_mean_corr"):
@@ -65,6 +79,8 @@ def test_measures_table_is_tidy_and_complete(finished):
         assert len(rows) == len(sweep.pair_layers()), measure
         assert np.isfinite(rows["value"]).all()
         assert rows["value"].between(-1e-9, 1 + 1e-9).all()
+    order = table[(table["control"] == "data_order") & (table["measure"] == "hungarian_mean_corr")]
+    assert len(order) and (order["order_seed_b"] != order["seed_b"]).all() and (order["value"] < 1 - 1e-6).any()
     ceiling = table[(table["control"] == "ceiling") & (table["measure"] == "cka_linear")]
     np.testing.assert_allclose(ceiling["value"], 1.0, atol=1e-9)
     # frozen layers are identical across seeds: layer 1 of a frozen_k=1 cross pair matches exactly
@@ -82,7 +98,7 @@ def test_figures_logs_and_benchmarks_exist(finished):
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logs = list((workdir / "results/logs").rglob("*.log"))
     bench = list((workdir / "results/benchmarks").rglob("*.tsv"))
-    n_cross = sum(p.control == "cross" for p in sweep.pairs())
+    n_cross = sum(p.control in ("cross", "data_order") for p in sweep.pairs())   # pairs with an LMC job
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
     n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
     # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers/layer_identification tables;
@@ -100,7 +116,11 @@ def test_lmc_table(finished):
     workdir, config, sweep = finished
     lmc = pd.read_csv(workdir / "results/summary/lmc.csv")
     n_cross = sum(p.control == "cross" for p in sweep.pairs())
-    assert len(lmc.groupby(["arch", "width", "frozen_k", "seed_a", "seed_b"])) == n_cross
+    n_order = sum(p.control == "data_order" for p in sweep.pairs())
+    assert len(lmc.groupby(["arch", "width", "frozen_k", "control", "seed_a", "seed_b", "order_seed_b"])) \
+        == n_cross + n_order
+    assert (lmc["control"] == "data_order").sum() and (lmc.loc[lmc["control"] == "data_order", "order_seed_b"]
+                                                       != lmc.loc[lmc["control"] == "data_order", "seed_b"]).all()
     applicable = lmc[lmc["applicable"]]
     assert np.isfinite(applicable[["loss_barrier", "error_barrier"]]).all().all()
     # an mlp has no BatchNorm: its bn_reset rows say so instead of inventing numbers
@@ -138,11 +158,12 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
     finally:
         write_config(workdir, config)
     cells = len(sweep.experiments) * len(config["sweep"]["widths"]) * len(config["sweep"]["frozen_k"])
-    new_pairs_per_cell = 2 + 2  # cross (0,2),(1,2); floor the same; the ceiling stays seed 0's
+    # cross (0,2),(1,2); floor the same; the ceiling stays seed 0's; data order: seed 0's init, seed 2's order
+    new_pairs_per_cell = 2 + 2 + 1
     assert jobs == {
-        "train": cells, "extract": cells,
+        "train": cells, "extract": cells, "train_order": cells, "extract_order": cells,
         "moments": new_pairs_per_cell * cells, "measures": new_pairs_per_cell * cells,
-        "lmc": 2 * cells, "lmc_table": 1,
+        "lmc": 2 * cells, "lmc_order": cells, "lmc_table": 1,
         "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments),
         "findings": 1, "runtime_table": 1, "all": 1,
     }

@@ -32,7 +32,9 @@ TINY_CONFIG: dict[str, Any] = {
                      "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant"},
         "extract": {"split": "test", "chunk_rows": 64, "max_samples": 150},
     },
-    "controls": {"cross": True, "floor": True, "ceiling": True},
+    # data_order is named (config.yaml turns it on and Snakemake merges the two): off here, on in
+    # tests/test_workflow.py's sweep, so the other end-to-end tests do not pay for its jobs
+    "controls": {"cross": True, "floor": True, "ceiling": True, "data_order": False},
     "moments": {},
     "measures": {},
     "lmc": {"alphas": 3},

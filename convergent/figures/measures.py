@@ -297,12 +297,14 @@ def network_alignment(measures: pd.DataFrame) -> pd.DataFrame:
     """Per-network alignment curves: ``alignment_curve_a`` / ``_b`` rows of every pair, re-keyed by
     the network's seed and de-duplicated, so a network in several pairs counts once.
 
-    Cross pairs hold trained networks, floor pairs untrained ones; ceiling pairs repeat trained
-    networks and are dropped. Columns: width, frozen_k, control, seed, layer, layer_index, k, value.
+    Cross pairs hold trained networks, floor pairs untrained ones; ceiling and data-order pairs
+    (whose networks share a seed but not an order) are dropped. Columns: width, frozen_k, control,
+    seed, layer, layer_index, k, value.
     """
     parts = []
     for side in ("a", "b"):
-        sub = measures[(measures["measure"] == f"alignment_curve_{side}") & (measures["control"] != "ceiling")]
+        sub = measures[(measures["measure"] == f"alignment_curve_{side}")
+                       & measures["control"].isin(["cross", "floor"])]
         parts.append(sub.assign(seed=sub[f"seed_{side}"], k=sub["parameter_value"]))
     cols = ["width", "frozen_k", "control", "seed", "layer", "layer_index", "k", "value"]
     if not parts or all(p.empty for p in parts):

@@ -36,9 +36,10 @@ STYLE: dict[str, Any] = {
 }
 matplotlib.rcParams.update(STYLE)
 
-CONTROL_STYLE = {"cross": "-", "floor": ":", "ceiling": "--"}
+CONTROL_STYLE = {"cross": "-", "floor": ":", "ceiling": "--", "data_order": (0, (6, 2, 1, 2))}
 CONTROL_LABEL = {"cross": "cross seeds (mean, 95% CI)", "floor": "floor: untrained pair",
-                 "ceiling": "ceiling: network with itself"}
+                 "ceiling": "ceiling: network with itself",
+                 "data_order": "data-order ceiling: same init,\nother minibatch order"}
 #: colour maps per sweep axis, and the part of each used (the light ends are unreadable in print)
 CMAPS = {"width": ("viridis", 0.0, 0.85), "frozen_k": ("plasma", 0.0, 0.8), "layer": ("cividis", 0.0, 0.9)}
 FALLBACK = "0.5"
@@ -149,7 +150,7 @@ def draw_summary(ax: Axes, summary: pd.DataFrame, x: str, colour: Any, control: 
     (the legend explains their line styles once) and out of series counts.
     """
     xs = summary[x].to_numpy(dtype=float)
-    (line,) = ax.plot(xs, summary["mean"], CONTROL_STYLE[control], color=colour, marker="o" if control == "cross"
+    (line,) = ax.plot(xs, summary["mean"], ls=CONTROL_STYLE[control], color=colour, marker="o" if control == "cross"
                       else None, ms=3.5, label=label if control == "cross" else f"_{control} {label}")
     if control == "cross" and (summary["ci_high"] > summary["ci_low"]).any():
         ax.fill_between(xs, summary["ci_low"], summary["ci_high"], color=colour, alpha=0.18, lw=0)
@@ -157,9 +158,10 @@ def draw_summary(ax: Axes, summary: pd.DataFrame, x: str, colour: Any, control: 
 
 
 def draw_controls(ax: Axes, rows: pd.DataFrame, x: str, colour: Any, label: str,
-                  controls: Iterable[str] = ("cross", "floor", "ceiling")) -> int:
+                  controls: Iterable[str] = ("cross", "floor", "ceiling", "data_order")) -> int:
     """Draw the cross series of ``rows`` (mean over seed pairs against ``x``) with its floor and
-    ceiling where ``rows`` has them. Returns the number of cross series drawn (0 or 1)."""
+    ceilings (self pair; data-order pairs) where ``rows`` has them. Returns the number of cross
+    series drawn (0 or 1)."""
     drawn = 0
     for control in controls:
         sub = rows[rows["control"] == control] if "control" in rows else rows

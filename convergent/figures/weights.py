@@ -43,11 +43,20 @@ def _split(frame: pd.DataFrame) -> str | None:
 
 def basis_correlation(measures: pd.DataFrame) -> pd.DataFrame:
     """Brown et al.'s basis correlation per pair: ``hungarian_mean_corr`` averaged over the pair's
-    layers (every hidden layer counts equally). Columns: width, frozen_k, control, seed_a, seed_b, value."""
-    rows = measures[measures["measure"] == "hungarian_mean_corr"]
-    keys = ["width", "frozen_k", "control", "seed_a", "seed_b"]
+    layers (every hidden layer counts equally), over the layers available at every width of the
+    pair's frozen_k, so the curve over width compares the same layers. Columns: width, frozen_k,
+    control, seed_a, seed_b, order_seed_a, order_seed_b, value (order seeds = seeds when absent)."""
+    rows = measures[(measures["measure"] == "hungarian_mean_corr") & np.isfinite(measures["value"].astype(float))]
+    for side in "ab":
+        if f"order_seed_{side}" not in rows:
+            rows = rows.assign(**{f"order_seed_{side}": rows[f"seed_{side}"]})
+    keys = ["width", "frozen_k", "control", "seed_a", "seed_b", "order_seed_a", "order_seed_b"]
     if rows.empty:
         return pd.DataFrame(columns=[*keys, "value"])
+    widths = rows.groupby("frozen_k")["width"].nunique()
+    present = rows.groupby(["frozen_k", "layer"])["width"].nunique().reset_index(name="n_widths")
+    present = present[present["n_widths"] == present["frozen_k"].map(widths)]
+    rows = rows.merge(present[["frozen_k", "layer"]], on=["frozen_k", "layer"])
     return rows.groupby(keys, as_index=False)["value"].mean()
 
 
@@ -63,7 +72,9 @@ def lmc_vs_width(lmc: pd.DataFrame | None, curves: pd.DataFrame | None, measures
     applicable = pd.DataFrame()
     if lmc is not None and not lmc.empty:
         ok = lmc["applicable"].astype(str).str.lower() == "true"
-        applicable = lmc[ok & (lmc["frozen_k"] == base) & (lmc["split"] == split)]
+        is_cross = lmc["control"] == "cross" if "control" in lmc else True
+        order = lmc[ok & (lmc["frozen_k"] == base) & (lmc["split"] == split) & ~is_cross]
+        applicable = lmc[ok & (lmc["frozen_k"] == base) & (lmc["split"] == split) & is_cross]
         skipped = sorted(set(lmc.loc[~ok, "variant"]) - set(applicable["variant"]))
     else:
         skipped = []
@@ -79,6 +90,10 @@ def lmc_vs_width(lmc: pd.DataFrame | None, curves: pd.DataFrame | None, measures
             continue
         for variant in variants:
             _variant_line(ax, applicable, variant, column)
+        naive = order[(order["control"] == "data_order") & (order["variant"] == "naive")] if len(order) else order
+        if len(naive):   # Frankle et al.'s instability: same init, other minibatch order, plain interpolation
+            summary = summarise(naive.rename(columns={column: "value"}), ["width"])
+            draw_summary(ax, summary, "width", variant_colour("naive"), "data_order", "naive")
         width_ticks(ax, widths)
         ax.set_xlabel(WIDTH_AXIS)
         ax.set_ylabel(ylabel)
@@ -96,6 +111,9 @@ def lmc_vs_width(lmc: pd.DataFrame | None, curves: pd.DataFrame | None, measures
         ax_basis.set_xlabel(WIDTH_AXIS)
         ax_basis.set_ylabel("one-to-one matched correlation\n(mean over layers, −1 to 1)")
         controls = [c for c in CONTROL_STYLE if (basis["control"] == c).any()]
+        if lmc is not None and "control" in lmc and (lmc["control"] == "data_order").any() \
+                and "data_order" not in controls:
+            controls.append("data_order")
 
     _lmc_curve_panel(ax_curve, curves, base, missing)
     # variants in their fixed order, then the basis correlation and the control styles

@@ -25,7 +25,7 @@ from convergent.measures.kernels import (linear_cka_subsample, mutual_knn, mutua
                                          rbf_cka_all_rows, rbf_cka_grid)
 from convergent.measures.matching import (_hungarian, _semi, correlation_matrix, cross_validated_match,
                                           hungarian_match, semi_equals_hungarian, semi_match, sorted_curve)
-from convergent.measures.sparse import sparse_prediction
+from convergent.measures.sparse import heldout_r2, sparse_prediction
 from convergent.measures.spectral import spectral_groups
 from convergent.measures.subspace import max_match, minimal_matches
 from convergent.moments import DUAL, GramMoments, Moments
@@ -200,6 +200,15 @@ def _sparse(m: Moments, p: dict[str, Any]) -> list[dict]:
     except MeasureUnavailable as err:
         return [_row(n, np.nan, "alpha", a, _why(n, err)) for a in p["lasso_alphas"] for n in names]
     rows = [_row("sparse_targets", fit.targets.size)]
+    # the linear map's held-out pooled R² (1 − ΣMSE / ΣVar), α chosen on the other fold (findings: li_subspace)
+    try:
+        back = sparse_prediction(m, alphas=p["lasso_alphas"], max_targets=p["lasso_max_targets"],
+                                 max_iter=p["lasso_max_iter"], tol=p["lasso_tol"], dead_tol=p["dead_tol"],
+                                 dead_atol=p["dead_atol"], fit_fold=1)
+        alpha, r2 = heldout_r2(fit, back)
+        rows.append(_row("sparse_r2_heldout", r2, "alpha", alpha))
+    except MeasureUnavailable as err:
+        rows.append(_row("sparse_r2_heldout", np.nan, "alpha", np.nan, f"unavailable: {err}"))
     for i, a in enumerate(fit.alphas):
         note = ""
         if float(a) in fit.unavailable:

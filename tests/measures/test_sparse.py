@@ -71,3 +71,54 @@ def test_max_targets(rng):
     X, Y = _pair(rng, d2=10)
     fit = sparse_prediction(X, Y, alphas=[1e-2], max_targets=3)
     np.testing.assert_array_equal(fit.targets, [0, 4, 9])
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-2])
+def test_fit_on_fold_one_equals_sklearn_on_the_swapped_halves(rng, alpha):
+    """fit_fold=1 fits on the second half and evaluates on the first: the reference on the
+    rows with their halves swapped."""
+    X, Y = _pair(rng)
+    h = X.shape[0] // 2
+    fit = sparse_prediction(X, Y, alphas=[alpha], tol=1e-14, max_iter=100000, fit_fold=1)
+    W, mse, r2 = _reference(np.r_[X[h:], X[:h]], np.r_[Y[h:], Y[:h]], alpha)
+    np.testing.assert_allclose(fit.weights[0], W, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fit.r2[0], r2, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="fit_fold"):
+        sparse_prediction(X, Y, fit_fold=2)
+
+
+def test_heldout_r2_chooses_alpha_on_fold_zero_and_reports_fold_one(rng):
+    from convergent.measures.sparse import heldout_r2
+
+    X, Y = _pair(rng, n=200, d1=30)
+    alphas = [0.0, 1e-3, 1e-2, 1e-1, 1.0]
+    fwd = sparse_prediction(X, Y, alphas=alphas, tol=1e-12, max_iter=100000)
+    back = sparse_prediction(X, Y, alphas=alphas, tol=1e-12, max_iter=100000, fit_fold=1)
+    h = X.shape[0] // 2
+    def pooled(X, Y, a):   # naive pooled R²: 1 − Σ MSE / Σ Var of the held-out fold (fitted-fold units)
+        _, mse, r2 = _reference(X, Y, a)
+        return 1 - mse.sum() / (mse / (1 - r2)).sum()
+
+    # naive: the backward fits' pooled R² on fold 0, computed by sklearn on the swapped rows
+    score = [pooled(np.r_[X[h:], X[:h]], np.r_[Y[h:], Y[:h]], a) for a in alphas]
+    best = int(np.argmax(score))
+    alpha, r2 = heldout_r2(fwd, back)
+    assert alpha == alphas[best]
+    np.testing.assert_allclose(r2, pooled(X, Y, alphas[best]), rtol=1e-6)
+    # the choice is not the forward fits' best on fold 1 when the two folds disagree
+    forward = [pooled(X, Y, a) for a in alphas]
+    if int(np.argmax(forward)) != best:
+        assert r2 < max(forward)
+
+
+def test_pooled_r2_is_not_driven_by_a_unit_constant_on_the_held_out_fold(rng):
+    """A unit that barely varies on fold 1 makes its own R² hugely negative; the pooled R²,
+    the fraction of all targets' variance explained, stays near the others'."""
+    from convergent.measures.sparse import pooled_r2
+
+    X, Y = _pair(rng, n=400)
+    h = X.shape[0] // 2
+    Y = np.c_[Y, np.r_[rng.standard_normal(h), 1e-3 * rng.standard_normal(h)]]
+    fit = sparse_prediction(X, Y, alphas=[1e-3], tol=1e-12, max_iter=100000)
+    assert fit.r2[0, -1] < -100
+    assert pooled_r2(fit)[0] > 0.5 * fit.r2[0, :-1].mean()
