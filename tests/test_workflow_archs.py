@@ -1,7 +1,7 @@
 """End to end on CIFAR-shaped data: the papers' conv architectures through every stage.
 
-One small sweep on ``shapes32`` (3 × 32 × 32, generated offline) for ``cnn``, ``resnet18``
-and ``wrn`` at width 8, seeds 0 and 1, frozen_k 0 and 1, one epoch: train, extract, moments
+One small sweep on ``shapes32`` (3 × 32 × 32, generated offline) for ``cnn`` and ``resnet18``
+at width 8 and ``wrn`` at widening factor 1, seeds 0 and 1, frozen_k 0 and 1, one epoch: train, extract, moments
 (flattened conv layers are far wider than the 100 extracted images, so they take the dual
 n × n Gram form), measures, cross-layer tables, LMC (every variant), rotation (ReLU and the
 linear control, on a residual site of each block type) and the summaries.
@@ -31,6 +31,9 @@ def shapes32_config() -> dict:
                          training={"epochs": 1, "batch_size": 50, "optimizer": "sgd", "lr": 0.05,
                                    "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant"},
                          extract={"split": "test", "chunk_rows": 50, "max_samples": 100})
+    # wrn's width is the widening factor k: WRN-10-1 (16/32/64 channels) is the small one; k = 8
+    # (128/256/512) makes this test's LMC alone take ~14 CPU-minutes
+    config["overrides"] = [{"arch": "wrn", "widths": [1]}]
     config["data"] = {"shapes32": {"n_train": 300, "n_test": 100}}
     config["rotation"] = {"layers": ROTATION_LAYERS, "strengths": [0.0, 1.0], "retrain_epochs": 1}
     config["measures"] = {"lasso_alphas": [0.0, 0.01], "spectral_k": [2], "minimal_max_neurons": 2}
