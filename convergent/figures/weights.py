@@ -174,7 +174,7 @@ def rotation(rotation: pd.DataFrame | None, palette: Palette,
     layers = [str(name) for name in order["layer"]]
     p = panels(len(layers), sharey=True)
     for ax, layer in zip(p.axes, layers):
-        ax.set_title(f"rotation before the nonlinearity of {layer}")
+        ax.set_title(f"rotation at the site of {layer}")   # pre-ReLU; inside the block for resnet18/wrn blocks
         sub = rotation[rotation["layer"] == layer]
         for width in palette.widths or sorted(sub["width"].unique()):
             for linear, (ls, marker, name) in ROTATION_STYLE.items():
