@@ -73,7 +73,7 @@ def order_training_params(wildcards):
 
 
 def order_lmc_settings(wildcards):
-    """Settings of rule lmc_order: an ordinary LMC job's plus the columns its tables carry
+    """Settings of the lmc_order rule, which are an ordinary LMC job's plus the columns its tables carry
     beyond the pair's seeds (control data_order and the two order seeds)."""
     return {**extract_params(wildcards),
             "coordinates": {"control": "data_order", "order_seed_a": int(wildcards.seed_a),
