@@ -28,7 +28,7 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -191,17 +191,7 @@ def _mnist1d(data_dir: str | os.PathLike | None):
 
     Shape (1, 40). The package's own 4,000/1,000 split. Cached in ``data_dir`` if given.
     """
-    key = hashlib.sha256(json.dumps(MNIST1D_ARGS, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(data_dir) / f"mnist1d-{key}.npz" if data_dir is not None else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
-        source = f"cache {cache.name}"
-    else:
-        arrays = generate_mnist1d()
-        source = "generated"
-        if cache is not None:
-            _atomic_savez(cache, arrays)
+    arrays, source = _generated_or_cached(data_dir, "mnist1d", MNIST1D_ARGS, generate_mnist1d)
     info = {"source": f"mnist1d.data.make_dataset ({source})", "generator_args": MNIST1D_ARGS,
             "split": "the package's own (first 80 % of its shuffled samples train)",
             "split_seed": None}
@@ -226,6 +216,25 @@ def generate_mnist1d() -> dict[str, np.ndarray]:
         random.setstate(py_state)
         np.random.set_state(np_state)
     return {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+
+
+def _generated_or_cached(data_dir: str | os.PathLike | None, name: str, settings: Mapping[str, Any],
+                         generate: Callable[[], dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], str]:
+    """Arrays x, y, x_test, y_test of a generated dataset and where they came from.
+
+    Read from ``data_dir/{name}-{hash of settings}.npz`` when that cache exists; otherwise
+    ``generate()`` and, with a ``data_dir``, write the cache atomically. The hash covers every
+    generator setting, so another size or setting never reads a stale cache.
+    """
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    cache = Path(data_dir) / f"{name}-{key}.npz" if data_dir is not None else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in ("x", "y", "x_test", "y_test")}, f"cache {cache.name}"
+    arrays = generate()
+    if cache is not None:
+        _atomic_savez(cache, arrays)
+    return arrays, "generated"
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -404,17 +413,8 @@ def _shapes32(data_dir: str | os.PathLike | None, opts: Mapping[str, int]):
     """shapes32 of the size in ``opts``, from the cache in ``data_dir`` or generated (then cached)."""
     settings = {**SHAPES32_GENERATOR, "n_train": int(opts["n_train"]), "n_test": int(opts["n_test"]),
                 "classes": list(SHAPES32_CLASSES)}
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(data_dir) / f"shapes32-{key}.npz" if data_dir is not None else None
-    if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
-        source = f"cache {cache.name}"
-    else:
-        arrays = generate_shapes32(settings["n_train"], settings["n_test"])
-        source = "generated"
-        if cache is not None:
-            _atomic_savez(cache, arrays)
+    arrays, source = _generated_or_cached(data_dir, "shapes32", settings,
+                                          lambda: generate_shapes32(settings["n_train"], settings["n_test"]))
     info = {"source": f"convergent.data.generate_shapes32 ({source})", "generator_args": settings,
             "split": "fixed: train and test drawn from separate seeded streams", "split_seed": None,
             "scale": "uint8 / 255"}
