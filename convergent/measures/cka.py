@@ -45,6 +45,14 @@ def hsic_terms_gram(m: GramMoments) -> tuple[float, float, float]:
     return unbiased_hsic_gram(K, L), unbiased_hsic_gram(K, K), unbiased_hsic_gram(L, L)
 
 
+def _debiased_ratio(hxy: float, hxx: float, hyy: float) -> float:
+    """HSIC₁(X,Y) / sqrt(HSIC₁(X,X) HSIC₁(Y,Y)) from the unbiased HSIC terms of either form."""
+    if not (hxx > 0 and hyy > 0):
+        raise MeasureUnavailable(f"unbiased self-HSIC not positive (X: {hxx:.3g}, Y: {hyy:.3g}); "
+                                 "debiased CKA undefined (constant representation or n too small)")
+    return float(hxy / np.sqrt(hxx * hyy))
+
+
 def linear_cka(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = None, debiased: bool = False) -> float:
     """Linear CKA of X (n, d1) and Y (n, d2), or of moments of either form.
 
@@ -56,22 +64,14 @@ def linear_cka(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = Non
     m = as_moments(X, Y)
     if m.form == DUAL:
         if debiased:
-            hxy, hxx, hyy = hsic_terms_gram(m)
-            if not (hxx > 0 and hyy > 0):
-                raise MeasureUnavailable(f"unbiased self-HSIC not positive (X: {hxx:.3g}, Y: {hyy:.3g}); "
-                                         "debiased CKA undefined (constant representation or n too small)")
-            return float(hxy / np.sqrt(hxx * hyy))
+            return _debiased_ratio(*hsic_terms_gram(m))
         K, L = m.gram("a"), m.gram("b")
         nx, ny = np.linalg.norm(K), np.linalg.norm(L)
         if not (nx > 0 and ny > 0):
             raise MeasureUnavailable("a representation is constant over the samples; CKA undefined")
         return float(np.vdot(K, L) / (nx * ny))
     if debiased:
-        hxy, hxx, hyy = hsic_unbiased_terms(m)
-        if not (hxx > 0 and hyy > 0):
-            raise MeasureUnavailable(f"unbiased self-HSIC not positive (X: {hxx:.3g}, Y: {hyy:.3g}); "
-                                     "debiased CKA undefined (constant representation or n too small)")
-        return float(hxy / np.sqrt(hxx * hyy))
+        return _debiased_ratio(*hsic_unbiased_terms(m))
     cxx, cyy, cxy = m.cxx, m.cyy, m.cxy
     nx, ny = np.linalg.norm(cxx), np.linalg.norm(cyy)
     if not (nx > 0 and ny > 0):
