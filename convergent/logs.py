@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 LOGGER_NAME = "convergent"
 
+#: the log line a job ends with: this prefix, then its phases as JSON (see :class:`JobClock`)
+PHASES_PREFIX = "job phases (s): "
+
+#: the phases of a job, in order. ``startup``: from the process's creation to the first line
+#: of the job's script (interpreter, Snakemake's script preamble, the script's own imports);
+#: ``imports``: libraries a job loads where it needs them; ``data``: reading the dataset;
+#: ``model``: building networks, loading checkpoints, opening stores; ``compute``: the
+#: work itself (training, a forward pass, moments, measures), the useful part; ``write``:
+#: writing outputs, digests, figures
+PHASES = ("startup", "imports", "data", "model", "compute", "write")
+
 
 def setup_job_logging(log_path: str | os.PathLike | None) -> logging.Logger:
-    """Send the package's log records (and uncaught tracebacks) to ``log_path`` and stderr."""
+    """Send the package's log records (and uncaught tracebacks) to ``log_path`` and stderr.
+
+    Also starts the job's :class:`JobClock` (its ``startup`` phase is the process's age now)
+    and logs the clock's phases when the process exits."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
     logger.handlers.clear()
@@ -30,6 +46,8 @@ def setup_job_logging(log_path: str | os.PathLike | None) -> logging.Logger:
         logger.error("job failed", exc_info=(exc_type, exc, tb))
 
     sys.excepthook = excepthook
+    clock = start_job_clock()
+    atexit.register(lambda: logger.info("%s%s", PHASES_PREFIX, json.dumps(clock.phases())))
     return logger
 
 
@@ -57,3 +75,72 @@ def progress(total: int, what: str, every_s: float = 10.0,
             log.info("%s: %d/%d%s after %.1f s", what, done, total, pct, now - start)
 
     return tick
+
+
+def process_age() -> float:
+    """Seconds since this process was created (the OS's record, so interpreter start-up and
+    every import before this call count)."""
+    import psutil   # a Snakemake dependency
+
+    return max(0.0, time.time() - psutil.Process().create_time())
+
+
+class JobClock:
+    """Where one job's wall time goes: :data:`PHASES` in seconds.
+
+    ``lap(phase)`` charges the time since the previous lap to ``phase``; a phase may be
+    charged several times (a job that loads two checkpoints between two computations).
+    """
+
+    def __init__(self, startup_s: float = 0.0) -> None:
+        self._seconds: dict[str, float] = {"startup": float(startup_s)}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> float:
+        """Charge the time since the previous lap (or the clock's start) to ``phase``; returns it."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; allowed: {', '.join(PHASES)}")
+        now = time.perf_counter()
+        spent, self._last = now - self._last, now
+        self._seconds[phase] = self._seconds.get(phase, 0.0) + spent
+        return spent
+
+    def phases(self) -> dict[str, float]:
+        """Seconds per phase so far, in :data:`PHASES` order, rounded to ms; plus ``other``:
+        the time since the last lap (set-up of the clock's own caller, exit)."""
+        out = {p: round(self._seconds[p], 3) for p in PHASES if p in self._seconds}
+        out["other"] = round(time.perf_counter() - self._last, 3)
+        return out
+
+
+_CLOCK: JobClock | None = None
+
+
+def start_job_clock() -> JobClock:
+    """Start (or restart) this process's job clock, its ``startup`` phase the process's age."""
+    global _CLOCK
+    _CLOCK = JobClock(process_age())
+    return _CLOCK
+
+
+def job_clock() -> JobClock:
+    """This process's job clock (started on first use when no script started it, e.g. in tests)."""
+    global _CLOCK
+    if _CLOCK is None:
+        _CLOCK = JobClock()
+    return _CLOCK
+
+
+def lap(phase: str) -> float:
+    """``job_clock().lap(phase)``: charge the time since the previous lap to ``phase``."""
+    return job_clock().lap(phase)
+
+
+def parse_phases(log_text: str) -> Mapping[str, float] | None:
+    """The phases a job logged (its last ``job phases`` line), or None if it logged none."""
+    found = None
+    for line in log_text.splitlines():
+        at = line.find(PHASES_PREFIX)
+        if at >= 0:
+            found = json.loads(line[at + len(PHASES_PREFIX):])
+    return found
