@@ -3,16 +3,16 @@
 What is verified (every file is read in full):
 
 * every recorded digest (``<file>.sha256``, written beside checkpoints, ``metrics.json`` and the
-  per-pair ``measures.csv``): the file must exist and match it;
+  per-group ``measures.csv``): the file must exist and match it;
 * every chunk of every Zarr activation store: its CRC-32C checksum and its decoding (stores
   written before checksums existed are decoded only), the store's ``complete`` flag and that no
   chunk file is missing (zarr would read a missing chunk back as zeros);
 * every moments file (``moments/*.npz``): the CRC-32 of each member of the zip;
 * checkpoints without a recorded digest: that torch can read them;
 * every other CSV and JSON file: that it parses;
-* deleted intermediates: a run directory lacking one of the train/extract outputs, a pair
-  directory lacking its moments or measures (or the moments file of a layer its stores hold),
-  a pair whose networks' stores are gone.
+* deleted intermediates: a run directory lacking one of the train/extract outputs, a comparison
+  group's directory (``pairs/.../s{seed}``) lacking its moments or measures, a pair in its moments
+  lacking the file of a layer its stores hold, a pair whose networks' stores are gone.
 
 Each damaged output is mapped to the Snakemake output that contains it (a chunk to its store,
 a moments file to its ``moments`` directory), and one ``snakemake --forcerun ...`` command
@@ -37,11 +37,12 @@ from convergent.io import DIGEST_SUFFIX, DamagedOutputError, recorded_digest, ve
 
 #: outputs of rules `train` and `extract` in every run directory
 RUN_OUTPUTS = ("model.pt", "init.pt", "metrics.json", "train_log.csv", "trained.zarr", "init.zarr")
-#: outputs of rules `moments` and `measures` in every pair directory
-PAIR_OUTPUTS = ("moments", "measures.csv")
-_RUN = re.compile(r"runs/[^/]+/[^/]+/w\d+/f\d+/s\d+$")
-_PAIR = re.compile(r"pairs/(?P<ds>[^/]+)/(?P<arch>[^/]+)/(?P<w>w\d+)/(?P<f>f\d+)/(?P<control>[^/]+)/"
-                   r"s(?P<a>\d+)-s(?P<b>\d+)$")
+#: outputs of rules `moments` and `measures` in every comparison group's directory
+GROUP_OUTPUTS = ("moments", "measures.csv")
+_RUN = re.compile(r"runs/[^/]+/[^/]+/w\d+/f\d+/s\d+(?:o\d+)?$")
+_GROUP = re.compile(r"pairs/[^/]+/[^/]+/w\d+/f\d+/s\d+$")
+#: a pair's folder inside a group's moments directory: {control}/s{a}-s{b}, a side may read s{seed}o{order}
+_PAIR_KEY = re.compile(r"(?P<control>[^/]+)/s(?P<a>\d+(?:o\d+)?)-s(?P<b>\d+(?:o\d+)?)$")
 #: directories that hold Snakemake's own logs and benchmarks, not outputs a job reads
 _SKIP_DIRS = {"logs", "benchmarks"}
 
@@ -142,30 +143,31 @@ def check_table(path: Path) -> Iterator[Damage]:
 
 def check_missing(root: Path) -> Iterator[Damage]:
     """Outputs deleted from a tree whose other outputs exist (a partial sweep is not damage:
-    only a run or pair directory that exists, or a pair whose network is gone, is checked)."""
+    only a run or group directory that exists, or a pair whose network is gone, is checked)."""
     runs = {p for p in (root / "runs").glob("*/*/w*/f*/s*") if p.is_dir() and _RUN.search(p.as_posix())} \
         if (root / "runs").is_dir() else set()
-    pairs = [p for p in (root / "pairs").glob("*/*/w*/f*/*/s*-s*") if p.is_dir()] \
+    groups = [p for p in (root / "pairs").glob("*/*/w*/f*/s*") if p.is_dir() and _GROUP.search(p.as_posix())] \
         if (root / "pairs").is_dir() else []
-    for pair in pairs:
-        m = _PAIR.search(pair.as_posix())
-        if not m:
-            continue
-        for seed in {m["a"], m["b"]}:
-            runs.add(root / "runs" / m["ds"] / m["arch"] / m["w"] / m["f"] / f"s{seed}")
-        for name in PAIR_OUTPUTS:
-            if not (pair / name).exists():
-                yield Damage(pair / name, "missing (deleted?): its pair directory exists", pair / name)
-        state = "init" if m["control"] == "floor" else "trained"
-        stores = [root / "runs" / m["ds"] / m["arch"] / m["w"] / m["f"] / f"s{s}" / f"{state}.zarr"
-                  for s in (m["a"], m["b"])]
-        if (pair / "moments").is_dir():
+    for group in groups:
+        cell = group.parent.relative_to(root / "pairs")
+        for name in GROUP_OUTPUTS:
+            if not (group / name).exists():
+                yield Damage(group / name, "missing (deleted?): its group directory exists", group / name)
+        moments = group / "moments"
+        pair_dirs = [p for p in moments.glob("*/s*-s*") if p.is_dir()] if moments.is_dir() else []
+        for pair in pair_dirs:
+            m = _PAIR_KEY.search(pair.relative_to(moments).as_posix())
+            if not m:
+                continue
+            for side in (m["a"], m["b"]):
+                runs.add(root / "runs" / cell / f"s{side}")
+            state = "init" if m["control"] == "floor" else "trained"
+            stores = [root / "runs" / cell / f"s{side}" / f"{state}.zarr" for side in (m["a"], m["b"])]
             layers = next((ls for ls in map(_store_layers, stores) if ls), [])
-            store = stores[0]
             for layer in layers:   # one moments file per compared layer
-                if not (pair / "moments" / f"{layer}.npz").exists():
-                    yield Damage(pair / "moments" / f"{layer}.npz", f"missing (deleted?): layer {layer!r} of "
-                                 f"{store.name}", pair / "moments")
+                if not (pair / f"{layer}.npz").exists():
+                    yield Damage(pair / f"{layer}.npz", f"missing (deleted?): layer {layer!r} of "
+                                 f"{stores[0].name}", moments)
     for run in sorted(runs):
         for name in RUN_OUTPUTS:
             if not (run / name).exists():

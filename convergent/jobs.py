@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from convergent.io import read_json, verify_digest, write_csv, write_digest, write_json
-from convergent.logs import get_logger
+from convergent.logs import get_logger, lap
 
 #: training settings used when the config leaves them out
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -132,24 +132,40 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
                  time.perf_counter() - start)
 
 
-def moments_job(*, store_a: str, store_b: str, layers: Sequence[str], params: Mapping[str, Any],
+def moments_job(*, pairs: Mapping[str, Sequence[str]], layers: Sequence[str], params: Mapping[str, Any],
                 out_dir: str, threads: int = 1) -> None:
-    """One streaming pass per layer over both stores: ``out_dir/{layer}.npz``, the sufficient
-    statistics of every measure. The directory appears only once every layer is done.
-    ``threads``: the job's cores; with 2 or more, each fold gets a thread (capped by
-    ``params['threads']``)."""
+    """One streaming pass per (pair, layer) over the pair's two stores: ``out_dir/{key}/{layer}.npz``,
+    the sufficient statistics of every measure. ``pairs`` maps a pair key (``{control}/{label}``,
+    :attr:`convergent.sweep.Pair.key`) to its stores ``[a, b]``; each store is opened once. The
+    directory appears only once every pair and layer is done. ``threads``: the job's cores; with 2
+    or more, each fold gets a thread (capped by ``params['threads']``)."""
     from convergent.activations import ActivationStore
     from convergent.io import atomic_directory
     from convergent.moments import DEFAULT_MOMENT_PARAMS, save_moments, streaming_moments
 
     log = get_logger()
-    a, b = ActivationStore(store_a), ActivationStore(store_b)
+    lap("imports")
+    opened: dict[str, ActivationStore] = {}
+
+    def store(path: str) -> ActivationStore:
+        if path not in opened:
+            opened[path] = ActivationStore(path)
+        return opened[path]
+
     kw = {**params, "threads": min(int(threads), int(params.get("threads", DEFAULT_MOMENT_PARAMS["threads"])))}
     with atomic_directory(out_dir) as tmp:
-        for layer in layers:
-            start = time.perf_counter()
-            save_moments(tmp / f"{layer}.npz", streaming_moments(a, b, layer, **kw))
-            log.info("moments of %s in %.2f s", layer, time.perf_counter() - start)
+        for key, (store_a, store_b) in pairs.items():
+            a, b = store(store_a), store(store_b)
+            lap("model")
+            (tmp / key).mkdir(parents=True)
+            for layer in layers:
+                start = time.perf_counter()
+                moments = streaming_moments(a, b, layer, **kw)
+                lap("compute")
+                save_moments(tmp / key / f"{layer}.npz", moments)
+                lap("write")
+                log.info("moments of %s %s in %.2f s", key, layer, time.perf_counter() - start)
+    lap("write")
 
 
 def _load_moments_checked(path: Path, moments_dir: str) -> Any:
@@ -169,28 +185,35 @@ def _load_moments_checked(path: Path, moments_dir: str) -> Any:
                                  f"{rebuild_hint(moments_dir)}") from err
 
 
-def measures_job(*, moments_dir: str, layers: Sequence[str], params: Mapping[str, Any],
-                 coordinates: Mapping[str, Any], layer_index: Mapping[str, int],
-                 out_csv: str) -> pd.DataFrame:
-    """Every enabled measure of every layer from the moments files alone, as tidy rows.
+def measures_job(*, moments_dir: str, pairs: Mapping[str, Mapping[str, Any]], layers: Sequence[str],
+                 params: Mapping[str, Any], layer_index: Mapping[str, int], out_csv: str) -> pd.DataFrame:
+    """Every enabled measure of every pair and layer from the moments files alone, as tidy rows.
 
-    ``coordinates`` are the pair's columns (dataset … seed_b); each layer's rows also get
-    ``layer`` and ``layer_index`` (1-based depth in the architecture, from ``layer_index``).
+    ``pairs`` maps a pair key (``{control}/{label}``, the pair's folder in ``moments_dir``) to its
+    columns (dataset … order_seed_b); each layer's rows also get ``layer`` and ``layer_index``
+    (1-based depth in the architecture, from ``layer_index``).
     """
+    import pandas as pd
+
     from convergent.measures import compute_measures
 
     log = get_logger()
+    lap("imports")
     tables = []
-    for layer in layers:
-        start = time.perf_counter()
-        table = compute_measures(_load_moments_checked(Path(moments_dir) / f"{layer}.npz", moments_dir),
-                                 dict(params))
-        _prepend_columns(table, {**coordinates, "layer": layer, "layer_index": layer_index[layer]})
-        tables.append(table)
-        log.info("measures of %s: %d rows in %.2f s", layer, len(table), time.perf_counter() - start)
+    for key, coordinates in pairs.items():
+        for layer in layers:
+            start = time.perf_counter()
+            moments = _load_moments_checked(Path(moments_dir) / key / f"{layer}.npz", moments_dir)
+            lap("data")
+            table = compute_measures(moments, dict(params))
+            _prepend_columns(table, {**coordinates, "layer": layer, "layer_index": layer_index[layer]})
+            tables.append(table)
+            lap("compute")
+            log.info("measures of %s %s: %d rows in %.2f s", key, layer, len(table), time.perf_counter() - start)
     out = pd.concat(tables, ignore_index=True)
     write_csv(out_csv, out)
     write_digest(out_csv)
+    lap("write")
     return out
 
 
@@ -277,35 +300,54 @@ ROTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "layers": "all", "strength
                                      "retrain_epochs": 5, "lr": 0.01}
 
 
-def lmc_job(*, pair: Mapping[str, Any], settings: Mapping[str, Any], checkpoint_a: str, checkpoint_b: str,
-            params: Mapping[str, Any], data_dir: str, device: str, threads: int,
-            out_curve: str, out_barriers: str) -> None:
-    """Linear mode connectivity of one cross-seed pair, every configured variant.
+def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], params: Mapping[str, Any],
+            data_dir: str, device: str, threads: int, out_curve: str, out_barriers: str) -> None:
+    """Linear mode connectivity of a group of pairs of one cell, each with its variants.
+
+    ``pairs`` maps a pair key to ``{"checkpoints": [a, b], "variants": [...], "coordinates":
+    {...}}`` (the columns its rows get: dataset … order_seed_b, see rules/common.smk). The data
+    are loaded and the network built once; each pair starts from the same random state as a
+    job of its own would (seeded by its ``seed_a``), so grouping changes no number.
 
     Every architecture supports every variant: the permuted ones use
     :func:`convergent.weights.permute.permutation_spec` (one permutation per residual
     stream in resnet18/wrn); ``*bn_reset`` variants of nets without BatchNorm come out
     as rows with ``applicable = False``.
     """
+    import pandas as pd
+
     from convergent.data import load_dataset
     from convergent.models import build_model
     from convergent.train import load_state, set_determinism
     from convergent.weights.lmc import default_alphas, lmc_pair
 
     log = get_logger()
+    lap("imports")
     p = {**LMC_DEFAULTS, **params}
-    set_determinism(int(pair["seed_a"]), threads)
-    data = load_dataset(pair["dataset"], data_dir=data_dir, options=settings.get("data"))
-    model = build_model(pair["arch"], int(pair["width"]), data.input_shape, data.num_classes, settings["model"])
-    model.to(_device(device))
-    variants = list(p["variants"])
-    curve, bars, timings = lmc_pair(model, load_state(checkpoint_a), load_state(checkpoint_b), data,
-                                    default_alphas(int(p["alphas"])), variants, seed=int(pair["seed_a"]))
-    log.info("lmc timings (s): %s", {k: round(v, 3) for k, v in timings.items()})
-    for frame in (curve, bars):   # a data-order pair's settings add its control and order seeds
-        _prepend_columns(frame, {**pair, **settings.get("coordinates", {})})
-    write_csv(out_curve, curve)
-    write_csv(out_barriers, bars)
+    first = next(iter(pairs.values()))["coordinates"]
+    data = load_dataset(first["dataset"], data_dir=data_dir, options=settings.get("data"))
+    lap("data")
+    curves, barriers = [], []
+    for key, pair in pairs.items():
+        coords = pair["coordinates"]
+        # what a job of this pair alone did before loading anything: same seed, same thread count
+        set_determinism(int(coords["seed_a"]), threads)
+        model = build_model(coords["arch"], int(coords["width"]), data.input_shape, data.num_classes,
+                            settings["model"])
+        model.to(_device(device))
+        state_a, state_b = (load_state(c) for c in pair["checkpoints"])
+        lap("model")
+        curve, bars, timings = lmc_pair(model, state_a, state_b, data, default_alphas(int(p["alphas"])),
+                                        list(pair["variants"]), seed=int(coords["seed_a"]))
+        lap("compute")
+        log.info("lmc %s timings (s): %s", key, {k: round(v, 3) for k, v in timings.items()})
+        for frame in (curve, bars):
+            _prepend_columns(frame, coords)
+        curves.append(curve)
+        barriers.append(bars)
+    write_csv(out_curve, pd.concat(curves, ignore_index=True))
+    write_csv(out_barriers, pd.concat(barriers, ignore_index=True))
+    lap("write")
 
 
 def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpoint: str,

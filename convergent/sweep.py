@@ -39,6 +39,8 @@ CONTROLS = ("cross", "floor", "ceiling", "data_order")
 CONTROL_STATE = {"cross": "trained", "floor": "init", "ceiling": "trained", "data_order": "trained"}
 #: controls a config gets unless it switches them on (every other control defaults to on)
 OFF_BY_DEFAULT = frozenset({"data_order"})
+#: controls whose pairs linear mode connectivity compares
+LMC_CONTROLS = ("cross", "data_order")
 EXPERIMENT_KEYS = ("widths", "frozen_k", "seeds", "reference_seed", "frozen_from", "layers",
                    "model", "training", "extract")
 
@@ -117,6 +119,60 @@ class Pair:
         return (Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_a, self.order_seed_a),
                 Run(self.dataset, self.arch, self.width, self.frozen_k, self.seed_b, self.order_seed_b))
 
+    @property
+    def group_seed(self) -> int:
+        """The seed whose arrival in ``sweep.seeds`` creates this pair: the later seed of a seed
+        pair (the own seed of a ceiling pair), the order seed of a data-order pair. The
+        comparison jobs are one per (cell, group seed): see :class:`PairGroup`."""
+        return self.order_seed_b if self.control == "data_order" else max(self.seed_a, self.seed_b)
+
+    @property
+    def key(self) -> str:
+        """``{control}/{label}``: the pair's place inside its group's outputs."""
+        return f"{self.control}/{self.label}"
+
+
+@dataclass(frozen=True)
+class PairGroup:
+    """Every pair of one cell (dataset, arch, width, frozen_k) that seed ``seed`` completes
+    (:attr:`Pair.group_seed`): its cross and floor pairs with each earlier seed, its data-order
+    pair, and the ceiling pair if it is the reference seed.
+
+    The comparison rules (moments, measures, LMC) run one job per group instead of one per
+    pair: the start-up of a job is paid once for all of them, and adding a seed to a sweep
+    adds a group without touching the existing ones (a seed inserted below existing ones
+    changes the groups of the later seeds, which then rerun).
+    """
+
+    dataset: str
+    arch: str
+    width: int
+    frozen_k: int
+    seed: int
+    pairs: tuple[Pair, ...]
+
+    @property
+    def cell(self) -> str:
+        return f"{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}"
+
+    @property
+    def path(self) -> str:
+        """Directory of the group's moments and measures under ``results/``."""
+        return f"pairs/{self.cell}/s{self.seed}"
+
+    @property
+    def lmc_path(self) -> str:
+        """Directory of the group's LMC tables under ``results/``."""
+        return f"lmc/{self.cell}/s{self.seed}"
+
+    def lmc_pairs(self) -> tuple[Pair, ...]:
+        """The pairs LMC compares: cross-seed and data-order (the others share weights or are untrained)."""
+        return tuple(p for p in self.pairs if p.control in LMC_CONTROLS)
+
+    def runs(self) -> list[Run]:
+        """Every run any pair of the group reads, sorted."""
+        return sorted({r for p in self.pairs for r in p.runs()})
+
 
 @dataclass
 class Experiment:
@@ -187,6 +243,13 @@ class Sweep:
                     out.extend(Pair(exp.dataset, exp.arch, w, f, control, a, b)
                                for a, b in control_seed_pairs(control, exp.seeds, exp.reference_seed))
         return out
+
+    def pair_groups(self) -> list[PairGroup]:
+        """The pairs grouped per (cell, :attr:`Pair.group_seed`), cells and seeds in order."""
+        groups: dict[tuple[str, str, int, int, int], list[Pair]] = {}
+        for p in self.pairs():
+            groups.setdefault((p.dataset, p.arch, p.width, p.frozen_k, p.group_seed), []).append(p)
+        return [PairGroup(*key, pairs=tuple(pairs)) for key, pairs in groups.items()]
 
     def pair_layers(self) -> list[tuple[Pair, str]]:
         return [(p, layer) for p in self.pairs()

@@ -1,7 +1,7 @@
 # Shared helpers: the planned sweep, wildcard constraints and path builders.
 
 from convergent.io import tree_bytes
-from convergent.sweep import CONTROLS, ConfigError, Pair, Run, parse_run_label, plan_sweep
+from convergent.sweep import ConfigError, Pair, Run, plan_sweep
 
 try:
     SWEEP = plan_sweep(config)
@@ -21,16 +21,10 @@ wildcard_constraints:
     order=r"\d+",
     seed_a=r"\d+",
     seed_b=r"\d+",
-    control="|".join(CONTROLS),
 
 
 def experiment_of(wildcards):
     return SWEEP.experiment(wildcards.dataset, wildcards.arch)
-
-
-#: a pair side's label in pair paths: ``{seed}``, or ``{seed}o{order}`` for a data-order run
-#: (rules moments and measures constrain ``seed_b`` with it; elsewhere seeds are plain digits)
-PAIR_SIDE = r"\d+(?:o\d+)?"
 
 
 def run_of(wildcards):
@@ -72,55 +66,82 @@ def order_training_params(wildcards):
     return {**training_params(wildcards), "order_seed": int(wildcards.order)}
 
 
-def order_lmc_settings(wildcards):
-    """Settings of the lmc_order rule, which are an ordinary LMC job's plus the columns its tables carry
-    beyond the pair's seeds (control data_order and the two order seeds)."""
-    return {**extract_params(wildcards),
-            "coordinates": {"control": "data_order", "order_seed_a": int(wildcards.seed_a),
-                            "order_seed_b": int(wildcards.order)}}
-
-
 def extract_params(wildcards):
     exp = experiment_of(wildcards)
     return {"layers": exp.layers, "model": exp.model, "extract": exp.extract, **data_settings(exp)}
 
 
-def pair_of(wildcards):
-    seed_a, order_a = parse_run_label(wildcards.seed_a)
-    seed_b, order_b = parse_run_label(wildcards.seed_b)
-    return Pair(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
-                wildcards.control, seed_a, seed_b, order_a, order_b)
+#: the comparison groups (one per cell and seed, see convergent.sweep.PairGroup), looked up by
+#: the wildcards of rules moments, measures and lmc; built once, so planning stays linear
+GROUPS = {(g.dataset, g.arch, g.width, g.frozen_k, g.seed): g for g in SWEEP.pair_groups()}
 
 
-def pair_stores(wildcards):
-    pair = pair_of(wildcards)
-    run_a, run_b = pair.runs()
-    return {"a": f"results/{run_a.path}/{pair.state}.zarr",
-            "b": f"results/{run_b.path}/{pair.state}.zarr"}
+def group_of(wildcards):
+    return GROUPS[(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
+                   int(wildcards.seed))]
 
 
-#: a pair whose network-A store holds less than this gets one thread for its moments: its
-#: pass takes about a second, mostly start-up, and should not hold a second core
+def store_of(pair, side):
+    """The Zarr store of one side (0: a, 1: b) of ``pair``, in the state its control compares."""
+    return f"results/{pair.runs()[side].path}/{pair.state}.zarr"
+
+
+def group_pair_stores(wildcards):
+    """{pair key (control/label): [store a, store b]} of the group, in the sweep's pair order."""
+    return {p.key: [store_of(p, 0), store_of(p, 1)] for p in group_of(wildcards).pairs}
+
+
+def group_stores(wildcards):
+    """Every store the group's moments read, each once, in order of first use."""
+    return list(dict.fromkeys(s for stores in group_pair_stores(wildcards).values() for s in stores))
+
+
+#: a group whose first store holds less than this gets one thread for its moments: its pass
+#: takes about a second per pair and should not hold a second core
 MOMENTS_TWO_THREADS_MIN_BYTES = 256 * 2**20
 
 
 def moments_threads(wildcards, input):
     """Cores of a moments job: ``moments.threads`` (one thread per fold) for big stores, else 1.
-    Evaluated when the job is ready, so the stores exist (a dry run sees 0 bytes)."""
-    return config["moments"]["threads"] if tree_bytes(input.a) >= MOMENTS_TWO_THREADS_MIN_BYTES else 1
+    Evaluated when the job is ready, so the stores exist (a dry run sees 0 bytes); one store is
+    measured, the cell's stores having the same layers and sample count."""
+    return config["moments"]["threads"] if tree_bytes(input[0]) >= MOMENTS_TWO_THREADS_MIN_BYTES else 1
 
 
-def pair_coordinates(wildcards):
-    """The pair's columns of the tidy measures table (the layer columns are added per layer)."""
-    pair = pair_of(wildcards)
-    coords = {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width,
-              "frozen_k": pair.frozen_k, "frozen_from": experiment_of(wildcards).frozen_from,
-              "control": pair.control, "seed_a": pair.seed_a, "seed_b": pair.seed_b}
-    if (pair.order_seed_a, pair.order_seed_b) != (pair.seed_a, pair.seed_b):
-        # only data-order pairs name their order seeds here (the params of every other pair, and
-        # so their jobs, stay as they were); the measures table fills order seed = seed for the rest
-        coords.update(order_seed_a=pair.order_seed_a, order_seed_b=pair.order_seed_b)
-    return coords
+def coordinates_of(pair, exp):
+    """A pair's columns of the tidy measures and LMC tables (the layer columns are added per layer)."""
+    return {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width, "frozen_k": pair.frozen_k,
+            "frozen_from": exp.frozen_from, "control": pair.control, "seed_a": pair.seed_a,
+            "seed_b": pair.seed_b, "order_seed_a": pair.order_seed_a, "order_seed_b": pair.order_seed_b}
+
+
+def group_coordinates(wildcards):
+    """{pair key: the pair's table columns} of the group."""
+    exp = experiment_of(wildcards)
+    return {p.key: coordinates_of(p, exp) for p in group_of(wildcards).pairs}
+
+
+def group_checkpoints(wildcards):
+    """Every trained checkpoint the group's LMC pairs read, each once."""
+    return list(dict.fromkeys(f"results/{r.path}/model.pt" for p in group_of(wildcards).lmc_pairs()
+                              for r in p.runs()))
+
+
+def group_lmc_pairs(wildcards):
+    """{pair key: {checkpoints, variants, coordinates}} of the group's LMC pairs. A data-order pair
+    gets the plain interpolation only (Frankle et al.'s instability): aligning a same-init pair by
+    permutation or repairing its statistics answers nothing the plain barrier does not."""
+    variants = list(config["lmc"].get("variants") or LMC_DEFAULTS["variants"])
+    out = {}
+    for p in group_of(wildcards).lmc_pairs():
+        # the LMC tables' column order: the cell, the seeds, then the control and order seeds
+        coords = {"dataset": p.dataset, "arch": p.arch, "width": p.width, "frozen_k": p.frozen_k,
+                  "seed_a": p.seed_a, "seed_b": p.seed_b, "control": p.control,
+                  "order_seed_a": p.order_seed_a, "order_seed_b": p.order_seed_b}
+        out[p.key] = {"checkpoints": [f"results/{r.path}/model.pt" for r in p.runs()],
+                      "variants": ["naive"] if p.control == "data_order" else variants,
+                      "coordinates": coords}
+    return out
 
 
 def pair_layers(wildcards):
@@ -135,7 +156,7 @@ def pair_layer_index(wildcards):
 
 
 from convergent.figures.kinds import FIGURE_NAMES, figure_kind
-from convergent.jobs import CKA_LAYERS_DEFAULTS
+from convergent.jobs import CKA_LAYERS_DEFAULTS, LMC_DEFAULTS
 
 CKA_LAYERS_PARAMS = dict(CKA_LAYERS_DEFAULTS)
 
@@ -145,7 +166,7 @@ def all_metrics(wildcards):
 
 
 def all_measure_tables(wildcards):
-    return [f"results/{pair.path}/measures.csv" for pair in SWEEP.pairs()]
+    return [f"results/{g.path}/measures.csv" for g in SWEEP.pair_groups()]
 
 
 def figure_paths(ext="png"):
@@ -196,8 +217,8 @@ def figure_inputs(wildcards):
     inputs = {"measures": "results/summary/measures.csv", "runs": "results/summary/runs.csv"}
     if config["lmc"]["enabled"]:
         inputs["lmc"] = "results/summary/lmc.csv"
-        inputs["lmc_curves"] = [lmc_file(p, "curve.csv") for p in SWEEP.pairs()
-                                if p.control == "cross" and (p.dataset, p.arch) == (exp.dataset, exp.arch)]
+        inputs["lmc_curves"] = [f"results/{g.lmc_path}/curve.csv" for g in LMC_GROUPS
+                                if (g.dataset, g.arch) == (exp.dataset, exp.arch)]
     if config["rotation"]["enabled"]:
         inputs["rotation"] = "results/summary/rotation.csv"
     if cka_layers_pairs():
@@ -205,14 +226,12 @@ def figure_inputs(wildcards):
     return inputs
 
 
-def lmc_file(pair, name):
-    """File ``name`` of rule lmc's (cross-seed pair) or lmc_order's (data-order pair) output directory."""
-    return (f"results/lmc/{pair.dataset}/{pair.arch}/w{pair.width}/f{pair.frozen_k}/"
-            f"{pair.label}/{name}")
+#: the groups with pairs for LMC (cross-seed or data-order; a group of the reference seed alone has none)
+LMC_GROUPS = [g for g in SWEEP.pair_groups() if g.lmc_pairs()]
 
 
 def all_lmc_barriers(wildcards):
-    return [lmc_file(p, "barriers.csv") for p in SWEEP.pairs() if p.control in ("cross", "data_order")]
+    return [f"results/{g.lmc_path}/barriers.csv" for g in LMC_GROUPS]
 
 
 def all_rotation_tables(wildcards):

@@ -1,32 +1,33 @@
-# compare: per pair, one streaming pass per layer over both activation stores gives the
-# pair's moments directory ({layer}.npz per layer); every measure is then computed from
-# those files alone, so changing a measure parameter re-runs only `measures` and what is
-# downstream.
+# compare: the pairs of a cell are compared in groups, one per (cell, seed): the pairs that
+# seed completes (convergent.sweep.PairGroup: its cross and floor pairs with every earlier
+# seed, its data-order pair, the reference seed's ceiling pair). Per group, one streaming
+# pass per (pair, layer) over the activation stores gives the moments directory
+# (moments/{control}/{label}/{layer}.npz); every measure is then computed from those files
+# alone, so changing a measure parameter re-runs only `measures` and what is downstream.
 #
-# Jobs are per pair, not per (pair, layer): Snakemake spends a few ms planning each job,
-# so a paper-size sweep with per-layer jobs (36,000+) takes minutes just to plan; per-pair
-# jobs keep it under a minute and pay the interpreter start-up once per pair
-# (bench/bench_dag.py measures both).
+# Why groups: a job's start-up (interpreter, imports) costs more than a small pair's work, and
+# Snakemake spends milliseconds planning each job. One job per group pays both once per seed
+# instead of once per pair, and adding a seed adds its groups without rerunning earlier ones
+# (bench/bench_dag.py and bench/bench_run.py measure it).
 
 
 rule moments:
-    wildcard_constraints:
-        seed_b=PAIR_SIDE,  # s0-s0o1: a data-order pair
     input:
-        unpack(pair_stores),
+        group_stores,
     output:
-        directory("results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/moments"),
+        directory("results/pairs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/moments"),
     params:
         moments=config["moments"],
         layers=pair_layers,
+        pairs=group_pair_stores,
     threads: moments_threads
     resources:
         mem_mb=4000,  # O(d²): a view at moments.max_features (4096) needs ~3.5 GB
         runtime=30,
     log:
-        "results/logs/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.log",
+        "results/logs/moments/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",
     benchmark:
-        "results/benchmarks/moments/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.tsv"
+        "results/benchmarks/moments/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
     script:
@@ -34,24 +35,22 @@ rule moments:
 
 
 rule measures:
-    wildcard_constraints:
-        seed_b=PAIR_SIDE,  # s0-s0o1: a data-order pair
     input:
-        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/moments",
+        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/moments",
     output:
-        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}/measures.csv",
+        "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/measures.csv",
     params:
         measures=config["measures"],
         layers=pair_layers,
         layer_index=pair_layer_index,
-        coordinates=pair_coordinates,
+        pairs=group_coordinates,
     resources:
         mem_mb=2000,
         runtime=30,
     log:
-        "results/logs/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.log",
+        "results/logs/measures/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",
     benchmark:
-        "results/benchmarks/measures/{dataset}/{arch}/w{width}/f{frozen}/{control}/s{seed_a}-s{seed_b}.tsv"
+        "results/benchmarks/measures/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
     script:

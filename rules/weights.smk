@@ -1,17 +1,19 @@
 # weights: experiments on checkpoints rather than stored activations (Brown et al.;
-# linear mode connectivity). `lmc` per cross-seed pair, `rotation` per reference run.
+# linear mode connectivity). `lmc` per comparison group (cross-seed and data-order pairs), `rotation` per reference run.
 
 
 rule lmc:
+    # one job per comparison group (see rules/compare.smk): the group's cross-seed pairs with
+    # every configured variant, its data-order pair with the plain interpolation
     input:
-        a="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}/model.pt",
-        b="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_b}/model.pt",
+        group_checkpoints,
     output:
-        curve="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}/curve.csv",
-        barriers="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}/barriers.csv",
+        curve="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/curve.csv",
+        barriers="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/barriers.csv",
     params:
         settings=extract_params,
         lmc=config["lmc"],
+        pairs=group_lmc_pairs,
         data_dir=config["data_dir"],
         device=config["device"],
     threads: config["threads"]
@@ -19,9 +21,9 @@ rule lmc:
         mem_mb=2000,
         runtime=60,
     log:
-        "results/logs/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.log",
+        "results/logs/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",
     benchmark:
-        "results/benchmarks/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}.tsv"
+        "results/benchmarks/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.tsv"
     conda:
         "../envs/torch.yaml"
     script:
@@ -80,26 +82,3 @@ rule rotation_table:
         "../envs/analysis.yaml"
     script:
         "../scripts/concat_table.py"
-
-
-# lmc_order: LMC of a data-order pair (the reference network against the same initial weights
-# trained with another minibatch order): Frankle et al.'s instability analysis. Its table rows
-# carry control = data_order and the order seeds; one variant, the plain interpolation.
-use rule lmc as lmc_order with:
-    input:
-        a="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}/model.pt",
-        b="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed_b}o{order}/model.pt",
-    output:
-        curve="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}/curve.csv",
-        barriers="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}/barriers.csv",
-    params:
-        settings=order_lmc_settings,
-        # only the plain interpolation: Frankle et al.'s instability; aligning a same-init pair by
-        # permutation or repairing its statistics answers nothing the plain barrier does not
-        lmc={**config["lmc"], "variants": ["naive"]},
-        data_dir=config["data_dir"],
-        device=config["device"],
-    log:
-        "results/logs/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}.log",
-    benchmark:
-        "results/benchmarks/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed_a}-s{seed_b}o{order}.tsv"

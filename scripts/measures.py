@@ -5,5 +5,5 @@ from convergent.logs import setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-measures_job(moments_dir=sm.input[0], layers=sm.params.layers, params=sm.params.measures,
-             coordinates=sm.params.coordinates, layer_index=sm.params.layer_index, out_csv=sm.output[0])
+measures_job(moments_dir=sm.input[0], pairs=sm.params.pairs, layers=sm.params.layers, params=sm.params.measures,
+             layer_index=sm.params.layer_index, out_csv=sm.output[0])

@@ -5,5 +5,5 @@ from convergent.logs import setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-moments_job(store_a=sm.input.a, store_b=sm.input.b, layers=sm.params.layers, params=sm.params.moments,
-            out_dir=sm.output[0], threads=sm.threads)
+moments_job(pairs=sm.params.pairs, layers=sm.params.layers, params=sm.params.moments, out_dir=sm.output[0],
+            threads=sm.threads)

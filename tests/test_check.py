@@ -20,7 +20,8 @@ from convergent.train import load_state, save_state
 from tests.workflow import REPO
 
 RUN = "runs/digits/mlp/w4/f0/s{seed}"
-PAIR = "pairs/digits/mlp/w4/f0/cross/s0-s1"
+GROUP = "pairs/digits/mlp/w4/f0/s1"   # the comparison group of seed 1: its pairs' moments and measures
+PAIR = GROUP + "/moments/cross/s0-s1"
 N = 40
 
 
@@ -47,13 +48,12 @@ def tree(tmp_path):
         (run / "train_log.csv").write_text("epoch,train_loss\n1,0.5\n")
         for state in ("trained", "init"):
             _store(run / f"{state}.zarr", rng)
-    pair = root / PAIR
     X = rng.standard_normal((N, 4))
-    save_moments(pair / "moments" / "fc1.npz", Moments.from_arrays(X, X @ rng.standard_normal((4, 4))))
+    save_moments(root / PAIR / "fc1.npz", Moments.from_arrays(X, X @ rng.standard_normal((4, 4))))
     import pandas as pd
 
-    write_csv(pair / "measures.csv", pd.DataFrame({"measure": ["cka_linear"], "value": [0.5]}))
-    write_digest(pair / "measures.csv")
+    write_csv(root / GROUP / "measures.csv", pd.DataFrame({"measure": ["cka_linear"], "value": [0.5]}))
+    write_digest(root / GROUP / "measures.csv")
     write_csv(root / "summary" / "runs.csv", pd.DataFrame({"seed": [0, 1]}))
     return root
 
@@ -134,8 +134,8 @@ def test_check_finds_every_planted_damage(tree, capsys):
     store = tree / RUN.format(seed=1) / "trained.zarr"
     model = tree / RUN.format(seed=0) / "model.pt"
     init_store = tree / RUN.format(seed=0) / "init.zarr"
-    measures = tree / PAIR / "measures.csv"
-    npz = tree / PAIR / "moments" / "fc1.npz"
+    measures = tree / GROUP / "measures.csv"
+    npz = tree / PAIR / "fc1.npz"
     _flip(store / "fc1" / "c" / "3" / "0")                     # a corrupt chunk
     model.write_bytes(model.read_bytes()[:100])                # a truncated checkpoint
     import shutil
@@ -143,16 +143,17 @@ def test_check_finds_every_planted_damage(tree, capsys):
     shutil.rmtree(init_store)                                  # a deleted intermediate (a store)
     measures.unlink()                                          # ... and a deleted file with a digest
     _flip(npz, offset=_member_data_offset(npz))                # a corrupt moments file
-    (tree / "pairs/digits/mlp/w4/f0/floor/s0-s1/moments").mkdir(parents=True)   # floor pair: no fc1.npz
+    (tree / GROUP / "moments/floor/s0-s1").mkdir(parents=True)   # a floor pair without its fc1.npz
+    (tree / "pairs/digits/mlp/w4/f0/s2/moments").mkdir(parents=True)   # a group without its measures
     (tree / "summary" / "runs.csv").write_bytes(b"\xff\xfe\x00bad\"")   # an unparsable table
     damage = scrub(tree)
     paths = {d.path for d in damage}
     assert store / "fc1" / "c" / "3" / "0" in paths
-    floor = tree / "pairs/digits/mlp/w4/f0/floor/s0-s1"
-    assert {model, init_store, measures, npz, tree / "summary" / "runs.csv", floor / "moments" / "fc1.npz",
-            floor / "measures.csv"} <= paths
+    floor = tree / GROUP / "moments/floor/s0-s1"
+    assert {model, init_store, measures, npz, tree / "summary" / "runs.csv", floor / "fc1.npz",
+            tree / "pairs/digits/mlp/w4/f0/s2/measures.csv"} <= paths
     rebuild = {d.rebuild for d in damage}
-    assert {store, model, init_store, measures, tree / PAIR / "moments"} <= rebuild
+    assert {store, model, init_store, measures, tree / GROUP / "moments"} <= rebuild
     chunk = next(d for d in damage if d.path == store / "fc1" / "c" / "3" / "0")
     assert "'fc1'" in chunk.what and "(3, 0)" in chunk.what
     assert main(["--results", str(tree), "--configfile", "my.yaml"]) == 1

@@ -48,10 +48,12 @@ def test_preset_dry_run_plans_every_stage_and_touches_no_data(name, dry_runs):
     jobs = counts[name]
     n_runs = len(sweep.runs())
     assert jobs["train"] == jobs["extract"] == n_runs
-    assert jobs["moments"] == jobs["measures"] == len(sweep.pairs())
+    groups = sweep.pair_groups()
+    assert jobs["moments"] == jobs["measures"] == len(groups)
+    assert sorted(p for g in groups for p in g.pairs) == sorted(sweep.pairs())
     assert jobs["cka_layers"] == sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
-    cross = [p for p in sweep.pairs() if p.control == "cross"]
-    assert jobs.get("lmc", 0) == (len(cross) if config["lmc"]["enabled"] else 0)
+    lmc_groups = [g for g in groups if g.lmc_pairs()]
+    assert jobs.get("lmc", 0) == (len(lmc_groups) if config["lmc"]["enabled"] else 0)
     assert jobs.get("rotation", 0) == (sum(len(e.widths) for e in sweep.experiments)
                                        if config["rotation"]["enabled"] else 0)
     for rule in ("runs_table", "measures_table", "figures", "findings", "runtime_table", "all"):

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 
 def tiny_config(**sweep_changes):
     """The tiny sweep with the data-order control on: one order-seed run per cell (seeds [0, 1]),
-    so its rules (train_order, extract_order, lmc_order) and tables run end to end here."""
+    so its rules (train_order, extract_order) and its pairs in moments, measures and lmc run end
+    to end here."""
     config = _tiny_config(**sweep_changes)
     config["controls"]["data_order"] = True
     return config
@@ -98,13 +99,14 @@ def test_figures_logs_and_benchmarks_exist(finished):
         assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     logs = list((workdir / "results/logs").rglob("*.log"))
     bench = list((workdir / "results/benchmarks").rglob("*.tsv"))
-    n_cross = sum(p.control in ("cross", "data_order") for p in sweep.pairs())   # pairs with an LMC job
+    groups = sweep.pair_groups()   # one moments and one measures job per group, and an LMC job if it has a pair for it
+    n_lmc = sum(bool(g.lmc_pairs()) for g in groups)
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
     n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
     # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers/layer_identification tables;
     # figures per experiment
     # + findings (log and benchmark) and runtime_table (a log; it reads the benchmarks, so has none)
-    n_jobs = (len(sweep.runs()) * 2 + 2 * len(sweep.pairs()) + n_cross + n_rotation + n_cells + 6
+    n_jobs = (len(sweep.runs()) * 2 + 2 * len(groups) + n_lmc + n_rotation + n_cells + 6
               + len(sweep.experiments) + 1)
     assert len(logs) == n_jobs + 1 and len(bench) == n_jobs
     train_log = next((workdir / "results/logs/train").rglob("*.log")).read_text()
@@ -149,7 +151,7 @@ def test_second_run_does_nothing(finished):
     assert before == after
 
 
-def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
+def test_adding_a_seed_plans_only_the_new_run_and_its_group(finished):
     workdir, config, sweep = finished
     grown = tiny_config(seeds=[0, 1, 2])
     write_config(workdir, grown)
@@ -158,12 +160,11 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_pairs(finished):
     finally:
         write_config(workdir, config)
     cells = len(sweep.experiments) * len(config["sweep"]["widths"]) * len(config["sweep"]["frozen_k"])
-    # cross (0,2),(1,2); floor the same; the ceiling stays seed 0's; data order: seed 0's init, seed 2's order
-    new_pairs_per_cell = 2 + 2 + 1
+    # seed 2's group per cell: cross (0,2),(1,2), floor the same, data order (seed 0's init, seed 2's
+    # order) -- one moments, one measures and one lmc job; seed 0's and 1's groups are untouched
     assert jobs == {
         "train": cells, "extract": cells, "train_order": cells, "extract_order": cells,
-        "moments": new_pairs_per_cell * cells, "measures": new_pairs_per_cell * cells,
-        "lmc": 2 * cells, "lmc_order": cells, "lmc_table": 1,
+        "moments": cells, "measures": cells, "lmc": cells, "lmc_table": 1,
         "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments),
         "findings": 1, "runtime_table": 1, "all": 1,
     }
@@ -178,7 +179,7 @@ def test_changing_a_measure_parameter_reruns_only_measures(finished):
         jobs = planned_jobs(run_snakemake(workdir, "-n").stdout)
     finally:
         write_config(workdir, config)
-    assert jobs == {"measures": len(sweep.pairs()), "measures_table": 1, "figures": len(sweep.experiments),
+    assert jobs == {"measures": len(sweep.pair_groups()), "measures_table": 1, "figures": len(sweep.experiments),
                     "findings": 1, "runtime_table": 1, "all": 1}
 
 
@@ -208,7 +209,7 @@ def test_an_interrupted_extract_leaves_nothing_trusted(finished, tmp_path):
 
 def _digest_tree(root: Path, names: tuple[str, ...]) -> dict[str, bytes]:
     """Bytes of the deterministic outputs under ``root`` (checkpoints, store chunks and metadata,
-    moments, per-pair measures), keyed by relative path; timing columns make the rest differ."""
+    moments, per-group measures), keyed by relative path; timing columns make the rest differ."""
     out = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
@@ -233,7 +234,8 @@ def test_damage_is_found_by_check_and_rebuilt_byte_identical(finished, tmp_path,
     original = _digest_tree(copy / "results", names)
     assert scrub("results") == []
     run = next(r for r in sweep.runs() if r.arch == "mlp" and r.frozen_k == 1 and r.seed == 1)
-    pair = next(p for p in sweep.pairs() if p.arch == "mlp" and p.frozen_k == 1 and p.control == "floor")
+    group = next(g for g in sweep.pair_groups() if g.arch == "mlp" and g.frozen_k == 1
+                 and any(p.control == "floor" for p in g.pairs))
 
     chunk = copy / "results" / run.path / "trained.zarr" / "fc2" / "c" / "1" / "0"
     data = bytearray(chunk.read_bytes())
@@ -241,7 +243,7 @@ def test_damage_is_found_by_check_and_rebuilt_byte_identical(finished, tmp_path,
     chunk.write_bytes(bytes(data))
     model = copy / "results" / run.path / "model.pt"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
-    (copy / "results" / pair.path / "measures.csv").unlink()
+    (copy / "results" / group.path / "measures.csv").unlink()
     # Snakemake alone would keep the truncated checkpoint (no train job: it trusts files by
     # mtime; its newer mtime only re-extracts, which then fails on it) and skips the deleted
     # intermediate (its downstream exists)
@@ -249,11 +251,11 @@ def test_damage_is_found_by_check_and_rebuilt_byte_identical(finished, tmp_path,
     assert "train" not in plain
     damage = scrub("results")
     expected = {f"results/{run.path}/model.pt", f"results/{run.path}/trained.zarr/fc2/c/1/0",
-                f"results/{pair.path}/measures.csv"}
+                f"results/{group.path}/measures.csv"}
     assert {str(d.path) for d in damage} == expected
     forced = rebuild_command(damage).split("--forcerun ")[1].split()
     assert sorted(forced) == sorted([f"results/{run.path}/model.pt", f"results/{run.path}/trained.zarr",
-                                     f"results/{pair.path}/measures.csv"])
+                                     f"results/{group.path}/measures.csv"])
     run_snakemake(copy, "--forcerun", *forced)
     assert scrub("results") == []
     rebuilt = _digest_tree(copy / "results", names)

@@ -252,13 +252,13 @@ def test_pipeline_jobs_carry_a_dual_view_through(wide_stores, tmp_path, caplog):
 
     sa, sb, _, _ = wide_stores
     with caplog.at_level("INFO", logger="convergent"):
-        moments_job(store_a=str(sa.path), store_b=str(sb.path), layers=["conv", "fc"],
+        moments_job(pairs={"cross/s0-s1": [str(sa.path), str(sb.path)]}, layers=["conv", "fc"],
                     params={"max_features": 50, "subsample_size": 10}, out_dir=str(tmp_path / "m"), threads=2)
     assert any("'flatten': dual form (d=96 > max_features=50" in r.getMessage() for r in caplog.records)
     assert any("'pool': primal form" in r.getMessage() for r in caplog.records)
     table = measures_job(moments_dir=str(tmp_path / "m"), layers=["conv", "fc"],
                          params={"views": {"matching": "flatten"}, "lasso_alphas": [0.0], "spectral_k": [2]},
-                         coordinates={"pair": "x"}, layer_index={"conv": 1, "fc": 2},
+                         pairs={"cross/s0-s1": {"pair": "x"}}, layer_index={"conv": 1, "fc": 2},
                          out_csv=str(tmp_path / "measures.csv"))
     for layer in ("conv", "fc"):
         rows = table[table.layer == layer]
