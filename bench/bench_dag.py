@@ -1,25 +1,27 @@
-"""DAG scale: plan (snakemake -n) a paper-size sweep and report job count, time and peak memory.
+"""DAG scale: plan (snakemake -n) the issue's 20-seed sweep; job count, time and peak memory.
 
-10 seeds × 6 widths × 4 frozen_k on an 8-layer MLP with every control, LMC and rotation:
-2,184 pairs × 8 layers = 17,472 (pair, layer) comparisons. Planning time is reported beside
-two floors measured in the same run:
+20 seeds × 6 widths × 4 frozen_k on an 8-layer MLP, merged into the embedded config.yaml with
+every control (cross, floor, ceiling, data_order), LMC and rotation switched on. Planning
+time and jobs per rule (Snakemake's job-stats table) are reported beside two floors measured
+in the same run:
 
-* ``floor``: a dry run of the 2-seed, 1-width, 1-frozen_k sweep (interpreter start-up,
-  imports and Snakefile parsing), so the ratio says what the size of the DAG costs;
-* ``snakemake_per_job``: a trivial two-rule workflow (``touch`` outputs, no params, logs or
-  resources) with as many jobs as the sweep would have with one moments and one measures
-  job per (pair, layer) — Snakemake's own planning cost per job, which no Snakefile can go
-  below. It is why the comparison jobs are per pair (see rules/compare.smk).
+* ``snakemake_floor``: a trivial two-rule workflow (``touch`` outputs, no params, logs or
+  resources) with as many jobs as the sweep: Snakemake's own planning cost for that many
+  jobs, which no Snakefile can go below; ``sweep_over_snakemake_floor`` is the ratio;
+* ``startup``: a dry run of the 2-seed, 1-width, 1-frozen_k sweep (interpreter start-up,
+  imports and Snakefile parsing); ``sweep_ms_per_job_above_startup`` is what each further
+  job costs.
 
-    .venv/bin/python bench/bench_dag.py [--seeds 10 --widths 6 --frozen 4 --layers 8]
+    .venv/bin/python bench/bench_dag.py [--seeds 20 --widths 6 --frozen 4 --layers 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,12 +34,24 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
+def merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, mappings key by key (as Snakemake merges --configfile)."""
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def sweep_config(seeds: int, widths: int, frozen: int, layers: int) -> dict:
-    return {
+    """The embedded config.yaml with the sweep's axes, every control, LMC and rotation on."""
+    return merged(yaml.safe_load((REPO / "config.yaml").read_text()), {
         "sweep": {"datasets": ["digits"], "archs": ["mlp"], "widths": [16 * 2 ** i for i in range(widths)],
                   "frozen_k": list(range(frozen)), "seeds": list(range(seeds)),
                   "model": {"mlp": {"depth": layers}}},
-    }
+        "controls": {"cross": True, "floor": True, "ceiling": True, "data_order": True},
+        "lmc": {"enabled": True},
+        "rotation": {"enabled": True},
+    })
 
 
 TRIVIAL_SNAKEFILE = """
@@ -62,51 +76,72 @@ def plan(config: dict, snakefile: str | None = None) -> dict:
         path.write_text(yaml.safe_dump(config))
         if snakefile is not None:
             (Path(tmp) / "Snakefile").write_text(snakefile)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
-        proc = subprocess.run([SNAKEMAKE, "-n", "-q", "rules",
-                               "--snakefile", str(Path(tmp) / "Snakefile" if snakefile else REPO / "Snakefile"),
-                               "--directory", tmp, "--configfile", str(path), "--cores", "1"],
-                              capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(Path(tmp) / "out.txt", "w+") as out:
+            proc = subprocess.Popen([SNAKEMAKE, "-n", "-q", "rules",
+                                     "--snakefile", str(Path(tmp) / "Snakefile" if snakefile else REPO / "Snakefile"),
+                                     "--directory", tmp, "--configfile", str(path), "--cores", "1"],
+                                    stdout=out, stderr=subprocess.STDOUT)
+            # wait4: this child's own peak RSS (ru_maxrss, KiB on Linux)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - start
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            output = out.read()
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    total = re.search(r"^total\s+(\d+)", proc.stdout, re.M)
-    return {"jobs": int(total.group(1)) if total else None, "seconds": round(seconds, 2),
-            # ru_maxrss of children is a running maximum: only a rise is attributable to this call
-            "peak_rss_mib": round(peak_kib / 1024, 1) if peak_kib > before else None}
+        raise RuntimeError(output[-3000:])
+    per_rule = job_stats(output)
+    jobs = per_rule.pop("total", None)
+    return {"jobs": jobs, "seconds": round(seconds, 2),
+            "ms_per_job": round(1000 * seconds / jobs, 2) if jobs else None,
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "per_rule": per_rule}
 
 
-def pair_layer_count(seeds: int, widths: int, frozen: int, layers: int) -> int:
-    """(pair, layer) comparisons of the sweep: cross and floor pairs of every seed pair, one
-    ceiling pair per cell."""
-    pairs_per_cell = 2 * (seeds * (seeds - 1) // 2) + 1
-    return pairs_per_cell * widths * frozen * layers
+def job_stats(output: str) -> dict[str, int]:
+    """{rule: count, "total": n} from the first 'Job stats' table of Snakemake's output."""
+    counts: dict[str, int] = {}
+    for line in output.split("Job stats:", 1)[-1].splitlines():
+        m = re.match(r"^(\S+)\s+(\d+)\s*$", line.strip())
+        if m:
+            counts[m.group(1)] = int(m.group(2))
+            if m.group(1) == "total":
+                break
+    return counts
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--widths", type=int, default=6)
     ap.add_argument("--frozen", type=int, default=4)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "dag.json"))
     args = ap.parse_args()
-    floor = plan(sweep_config(2, 1, 1, args.layers))
-    big = plan(sweep_config(args.seeds, args.widths, args.frozen, args.layers))
-    comparisons = pair_layer_count(args.seeds, args.widths, args.frozen, args.layers)
-    # the per-(pair, layer) design: the same sweep with moments + measures per comparison
-    per_layer_jobs = big["jobs"] + 2 * comparisons - 2 * comparisons // args.layers
-    trivial = plan({"n": per_layer_jobs // 2}, snakefile=TRIVIAL_SNAKEFILE)
-    result = {"floor": floor, "sweep": big, "sweep_args": vars(args),
-              "pair_layer_comparisons": comparisons,
-              "snakemake_per_job": {**trivial, "ms_per_job": round(1000 * trivial["seconds"] / trivial["jobs"], 2)},
-              "sweep_ms_per_job": round(1000 * big["seconds"] / big["jobs"], 2),
-              "time_ratio": round(big["seconds"] / floor["seconds"], 2)}
+    startup = plan(sweep_config(2, 1, 1, args.layers))
+    sweep_cfg = sweep_config(args.seeds, args.widths, args.frozen, args.layers)
+    sweep = plan(sweep_cfg)
+    # the trivial workflow has 2 jobs per i and rule all: as many jobs as the sweep, ±1
+    floor = plan({"n": max(1, (sweep["jobs"] - 1) // 2)}, snakefile=TRIVIAL_SNAKEFILE)
+    result = {
+        "sweep_args": vars(args),
+        "sweep_config": {k: sweep_cfg[k] for k in ("sweep", "controls", "lmc", "rotation")},
+        "sweep": sweep,
+        "snakemake_floor": floor,
+        "sweep_over_snakemake_floor": round(sweep["seconds"] / floor["seconds"], 2),
+        "startup": startup,
+        "sweep_ms_per_job_above_startup": round(1000 * (sweep["seconds"] - startup["seconds"])
+                                                / max(1, sweep["jobs"] - startup["jobs"]), 2),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+    print(f"sweep ({args.seeds} seeds × {args.widths} widths × {args.frozen} frozen_k, {args.layers}-layer MLP): "
+          f"{sweep['jobs']} jobs planned in {sweep['seconds']:.1f} s ({sweep['ms_per_job']} ms/job); "
+          f"Snakemake floor ({floor['jobs']} trivial jobs): {floor['seconds']:.1f} s ({floor['ms_per_job']} ms/job); "
+          f"sweep/floor {result['sweep_over_snakemake_floor']}; start-up (2-seed sweep, {startup['jobs']} jobs) "
+          f"{startup['seconds']:.1f} s")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":
