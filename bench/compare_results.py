@@ -42,8 +42,11 @@ def checkpoints(root: Path) -> dict[str, bytes]:
 
 
 def store_arrays(root: Path) -> dict[str, np.ndarray]:
+    import warnings
+
     import zarr
 
+    warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
     out = {}
     for store in sorted(root.glob("runs/**/*.zarr")):
         group = zarr.open_group(store, mode="r")
