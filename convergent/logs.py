@@ -79,10 +79,20 @@ def progress(total: int, what: str, every_s: float = 10.0,
 
 def process_age() -> float:
     """Seconds since this process was created (the OS's record, so interpreter start-up and
-    every import before this call count)."""
-    import psutil   # a Snakemake dependency
+    every import before this call count).
 
-    return max(0.0, time.time() - psutil.Process().create_time())
+    On Linux: the boot-time clock now minus the process's start in clock ticks since boot
+    (``/proc/self/stat``), both exact to 10 ms. psutil's ``create_time()`` adds that start to
+    the boot time of ``/proc/stat``, which is whole seconds, so its age is up to 1 s too long
+    (0.97 s on the machine this was measured on); it is only the fallback elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        import psutil   # a Snakemake dependency
+
+        return max(0.0, time.time() - psutil.Process().create_time())
 
 
 class JobClock:
