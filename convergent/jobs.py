@@ -10,12 +10,16 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from convergent.io import read_json, verify_digest, write_csv, write_digest, write_json
+from convergent.lazy import LazyModule
 from convergent.logs import get_logger, lap
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    pd = LazyModule("pandas")   # imported on first use: train and extract jobs never need it
 
 #: training settings used when the config leaves them out
 TRAINING_DEFAULTS: dict[str, Any] = {
