@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from convergent.io import read_json, verify_digest, write_csv, write_digest, write_json
 from convergent.logs import get_logger, lap
+
+if TYPE_CHECKING:   # pandas is imported where a job needs it: train and extract jobs never do
+    import pandas as pd
 
 #: training settings used when the config leaves them out
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -62,15 +63,19 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
 
+    lap("imports")
     log = get_logger()
     seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
     order_seed = int(settings.get("order_seed", seed))
     set_determinism(seed, threads)
     data = load_dataset(run["dataset"], data_dir=data_dir, download=download, options=settings.get("data"))
+    lap("data")
     reference_state = load_state(reference) if frozen_k > 0 else None
     model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
                        frozen_k=frozen_k, reference_state=reference_state)
+    lap("model")
     save_state(model, out_init)
+    lap("write")
     if order_seed != seed:
         # everything random after the initial weights (the global RNG of dropout or augmentation,
         # should a model use them) follows the order seed; an ordinary run's stream is untouched
@@ -84,6 +89,7 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
                         resume_path=resume, log=log.info)
     except FloatingPointError as err:
         raise FloatingPointError(f"{err}. Training diverged at {lr_hint('training.lr', cfg.lr)}") from None
+    lap("compute")
     save_state(model, out_model)
     metrics = {**metrics, **dict(run), "order_seed": order_seed,
                "frozen_from": settings["frozen_from"] if frozen_k else None,
@@ -93,6 +99,7 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     write_json(out_metrics, metrics)
     write_digest(out_metrics)
     resume.unlink(missing_ok=True)
+    lap("write")
     log.info("done: test accuracy %.4f", metrics.get("test_acc", float("nan")))
     return metrics
 
@@ -110,10 +117,12 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
     from convergent.models import build_model
     from convergent.train import load_state, set_determinism
 
+    lap("imports")
     log = get_logger()
     set_determinism(int(run["seed"]), threads)
     ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
     data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
+    lap("data")
     x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
     if ex["max_samples"]:
         x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
@@ -121,6 +130,7 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
     model.to(_device(device))
     for state, checkpoint in checkpoints.items():
         model.load_state_dict(load_state(checkpoint))
+        lap("model")
         attrs = {**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
                  "state": state, "split": ex["split"], "n_samples": int(len(y))}
         start = time.perf_counter()
@@ -128,6 +138,7 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
             extract_to_store(model, x, y, list(settings["layers"]), out_stores[state],
                              chunk_rows=int(ex["chunk_rows"]), attrs=attrs, compression=ex["compression"],
                              chunk_features=int(ex["chunk_features"]))
+        lap("compute")   # the forward pass and the store's writes are one streaming loop
         log.info("%s: extracted %d samples × %d layers in %.1f s", state, len(y), len(settings["layers"]),
                  time.perf_counter() - start)
 
@@ -235,6 +246,8 @@ def runs_table(metric_paths: Sequence[str | os.PathLike], chance_margin: float =
     learn; its pairs are left out of the findings and marked in the figures); ``chance_acc`` is
     1/num_classes.
     """
+    import pandas as pd
+
     rows = []
     for path in metric_paths:
         m = read_json(path)
@@ -280,6 +293,8 @@ def complete_pair_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """Concatenate tidy CSV tables with identical columns, refusing any that differ. Pair
     tables are first completed by :func:`complete_pair_columns` (order seeds, control)."""
+    import pandas as pd
+
     for p in paths:
         verify_digest(p)   # a per-pair table whose digest was recorded must still match it
     frames = [complete_pair_columns(pd.read_csv(p)) for p in paths]
@@ -363,22 +378,27 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
     without a site (wrn's stem) are named in the log with the reason.
     """
+    import tempfile
+
+    import pandas as pd
+
     from convergent.archspec import rotation_layers, rotation_refusals
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, set_determinism, train
     from convergent.weights.rotation import layer_width, rotation_path, rotation_test
 
-    import tempfile
-
+    lap("imports")
     log = get_logger()
     p = {**ROTATION_DEFAULTS, **params}
     seed = int(run["seed"])
     set_determinism(seed, threads)
     data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
+    lap("data")
     training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
     linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
+    lap("model")
     failed = None
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -410,7 +430,9 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     table = pd.DataFrame(rows)
     table["status"] = ["failed" if r.get("status") == "failed" else "ok" for r in rows]
     table["note"] = [r.get("note", "") for r in rows]
+    lap("compute")
     write_csv(out_csv, table)
+    lap("write")
     return table
 
 
@@ -454,6 +476,8 @@ def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: 
     ``layer_index``: each layer's 1-based depth in the architecture, as in the measures table
     (default: its position in ``layers``).
     """
+    import pandas as pd
+
     from convergent.measures.crosslayer import cross_layer_measures
 
     n_a, n_b = store_a.n_images, store_b.n_images
@@ -480,17 +504,22 @@ def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordin
     """Cross-layer linear CKA of one cross-seed pair as a tidy table with the pair's coordinates."""
     from convergent.activations import ActivationStore
 
+    lap("imports")
     log = get_logger()
     p = {**CKA_LAYERS_DEFAULTS, **params}
     start = time.perf_counter()
-    table = cross_layer_cka(ActivationStore(store_a), ActivationStore(store_b), list(layers), view=p["view"],
+    stores = ActivationStore(store_a), ActivationStore(store_b)
+    lap("model")
+    table = cross_layer_cka(*stores, list(layers), view=p["view"],
                             max_samples=p["max_samples"], max_features=int(p["max_features"]),
                             layer_index=layer_index, kernel_samples=int(p["kernel_samples"]),
                             rbf_sigma_scales=[float(t) for t in p["rbf_sigma_scales"]],
                             svcca_variance_kept=float(p["svcca_variance_kept"]),
                             match_max_features=int(p["match_max_features"]))
     _prepend_columns(table, coordinates)
+    lap("compute")
     write_csv(out_csv, table)
+    lap("write")
     log.info("cross-layer measures of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
              int(table["n_samples"].iloc[0]) if len(table) else 0, time.perf_counter() - start)
     return table

@@ -77,12 +77,40 @@ def progress(total: int, what: str, every_s: float = 10.0,
     return tick
 
 
+def finish_job() -> None:
+    """End a job's process after it succeeded: log its phases, flush and close every log handler
+    and the standard streams, then leave without the interpreter's teardown (``os._exit(0)``).
+
+    The last line of every job script. With torch loaded, the teardown (finalising thousands of
+    modules and objects) takes 0.6-1.2 s per job on this project's 2-core machine and produces
+    nothing: by then every output is written, closed and renamed into place. A job that fails
+    never gets here, so its exception, traceback and exit status are Python's own."""
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.info("%s%s", PHASES_PREFIX, json.dumps(job_clock().phases()))
+    for handler in list(logger.handlers):
+        handler.flush()
+        handler.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def process_age() -> float:
     """Seconds since this process was created (the OS's record, so interpreter start-up and
-    every import before this call count)."""
-    import psutil   # a Snakemake dependency
+    every import before this call count).
 
-    return max(0.0, time.time() - psutil.Process().create_time())
+    On Linux: the boot-time clock now minus the process's start in clock ticks since boot
+    (``/proc/self/stat``), both exact to 10 ms. psutil's ``create_time()`` adds that start to
+    the boot time of ``/proc/stat``, which is whole seconds, so its age is up to 1 s too long
+    (0.97 s on the machine this was measured on); it is only the fallback elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])   # field 22, starttime
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        import psutil   # a Snakemake dependency
+
+        return max(0.0, time.time() - psutil.Process().create_time())
 
 
 class JobClock:

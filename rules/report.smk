@@ -50,6 +50,8 @@ rule runtime_table:
         bench_dir="results/benchmarks",
         # {rule: benchmark path pattern}, so each file is attributed to the rule that wrote it
         patterns=lambda wildcards: {r.name: str(r.benchmark) for r in workflow.rules if r.benchmark},
+        # {rule: log path pattern}: each job's log ends with its phases (convergent.logs)
+        log_patterns=lambda wildcards: {r.name: str(r.log[0]) for r in workflow.rules if r.benchmark and r.log},
     log:
         "results/logs/aggregate/runtime_table.log",
     conda:

@@ -2,8 +2,12 @@
 
 from convergent.io import write_csv
 from convergent.jobs import concat_tables
-from convergent.logs import setup_job_logging
+from convergent.logs import finish_job, lap, setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-write_csv(sm.output[0], concat_tables(list(sm.input)))
+table = concat_tables(list(sm.input))
+lap("compute")
+write_csv(sm.output[0], table)
+lap("write")
+finish_job()   # outputs are complete: exit without the interpreter's teardown

@@ -1,7 +1,7 @@
 """Snakemake entry point of rule `extract` (see convergent.jobs.extract_job)."""
 
 from convergent.jobs import extract_job
-from convergent.logs import setup_job_logging
+from convergent.logs import finish_job, setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
@@ -16,3 +16,4 @@ extract_job(
     threads=sm.threads,
     out_stores={"trained": sm.output.trained, "init": sm.output.init},
 )
+finish_job()   # outputs are complete: exit without the interpreter's teardown

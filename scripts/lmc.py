@@ -1,7 +1,7 @@
 """Snakemake entry point of rule `lmc` (see convergent.jobs.lmc_job)."""
 
 from convergent.jobs import lmc_job
-from convergent.logs import setup_job_logging
+from convergent.logs import finish_job, setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
@@ -15,3 +15,4 @@ lmc_job(
     out_curve=sm.output.curve,
     out_barriers=sm.output.barriers,
 )
+finish_job()   # outputs are complete: exit without the interpreter's teardown

@@ -1,7 +1,7 @@
 """Snakemake entry point of rule `rotation` (see convergent.jobs.rotation_job)."""
 
 from convergent.jobs import ROTATION_DEFAULTS, lr_hint, rotation_job
-from convergent.logs import setup_job_logging
+from convergent.logs import finish_job, setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
@@ -20,3 +20,4 @@ try:
 except FloatingPointError as err:  # a failed linear control is reported inside: this is retraining
     lr = float({**ROTATION_DEFAULTS, **sm.params.rotation}["lr"])
     raise FloatingPointError(f"{err}. Retraining a rotated network diverged at {lr_hint('rotation.lr', lr)}") from None
+finish_job()   # outputs are complete: exit without the interpreter's teardown

@@ -1,7 +1,7 @@
 """Snakemake entry point of rule `train` (see convergent.jobs.train_job)."""
 
 from convergent.jobs import train_job
-from convergent.logs import setup_job_logging
+from convergent.logs import finish_job, setup_job_logging
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
@@ -20,3 +20,4 @@ train_job(
     out_log_csv=sm.output.log_csv,
     out_metrics=sm.output.metrics,
 )
+finish_job()   # outputs are complete: exit without the interpreter's teardown

@@ -82,6 +82,63 @@ def test_max_train_is_a_prefix():
     assert abs(float(small.x_train.mean())) < 1e-5
 
 
+
+def _same_splits(a: D.DatasetSplits, b: D.DatasetSplits) -> None:
+    for x, y in zip(a.split("train") + a.split("test"), b.split("train") + b.split("test")):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+    assert json.dumps(a.info, sort_keys=True) == json.dumps(b.info, sort_keys=True)   # byte for byte
+
+
+def test_digits_cache_gives_sklearns_arrays_and_info(tmp_path, no_network, monkeypatch):
+    fresh = D.load_dataset("digits", split_seed=3)                     # no data_dir: no cache
+    first = D.load_dataset("digits", data_dir=tmp_path, split_seed=3)  # writes the cache
+    assert [p.name.startswith("digits-") and p.suffix == ".npz" for p in tmp_path.iterdir()] == [True]
+    # from now on the split comes from the cache: generating it again would fail
+    monkeypatch.setattr(D, "generate_digits", lambda *a: pytest.fail("digits regenerated despite the cache"))
+    cached = D.load_dataset("digits", data_dir=tmp_path, split_seed=3)
+    _same_splits(fresh, first)
+    _same_splits(fresh, cached)
+    assert cached.info["source"] == "sklearn.datasets.load_digits"
+    assert cached.info["train_index_sha"] == fresh.info["train_index_sha"]
+    with np.load(next(tmp_path.iterdir())) as z:
+        assert sorted(z.files) == ["test_index", "train_index", "x", "x_test", "y", "y_test"]
+
+
+def test_digits_cache_misses_another_split_or_sklearn(tmp_path, monkeypatch):
+    D.load_dataset("digits", data_dir=tmp_path, split_seed=0)
+    seed1 = D.load_dataset("digits", split_seed=1).info   # no data_dir: made by scikit-learn
+    calls = []
+    generate = D.generate_digits
+    monkeypatch.setattr(D, "generate_digits", lambda *a: calls.append(a) or generate(*a))
+    D.load_dataset("digits", data_dir=tmp_path, split_seed=0)
+    assert calls == []                                                 # a hit
+    other_seed = D.load_dataset("digits", data_dir=tmp_path, split_seed=1)
+    D.load_dataset("digits", data_dir=tmp_path, split_seed=0, test_fraction=0.25)
+    assert calls == [(1, 0.2), (0, 0.25)]
+    assert json.dumps(other_seed.info) == json.dumps(seed1)
+    version = D.importlib.metadata.version
+    monkeypatch.setattr(D.importlib.metadata, "version",
+                        lambda name: "0.0-other" if name == "scikit-learn" else version(name))
+    D.load_dataset("digits", data_dir=tmp_path, split_seed=0)           # another scikit-learn: regenerated
+    assert calls == [(1, 0.2), (0, 0.25), (0, 0.2)]
+    assert len(list(tmp_path.glob("digits-*.npz"))) == 4
+
+
+def test_digits_from_the_cache_does_not_import_sklearn(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; from convergent.data import load_dataset; "
+            f"d = load_dataset('digits', data_dir={str(tmp_path)!r}); "
+            "print('sklearn' in sys.modules, d.info['fingerprint'])")
+    run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731
+                                 check=True).stdout.split()
+    imported, fingerprint = run()
+    assert imported == "True"                 # no cache yet: scikit-learn makes the split
+    imported, again = run()
+    assert imported == "False" and again == fingerprint
+
+
 def test_channel_stats_per_channel():
     x = np.stack([np.full((5, 4, 4), 2.0), np.arange(5 * 16, dtype=float).reshape(5, 4, 4)], axis=1)
     mean, std = D.channel_stats(x)
