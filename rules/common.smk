@@ -131,7 +131,7 @@ def group_lmc_pairs(wildcards):
     """{pair key: {checkpoints, variants, coordinates}} of the group's LMC pairs. A data-order pair
     gets the plain interpolation only (Frankle et al.'s instability): aligning a same-init pair by
     permutation or repairing its statistics answers nothing the plain barrier does not."""
-    variants = list(config["lmc"].get("variants") or LMC_DEFAULTS["variants"])
+    variants = list({**LMC_DEFAULTS, **config["lmc"]}["variants"])
     out = {}
     for p in group_of(wildcards).lmc_pairs():
         # the LMC tables' column order: the cell, the seeds, then the control and order seeds
