@@ -950,24 +950,34 @@ def exclude_at_chance(tables: Tables) -> tuple[Tables, str]:
     if runs is None or "at_chance" not in runs or not runs["at_chance"].astype(str).str.lower().eq("true").any():
         return tables, ""
     bad = runs[runs["at_chance"].astype(str).str.lower().eq("true")]
-    keys = {tuple(r) for r in bad[RUN_KEYS + ["seed"]].astype(str).to_numpy()}
+    # a run is (cell, seed, order seed): a data-order run s{r}o{o} at chance takes out its own
+    # data-order pair, not every pair of the reference seed r
+    keys = {(*r[:-2], r[-2], r[-1]) for r in _run_keys(bad, "").to_numpy()}
 
     def keep(frame: pd.DataFrame | None, trained_only: bool) -> pd.DataFrame | None:
         if frame is None or not set(RUN_KEYS) <= set(frame.columns):
             return frame
-        base = frame[RUN_KEYS].astype(str).to_numpy()
         hit = np.zeros(len(frame), dtype=bool)
-        for col in [c for c in ("seed", "seed_a", "seed_b") if c in frame]:
-            hit |= np.array([(*b, s) in keys for b, s in zip(map(tuple, base), frame[col].astype(str))], dtype=bool)
+        for side in [s for s in ("", "_a", "_b") if f"seed{s}" in frame]:
+            hit |= np.array([tuple(r) in keys for r in _run_keys(frame, side).to_numpy()], dtype=bool)
         if trained_only and "control" in frame:
             hit &= frame["control"] != "floor"
         return frame[~hit]
 
     out = Tables(runs=runs, measures=keep(tables.measures, True), lmc=keep(tables.lmc, True),
                  rotation=keep(tables.rotation, True), cka_layers=keep(tables.cka_layers, True))
-    names = ", ".join(f"{d}/{a} w{w} f{k} s{s}" for d, a, w, k, s in sorted(keys))
+    names = ", ".join(f"{d}/{a} w{w} f{k} s{s}" + (f"o{o}" if o != s else "") for d, a, w, k, s, o in sorted(keys))
     return out, (f"{len(keys)} network(s) at chance test accuracy (runs.csv at_chance: {names}) are left out "
                  "of every finding: their cross and ceiling pairs, LMC pairs, cross-layer CKA and rotation rows.")
+
+
+def _run_keys(frame: pd.DataFrame, side: str) -> pd.DataFrame:
+    """The run of each row as strings: :data:`RUN_KEYS`, ``seed{side}`` and ``order_seed{side}``
+    (the seed where the table has no order seed: an ordinary run's order is its seed)."""
+    seed = frame[f"seed{side}"]
+    order = frame[f"order_seed{side}"] if f"order_seed{side}" in frame else seed
+    out = frame[RUN_KEYS].astype(str).assign(seed=seed.astype(str), order_seed=order.astype(str))
+    return out
 
 
 def findings_table(tables: Tables, findings: Sequence[Finding] = FINDINGS) -> pd.DataFrame:

@@ -145,3 +145,33 @@ def test_rotation_job_reports_a_diverging_linear_control_as_failed(tmp_path):
     tables = F.Tables(rotation=written)
     row = F.evaluate(next(f for f in F.FINDINGS if f.id == "brown_a"), tables, "digits", "mlp")
     assert row["verdict"] == F.NOT_TESTABLE
+
+
+def test_a_data_order_run_at_chance_takes_out_its_own_pair_only():
+    """Runs are (cell, seed, order seed): the data-order run s0o2 at chance leaves out the data-order
+    pair s0-s0o2, and keeps the cross pairs of the reference seed 0 (its seed, another order)."""
+    from tests.test_findings import make_world
+
+    world = make_world(True)
+    ref = world.measures[world.measures["control"] == "data_order"]["seed_a"].iloc[0]
+    order = world.measures[world.measures["control"] == "data_order"]["order_seed_b"].max()
+    runs = world.runs.assign(order_seed=world.runs["seed"], at_chance=False)
+    cell = runs[runs["seed"] == ref].iloc[[0]]
+    order_run = cell.assign(order_seed=order, at_chance=True)
+    tables = F.Tables(runs=pd.concat([runs, order_run], ignore_index=True), measures=world.measures,
+                      lmc=world.lmc, rotation=world.rotation, cka_layers=world.cka_layers)
+    kept, note = F.exclude_at_chance(tables)
+    m, before = kept.measures, world.measures
+    on_cell = np.ones(len(m), dtype=bool)
+    for key in ("dataset", "arch", "width", "frozen_k"):
+        on_cell &= (m[key] == cell[key].iloc[0]).to_numpy()
+    gone = before.merge(m, how="left", indicator=True)["_merge"].eq("left_only").to_numpy()
+    dropped = before[gone]
+    assert len(dropped) and (dropped["control"] == "data_order").all() and (dropped["order_seed_b"] == order).all()
+    assert ((m["control"] == "cross") & ((m["seed_a"] == ref) | (m["seed_b"] == ref)) & on_cell).any()
+    assert f"s{ref}o{order}" in note and "1 network(s)" in note
+    # the reference run itself at chance takes out its data-order pairs too (it is their side a)
+    ref_bad = F.Tables(**{**tables.__dict__, "runs": pd.concat([runs.assign(at_chance=runs["seed"] == ref)],
+                                                                ignore_index=True)})
+    kept_ref, _ = F.exclude_at_chance(ref_bad)
+    assert not ((kept_ref.measures["control"] == "data_order")).any()

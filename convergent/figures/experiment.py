@@ -78,7 +78,9 @@ def chance_note(runs: pd.DataFrame | None) -> str:
     bad = runs[runs["at_chance"].astype(str).str.lower().eq("true")]
     if bad.empty:
         return ""
-    names = ", ".join(f"w{r.width} f{r.frozen_k} s{r.seed}" for r in bad.itertuples())
+    names = ", ".join(f"w{r.width} f{r.frozen_k} s{r.seed}"
+                      + (f"o{r.order_seed}" if getattr(r, "order_seed", r.seed) != r.seed else "")
+                      for r in bad.itertuples())
     return (f"Warning: {len(bad)} network(s) at chance test accuracy ({names}; runs.csv at_chance): "
             "drawn here, left out of the findings.")
 
