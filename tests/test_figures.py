@@ -275,6 +275,20 @@ def test_lmc_figure_series(tables, palette):
     assert all(is_unavailable(ax) for ax in visible_axes(fig)[:2] + visible_axes(fig)[3:])
 
 
+def test_lmc_path_panel_draws_cross_seed_pairs_only(tables, palette):
+    """A group's curve file also holds its data-order pair (same init, naive variant only): planted
+    here with an error of 0.9 everywhere, it must not move the cross-seed mean path."""
+    cross = tables.lmc_curves.assign(control="cross")
+    order = cross[cross["variant"] == "naive"].assign(control="data_order", error=0.9)
+    mixed = pd.concat([cross, order], ignore_index=True)
+    paths = []
+    for curves in (cross, mixed):
+        curve = visible_axes(weight_figs.lmc_vs_width(tables.lmc, curves, tables.measures, palette))[3]
+        paths.append(next(line for line in curve.get_lines() if line.get_label() == "naive").get_ydata())
+    np.testing.assert_array_equal(paths[0], paths[1])
+    assert max(paths[1]) < 0.9
+
+
 def test_rotation_relu_vs_linear(tables, palette):
     axes = visible_axes(weight_figs.rotation(tables.rotation, palette))
     assert len(axes) == len(LAYERS)

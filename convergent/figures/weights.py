@@ -138,8 +138,11 @@ def _variant_line(ax, applicable: pd.DataFrame, variant: str, column: str) -> No
 
 
 def _lmc_curve_panel(ax, curves: pd.DataFrame | None, base: int, missing: str) -> None:
-    """Test error along θ(α) = (1−α)θ_A + αθ_B at the widest width, a line per variant."""
+    """Test error along θ(α) = (1−α)θ_A + αθ_B at the widest width, a line per variant, over the
+    cross-seed pairs (a group's curve file also holds its data-order pair, which is not drawn here)."""
     ax.set_title("LMC path")
+    if curves is not None and "control" in curves:
+        curves = curves[curves["control"] == "cross"]
     if curves is None or curves.empty:
         unavailable(ax, missing if curves is None else "no LMC curve files")
         return
