@@ -2,8 +2,8 @@
 
 What is verified (every file is read in full):
 
-* every recorded digest (``<file>.sha256``, written beside checkpoints, ``metrics.json`` and the
-  per-group ``measures.csv``): the file must exist and match it;
+* every recorded digest (``<file>.sha256``, written beside checkpoints, ``metrics.json`` and every
+  table a later job reads: :func:`convergent.io.write_table`): the file must exist and match it;
 * every chunk of every Zarr activation store: its CRC-32C checksum and its decoding (stores
   written before checksums existed are decoded only), the store's ``complete`` flag and that no
   chunk file is missing (zarr would read a missing chunk back as zeros);

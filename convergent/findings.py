@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from convergent.io import read_table
 from convergent.stats import bootstrap_ci
 
 SUPPORTED = "supported"
@@ -127,7 +128,7 @@ def load_tables(paths: Mapping[str, str | os.PathLike | None]) -> Tables:
     frames = {}
     for name, path in paths.items():
         if path is not None and Path(path).is_file() and Path(path).stat().st_size > 0:
-            frames[name] = pd.read_csv(path)
+            frames[name] = read_table(path)
     return Tables(**frames)
 
 

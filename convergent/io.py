@@ -127,6 +127,23 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
     return atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
+def write_table(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
+    """A tidy table that later jobs read: :func:`write_csv`, then its SHA-256 beside it
+    (:func:`write_digest`), so :func:`read_table` and ``make check`` see any later change."""
+    out = write_csv(path, frame)
+    write_digest(out)
+    return out
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A CSV table, checked against its recorded digest first (when one was recorded); a damaged
+    file raises :class:`DamagedOutputError` naming it and what to rerun."""
+    import pandas as pd
+
+    verify_digest(path)
+    return pd.read_csv(path)
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of directory ``path`` to fill; rename it into place on success.

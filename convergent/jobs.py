@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convergent.io import read_json, verify_digest, write_csv, write_digest, write_json
+from convergent.io import read_json, read_table, write_digest, write_json, write_table
 from convergent.logs import get_logger, lap
 
 if TYPE_CHECKING:   # pandas is imported where a job needs it: train and extract jobs never do
@@ -222,8 +222,7 @@ def measures_job(*, moments_dir: str, pairs: Mapping[str, Mapping[str, Any]], la
             lap("compute")
             log.info("measures of %s %s: %d rows in %.2f s", key, layer, len(table), time.perf_counter() - start)
     out = pd.concat(tables, ignore_index=True)
-    write_csv(out_csv, out)
-    write_digest(out_csv)
+    write_table(out_csv, out)
     lap("write")
     return out
 
@@ -295,9 +294,8 @@ def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     tables are first completed by :func:`complete_pair_columns` (order seeds, control)."""
     import pandas as pd
 
-    for p in paths:
-        verify_digest(p)   # a per-pair table whose digest was recorded must still match it
-    frames = [complete_pair_columns(pd.read_csv(p)) for p in paths]
+    # read_table: a table whose digest was recorded must still match it
+    frames = [complete_pair_columns(read_table(p)) for p in paths]
     if not frames:
         raise ValueError("no tables to concatenate")
     columns = list(frames[0].columns)
@@ -360,8 +358,8 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
             _prepend_columns(frame, coords)
         curves.append(curve)
         barriers.append(bars)
-    write_csv(out_curve, pd.concat(curves, ignore_index=True))
-    write_csv(out_barriers, pd.concat(barriers, ignore_index=True))
+    write_table(out_curve, pd.concat(curves, ignore_index=True))
+    write_table(out_barriers, pd.concat(barriers, ignore_index=True))
     lap("write")
 
 
@@ -431,7 +429,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     table["status"] = ["failed" if r.get("status") == "failed" else "ok" for r in rows]
     table["note"] = [r.get("note", "") for r in rows]
     lap("compute")
-    write_csv(out_csv, table)
+    write_table(out_csv, table)
     lap("write")
     return table
 
@@ -518,7 +516,7 @@ def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordin
                             match_max_features=int(p["match_max_features"]))
     _prepend_columns(table, coordinates)
     lap("compute")
-    write_csv(out_csv, table)
+    write_table(out_csv, table)
     lap("write")
     log.info("cross-layer measures of %d × %d layers on %d samples in %.2f s", len(layers), len(layers),
              int(table["n_samples"].iloc[0]) if len(table) else 0, time.perf_counter() - start)

@@ -46,3 +46,20 @@ def test_tree_bytes_counts_nested_files(tmp_path):
     assert tree_bytes(tmp_path / "s") == 1010
     assert tree_bytes(tmp_path / "s" / "zarr.json") == 10
     assert tree_bytes(tmp_path / "missing") == 0
+
+
+def test_tables_later_jobs_read_carry_a_digest_and_are_checked(tmp_path):
+    import pandas as pd
+
+    from convergent.io import DamagedOutputError, read_table, recorded_digest, write_table
+
+    frame = pd.DataFrame({"measure": ["cka_linear", "svcca"], "value": [0.5, 0.25]})
+    path = write_table(tmp_path / "summary" / "measures.csv", frame)
+    assert recorded_digest(path) is not None
+    pd.testing.assert_frame_equal(read_table(path), frame)
+    path.write_text(path.read_text().replace("0.25", "0.26"))   # still a valid CSV: only the digest sees it
+    with pytest.raises(DamagedOutputError, match="measures.csv does not match the SHA-256"):
+        read_table(path)
+    plain = tmp_path / "plain.csv"   # a table written without a digest (an older run) is read as it is
+    frame.to_csv(plain, index=False)
+    pd.testing.assert_frame_equal(read_table(plain), frame)

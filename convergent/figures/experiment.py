@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from convergent.figures import layers, measures, weights
 from convergent.figures.kinds import FIGURE_NAMES, figure_kind
 from convergent.figures.style import Palette, save_figure
+from convergent.io import read_table
 from convergent.logs import get_logger
 
 
@@ -98,14 +99,14 @@ def experiment_figures(tables: Tables, dataset: str, arch: str,
 
 
 def read_optional(path: str | os.PathLike | None) -> pd.DataFrame | None:
-    """A CSV table, or None when the workflow did not provide it."""
-    return pd.read_csv(path) if path else None
+    """A CSV table (checked against its recorded digest), or None when the workflow did not provide it."""
+    return read_table(path) if path else None
 
 
 def read_tables(*, measures: str | os.PathLike, runs: str | os.PathLike | None = None,
                 lmc: str | os.PathLike | None = None, lmc_curves: Sequence[str | os.PathLike] = (),
                 rotation: str | os.PathLike | None = None, cka_layers: str | os.PathLike | None = None) -> Tables:
     """Read the tables the workflow gives rule ``figures``; the per-pair LMC curves are concatenated."""
-    curves = pd.concat([pd.read_csv(p) for p in lmc_curves], ignore_index=True) if lmc_curves else None
-    return Tables(measures=pd.read_csv(measures), runs=read_optional(runs), lmc=read_optional(lmc),
+    curves = pd.concat([read_table(p) for p in lmc_curves], ignore_index=True) if lmc_curves else None
+    return Tables(measures=read_table(measures), runs=read_optional(runs), lmc=read_optional(lmc),
                   lmc_curves=curves, rotation=read_optional(rotation), cka_layers=read_optional(cka_layers))
