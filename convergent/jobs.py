@@ -415,8 +415,12 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
             d = layer_width(model, layer)
             for t in p["strengths"]:
                 R = rotation_path(d, float(t), seed)
-                row = rotation_test(model, data, layer, R, int(p["retrain_epochs"]), float(p["lr"]), seed,
-                                    cfg=training)
+                try:
+                    row = rotation_test(model, data, layer, R, int(p["retrain_epochs"]), float(p["lr"]), seed,
+                                        cfg=training)
+                except FloatingPointError as err:
+                    raise FloatingPointError(f"{err}. Retraining a rotated network diverged at "
+                                             f"{lr_hint('rotation.lr', float(p['lr']))}") from None
                 rows.append({**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
                              "strength": float(t), "rotation": "expm(t*A), A random skew-symmetric",
                              **{k: v for k, v in row.items() if k not in ("arch", "width", "seed")},

@@ -103,7 +103,7 @@ def _train(tmp_path, settings):
     from convergent.jobs import train_job
 
     out = tmp_path / "run"
-    return train_job(run=RUN, settings=settings, reference=None, data_dir="data", download=False, device="cpu",
+    return train_job(run=RUN, settings=settings, reference=None, data_dir=str(tmp_path / "data"), download=False, device="cpu",
                      threads=1, out_model=str(out / "model.pt"), out_init=str(out / "init.pt"),
                      out_log_csv=str(out / "log.csv"), out_metrics=str(out / "metrics.json"))
 
@@ -114,6 +114,18 @@ def test_diverging_training_names_the_setting_to_lower(tmp_path):
     with pytest.raises(FloatingPointError, match=r"non-finite loss at epoch 1.*training\.lr = 1e\+06: lower it "
                                                  r"\(config key sweep\.training\.lr"):
         _train(tmp_path, settings)
+
+
+def test_diverging_rotation_retraining_names_rotation_lr(tmp_path):
+    from convergent.jobs import rotation_job
+
+    _train(tmp_path, SETTINGS)
+    with pytest.raises(FloatingPointError, match=r"Retraining a rotated network diverged at rotation\.lr = 1e\+06: "
+                                                 r"lower it \(config key rotation\.lr\)"):
+        rotation_job(run=RUN, settings=SETTINGS, checkpoint=str(tmp_path / "run" / "model.pt"),
+                     params={"layers": ["fc1"], "strengths": [1.0], "retrain_epochs": 1, "lr": 1e6},
+                     data_dir=str(tmp_path / "data"), device="cpu", threads=1, out_csv=str(tmp_path / "rot.csv"))
+    assert not (tmp_path / "rot.csv").exists()
 
 
 def test_rotation_job_reports_a_diverging_linear_control_as_failed(tmp_path):
@@ -127,7 +139,7 @@ def test_rotation_job_reports_a_diverging_linear_control_as_failed(tmp_path):
     out = tmp_path / "rotation.csv"
     table = rotation_job(run=RUN, settings=settings, checkpoint=str(tmp_path / "run" / "model.pt"),
                          params={"layers": ["fc1"], "strengths": [0.0, 1.0], "retrain_epochs": 1, "lr": 0.01},
-                         data_dir="data", device="cpu", threads=1, out_csv=str(out))
+                         data_dir=str(tmp_path / "data"), device="cpu", threads=1, out_csv=str(out))
     written = pd.read_csv(out)
     assert set(written.columns) >= {"status", "note"}
     relu, linear = written[~written["linear"]], written[written["linear"]]
