@@ -103,8 +103,8 @@ def _train(tmp_path, settings):
     from convergent.jobs import train_job
 
     out = tmp_path / "run"
-    return train_job(run=RUN, settings=settings, reference=None, data_dir=str(tmp_path / "data"), download=False, device="cpu",
-                     threads=1, out_model=str(out / "model.pt"), out_init=str(out / "init.pt"),
+    return train_job(run=RUN, settings=settings, reference=None, data_dir=str(tmp_path / "data"), download=False,
+                     device="cpu", threads=1, out_model=str(out / "model.pt"), out_init=str(out / "init.pt"),
                      out_log_csv=str(out / "log.csv"), out_metrics=str(out / "metrics.json"))
 
 

@@ -28,7 +28,8 @@ def _train(tmp: Path, tag: str, seed: int, order_seed: int | None) -> dict[str, 
         settings["order_seed"] = order_seed
     out = {name: tmp / tag / f"{name}" for name in ("model.pt", "init.pt", "log.csv", "metrics.json")}
     train_job(run={"dataset": "digits", "arch": "mlp", "width": 8, "frozen_k": 0, "seed": seed},
-              settings=settings, reference=None, data_dir=str(tmp / "data"), download=False, device="cpu", threads=1,
+              settings=settings, reference=None, data_dir=str(tmp / "data"), download=False, device="cpu",
+              threads=1,
               out_model=str(out["model.pt"]), out_init=str(out["init.pt"]), out_log_csv=str(out["log.csv"]),
               out_metrics=str(out["metrics.json"]))
     return out
