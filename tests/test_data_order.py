@@ -6,19 +6,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 
 from convergent.jobs import complete_pair_columns, runs_table, train_job
 from convergent.sweep import Pair, Run, parse_run_label, plan_sweep
-
-
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    det, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(det)
-    torch.set_num_threads(threads)
 
 
 def _train(tmp: Path, tag: str, seed: int, order_seed: int | None) -> dict[str, Path]:

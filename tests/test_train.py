@@ -15,15 +15,6 @@ from convergent.train import (LOG_COLUMNS, TrainConfig, evaluate, init_model, lo
 QUIET = lambda msg: None  # noqa: E731
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_globals():
-    """set_determinism changes process-wide torch state; put it back for other tests."""
-    det, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
-    yield
-    torch.use_deterministic_algorithms(det)
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> DatasetSplits:
     return load_dataset("digits")
