@@ -7,16 +7,17 @@ is imported, not the editable install), on the export's config.yaml or ``--confi
 Per repeat:
 
 * ``wall_s``: seconds of the snakemake command (the export is timed apart, ``export_s``);
-* ``jobs``: the ``total`` of Snakemake's job-stats table (``benchmarks``: TSV files found);
-* ``job_s``: the sum of ``s`` over results/benchmarks/**/*.tsv, each job's wall time as
-  Snakemake's ``benchmark:`` measured it; per rule in ``per_rule`` (the rule is the first
-  directory under results/benchmarks; under aggregate/ the file or directory name);
-* ``phases``: the sums of the ``job phases (s): {...}`` line each job logs when it exits
-  (convergent.logs: startup, imports, data, model, compute, write, other);
+* ``jobs``: the ``total`` of Snakemake's job-stats table;
+* ``job_s``, ``per_rule``, ``phases``, ``floor_s``: read from the run's own
+  ``results/summary/runtime.csv`` (rule ``runtime_table``, :mod:`convergent.runtime`): each
+  job's wall time as its ``benchmark:`` measured it, attributed to the rule that wrote it, and
+  the ``job phases (s): {...}`` line each job logs when it exits (startup, imports, data,
+  model, compute, write, other), summed;
 * ``floor_s``: the sum of ``compute``, the work itself, which no pipeline change short of a
-  faster algorithm removes. A job whose log has no phases line (``no_phases``) counts wholly
-  as overhead: its time is in ``job_s`` but never in the floor; ``no_compute`` counts the
-  jobs that log phases but never lap ``compute`` (a script not instrumented yet);
+  faster algorithm removes. Jobs whose log has no phases line (``no_phases``) count wholly as
+  overhead: their time is in ``job_s`` but never in the floor; ``no_compute`` names the rules
+  whose jobs log phases but never lap ``compute`` (a script not instrumented yet). A revision
+  whose runtime table has no phase columns gets no floor;
 * ``snakemake_cpu_s``: CPU seconds of the snakemake process itself (polled with psutil,
   children excluded: DAG, scheduling, file checks); ``total_cpu_s``: it and every job.
 
@@ -31,8 +32,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
+import math
 import os
 import re
 import shlex
@@ -43,14 +44,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-PHASES_RE = re.compile(r"job phases \(s\): (\{.*\})")
 
 
 def export(rev: str, dest: Path) -> None:
@@ -58,32 +57,6 @@ def export(rev: str, dest: Path) -> None:
     subprocess.run(["bash", "-o", "pipefail", "-c",
                     f"git -C {shlex.quote(str(REPO))} archive {shlex.quote(rev)} | tar -x -C {shlex.quote(str(dest))}"],
                    check=True)
-
-
-def phase_parser(root: Path):
-    """The export's ``convergent.logs.parse_phases`` (loaded from its file, so the package's
-    other imports are not needed), or a local regex where the export has none."""
-    path = root / "convergent" / "logs.py"
-    if path.exists():
-        spec = importlib.util.spec_from_file_location("_bench_export_logs", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if hasattr(module, "parse_phases"):
-            return module.parse_phases, "convergent.logs.parse_phases"
-
-    def parse(text: str):
-        found = PHASES_RE.findall(text)
-        return json.loads(found[-1]) if found else None
-
-    return parse, "local regex"
-
-
-def rule_of(rel: Path) -> str:
-    """results/{benchmarks,logs}/<rule>/...; aggregate/ holds single-job rules by file name."""
-    parts = rel.parts
-    if parts[0] == "aggregate" and len(parts) > 1:
-        return Path(parts[1]).stem
-    return parts[0]
 
 
 def run_snakemake(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
@@ -117,57 +90,33 @@ def run_snakemake(cmd: list[str], cwd: Path, env: dict, log: Path) -> dict:
 
 def collect(root: Path, output: str) -> dict:
     """Job count, job time and phases of a finished run in ``root`` (see module docstring)."""
-    results = root / "results"
-    per_rule: dict[str, dict] = defaultdict(lambda: {"jobs": 0, "s": 0.0, "compute": 0.0})
-    job_s = job_cpu = 0.0
-    seconds: dict[str, float] = {}
-    benchmarks = sorted((results / "benchmarks").rglob("*.tsv"))
-    for path in benchmarks:
-        rel = path.relative_to(results / "benchmarks")
-        with path.open() as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        s = sum(float(r["s"]) for r in rows)
-        job_cpu += sum(float(r.get("cpu_time") or 0) for r in rows)
-        seconds[str(rel.with_suffix(""))] = s
-        job_s += s
-        per_rule[rule_of(rel)]["s"] += s
-        per_rule[rule_of(rel)]["jobs"] += 1
+    with (root / "results" / "summary" / "runtime.csv").open() as f:
+        table = list(csv.DictReader(f))
 
-    parse, parser = phase_parser(root)
-    phases: dict[str, float] = defaultdict(float)
-    missing = {"jobs": 0, "s": 0.0, "rules": defaultdict(int)}
-    no_compute: dict[str, int] = defaultdict(int)
-    logs = sorted((results / "logs").rglob("*.log"))
-    for path in logs:
-        rel = path.relative_to(results / "logs")
-        found = parse(path.read_text(errors="replace"))
-        if found is None:
-            missing["jobs"] += 1
-            missing["s"] += seconds.get(str(rel.with_suffix("")), 0.0)
-            missing["rules"][rule_of(rel)] += 1
-            continue
-        for phase, s in found.items():
-            phases[phase] += s
-        if "compute" not in found:
-            no_compute[rule_of(rel)] += 1
-        per_rule[rule_of(rel)]["compute"] += found.get("compute", 0.0)
+    def number(row: dict, key: str) -> float:
+        value = row.get(key) or "nan"
+        return 0.0 if math.isnan(float(value)) else float(value)
 
+    phase_keys = [k[:-2] for k in (table[0] if table else {}) if k.endswith("_s")
+                  and k not in ("total_s", "mean_s", "max_s", "outside_s", "compute_total_s")]
+    has_phases = "compute_total_s" in (table[0] if table else {})
+    phases = {p: sum(number(r, f"{p}_s") * number(r, "phase_jobs") for r in table) for p in phase_keys}
+    missing = {r["rule"]: int(r["jobs"]) - int(number(r, "phase_jobs")) for r in table}
     total = re.search(r"^total\s+(\d+)\s*$", output, re.M)
     steps = re.findall(r"(\d+) of (\d+) steps \(\d+%\) done", output)
     return {
         "jobs": int(total.group(1)) if total else None,
         "jobs_done": int(steps[-1][0]) if steps else 0,
-        "benchmarks": len(benchmarks), "logs": len(logs),
-        "job_s": round(job_s, 2), "job_cpu_s": round(job_cpu, 2),
-        "floor_s": round(phases.get("compute", 0.0), 2),
+        "benchmarks": sum(int(r["jobs"]) for r in table),
+        "job_s": round(sum(number(r, "total_s") for r in table), 2),
+        "floor_s": round(phases.get("compute", 0.0), 2) if has_phases else None,
         "phases": {k: round(v, 2) for k, v in phases.items()},
-        "phase_parser": parser,
-        "no_phases": {"jobs": missing["jobs"], "s": round(missing["s"], 2), "rules": dict(missing["rules"]),
+        "no_phases": {"jobs": sum(missing.values()), "rules": {k: v for k, v in missing.items() if v},
                       "note": "counted wholly as overhead (in job_s, not in floor_s)"},
-        # a phases line without a compute lap: the job's script does not lap the clock yet
-        "no_compute": {"jobs": sum(no_compute.values()), "rules": dict(no_compute)},
-        "per_rule": {rule: {"jobs": v["jobs"], "s": round(v["s"], 2), "compute": round(v["compute"], 2)}
-                     for rule, v in sorted(per_rule.items(), key=lambda kv: -kv[1]["s"])},
+        "no_compute": {"rules": [r["rule"] for r in table
+                                 if number(r, "phase_jobs") and not number(r, "compute_total_s")]},
+        "per_rule": {r["rule"]: {"jobs": int(r["jobs"]), "s": round(number(r, "total_s"), 2),
+                                 "compute": round(number(r, "compute_total_s"), 2)} for r in table},
     }
 
 
@@ -217,17 +166,18 @@ def main() -> None:
         runs.append(repeat(i, args, out.parent))
         r = runs[-1]
         print(f"repeat {i}: wall {r['wall_s']:.1f} s, {r['jobs']} jobs, job time {r['job_s']:.1f} s, "
-              f"floor {r['floor_s']:.1f} s (wall/floor {r['wall_over_floor']}), "
+              f"floor {r['floor_s']} s (wall/floor {r['wall_over_floor']}), "
               f"snakemake cpu {r['snakemake_cpu_s']} s, jobs without phases {r['no_phases']['jobs']}, "
-              f"without a compute phase {r['no_compute']['jobs']}", flush=True)
+              f"rules without a compute phase {r['no_compute']['rules']}", flush=True)
 
     walls = [r["wall_s"] for r in runs]
-    floor = statistics.median(r["floor_s"] for r in runs)
+    floors = [r["floor_s"] for r in runs]
+    floor = statistics.median(floors) if None not in floors else None
     summary = {
         "wall_s": {"min": min(walls), "median": statistics.median(walls), "max": max(walls)},
         "floor_s": floor,
         "wall_over_floor": round(statistics.median(walls) / floor, 2) if floor else None,
-        "ideal_wall_s": round(floor / args.cores, 2),
+        "ideal_wall_s": round(floor / args.cores, 2) if floor else None,
         "wall_over_ideal": round(statistics.median(walls) / (floor / args.cores), 2) if floor else None,
         "job_s_per_core": round(statistics.median(r["job_s"] for r in runs) / args.cores, 2),
     }
@@ -236,8 +186,8 @@ def main() -> None:
     out.write_text(json.dumps(result, indent=2))
     w = summary["wall_s"]
     print(f"wall {w['min']:.1f} / {w['median']:.1f} / {w['max']:.1f} s (min / median / max of {len(runs)}); "
-          f"floor {floor:.1f} s (sum of compute); wall/floor {summary['wall_over_floor']}; "
-          f"ideal wall floor/{args.cores} cores = {summary['ideal_wall_s']:.1f} s "
+          f"floor {floor} s (sum of compute); wall/floor {summary['wall_over_floor']}; "
+          f"ideal wall floor/{args.cores} cores = {summary['ideal_wall_s']} s "
           f"(wall/ideal {summary['wall_over_ideal']}); job time/{args.cores} cores {summary['job_s_per_core']:.1f} s")
     print(f"written {out}")
 
