@@ -46,8 +46,8 @@ def setup_job_logging(log_path: str | os.PathLike | None) -> logging.Logger:
         logger.error("job failed", exc_info=(exc_type, exc, tb))
 
     sys.excepthook = excepthook
-    clock = start_job_clock()
-    atexit.register(lambda: logger.info("%s%s", PHASES_PREFIX, json.dumps(clock.phases())))
+    start_job_clock()
+    atexit.register(log_phases)   # a job that fails; finish_job logs them on success and skips atexit
     return logger
 
 
@@ -86,13 +86,18 @@ def finish_job() -> None:
     nothing: by then every output is written, closed and renamed into place. A job that fails
     never gets here, so its exception, traceback and exit status are Python's own."""
     logger = logging.getLogger(LOGGER_NAME)
-    logger.info("%s%s", PHASES_PREFIX, json.dumps(job_clock().phases()))
+    log_phases()
     for handler in list(logger.handlers):
         handler.flush()
         handler.close()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def log_phases() -> None:
+    """Log the job clock's phases as the line :func:`parse_phases` reads back."""
+    get_logger().info("%s%s", PHASES_PREFIX, json.dumps(job_clock().phases()))
 
 
 def process_age() -> float:
