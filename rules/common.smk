@@ -166,7 +166,7 @@ def all_metrics(wildcards):
 
 
 def all_measure_tables(wildcards):
-    return [f"results/{g.path}/measures.csv" for g in SWEEP.pair_groups()]
+    return [f"results/{g.path}/measures.csv" for g in GROUPS.values()]
 
 
 def figure_paths(ext="png"):
@@ -227,7 +227,7 @@ def figure_inputs(wildcards):
 
 
 #: the groups with pairs for LMC (cross-seed or data-order; a group of the reference seed alone has none)
-LMC_GROUPS = [g for g in SWEEP.pair_groups() if g.lmc_pairs()]
+LMC_GROUPS = [g for g in GROUPS.values() if g.lmc_pairs()]
 
 
 def all_lmc_barriers(wildcards):
