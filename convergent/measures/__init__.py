@@ -17,6 +17,9 @@ import pandas as pd
 
 from convergent.measures._common import FormUnavailable, MeasureUnavailable, dead_units, is_moments
 from convergent.measures.alignment import alignment_curve
+from convergent.measures.chance import COLUMNS as UNCERTAINTY_COLUMNS
+from convergent.measures.chance import (NULL_FAMILIES, SE_FAMILIES, Replicates, block_columns,
+                                        uncertainty_columns)
 from convergent.measures.cka import linear_cka, minibatch_cka
 from convergent.measures.classic import (cca, cca_mean, cca_r2, gram_eig, linreg_r2, linreg_r2_from_eig,
                                          procrustes_angle, procrustes_distance, procrustes_from_eigs, pwcca,
@@ -36,8 +39,9 @@ __all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve",
            "linear_cka_subsample", "max_match", "minibatch_cka", "minimal_matches", "mutual_knn", "rbf_cka",
            "semi_match", "sparse_prediction", "spectral_groups"]
 
-#: Output columns of :func:`compute_measures`, in order.
-COLUMNS = ["measure", "view", "parameter", "parameter_value", "value", "note"]
+#: Output columns of :func:`compute_measures`, in order (then ``jk_0`` … ``jk_{B-1}`` when the
+#: moments carry example blocks).
+COLUMNS = ["measure", "view", "parameter", "parameter_value", "value", "note", *UNCERTAINTY_COLUMNS]
 
 #: Parameters of :func:`compute_measures` (the pipeline's ``config["measures"]`` overrides keys).
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -73,6 +77,10 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "svcca_variance_kept": [0.99],   # SVCCA keeps the top principal directions explaining this fraction
     "blas_threads": 1,           # BLAS threads while computing (null: leave as is); small dense problems
                                  # run far slower multi-threaded on an oversubscribed machine
+    # families whose rows get a chance level from the null worlds / an SE from the example blocks
+    # (convergent.measures.chance); sparse and spectral cost tens of times the rest per replicate
+    "null_families": list(NULL_FAMILIES),
+    "se_families": list(SE_FAMILIES),
 }
 
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -84,9 +92,10 @@ def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ValueError(f"unknown measures parameter {k!r}; known: {', '.join(sorted(p))}")
         else:
             p[k] = v
-    unknown = set(p["enabled"]) - set(_FAMILIES)
-    if unknown:
-        raise ValueError(f"unknown measure families {sorted(unknown)}; known: {', '.join(_FAMILIES)}")
+    for key in ("enabled", "null_families", "se_families"):
+        unknown = set(p[key]) - set(_FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown measure families {sorted(unknown)} in {key}; known: {', '.join(_FAMILIES)}")
     return p
 
 
@@ -422,6 +431,7 @@ def compute_measures(m: Moments | GramMoments | Mapping[str, Moments | GramMomen
 def _compute(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], p: dict[str, Any]) -> pd.DataFrame:
     rows: list[dict] = []
     dead_done: set[str] = set()
+    replicates: dict[int, Replicates] = {}      # per view's moments object, shared by its families
     for fam in p["enabled"]:
         if is_moments(m):
             view, mv = m.view, m   # a bare Moments knows its own view (or "")
@@ -438,9 +448,15 @@ def _compute(m: Moments | GramMoments | Mapping[str, Moments | GramMoments], p: 
             dead_done.add(view)
             d = dead_units(mv, p["dead_tol"], p["dead_atol"])
             rows += [{**_row("dead_units_a", d.n_a), "view": view}, {**_row("dead_units_b", d.n_b), "view": view}]
-        fam_rows = _FAMILIES[fam](mv, p)
-        rows += [{**r, "view": view} for r in _constant_unavailable(fam_rows, mv, p)]
-    df = pd.DataFrame(rows, columns=COLUMNS)
+        fam_rows = _constant_unavailable(_FAMILIES[fam](mv, p), mv, p)
+        if id(mv) not in replicates:
+            replicates[id(mv)] = Replicates(mv, p)
+        fam_rows = uncertainty_columns(fam_rows, fam, _FAMILIES[fam], replicates[id(mv)], p)
+        rows += [{**r, "view": view} for r in fam_rows]
+    df = pd.DataFrame(rows)
+    df = df.reindex(columns=COLUMNS + block_columns(df))
+    df["null_method"] = df["null_method"].astype(object).fillna("")
+    df["null_permutations"] = df["null_permutations"].fillna(0).astype(int)
     df["note"] = df["note"].fillna("")
     bad = df["value"].isna() & (df["note"] == "")
     if bad.any():  # a NaN without a reason is a bug, not a result

@@ -185,6 +185,76 @@ class GramMoments:
         P *= inv[None, :]
         return P
 
+    # ---------------------------------------------------------------- replicates
+    @property
+    def n_null(self) -> int:
+        """Null worlds this view offers: exact reindexings of the Grams (no extra storage)."""
+        return int(self.meta.get("null_permutations", 0) or 0)
+
+    @property
+    def n_blocks(self) -> int:
+        """Example blocks this view offers (rows of the Grams dropped; no extra storage)."""
+        return len(self.meta.get("example_block_rows") or ())
+
+    def _fold_of_rows(self) -> np.ndarray:
+        split = self.meta.get("fold_split")
+        split = self.n_rows // 2 if split is None else int(split)
+        return (self.rows >= split).astype(np.int64)
+
+    def null_world(self, k: int) -> "GramMoments":
+        """Null world ``k``: the Gram rows of A and of B each permuted within their fold (an
+        exact reindexing of the n × n Grams), labels in place; the kernel subsample of B permuted."""
+        if not self.n_null:
+            raise ValueError("no null worlds were requested for these moments (null_permutations 0)")
+        from convergent.moments.replicates import subsample_permutation
+
+        seed = int(self.meta.get("null_seed", 0))
+        rng = np.random.default_rng([seed, int(self.n), int(k), 2])
+        fold = self._fold_of_rows()
+        perms = []
+        for _side in "ab":
+            perm = np.arange(self.n)
+            for f in (0, 1):
+                idx = np.flatnonzero(fold == f)
+                perm[idx] = idx[rng.permutation(idx.size)]
+            perms.append(perm)
+        pi, rho = perms
+        out = dataclasses.replace(self, gram_x=self.gram_x[np.ix_(pi, pi)], xmu=self.xmu[pi],
+                                  gram_y=self.gram_y[np.ix_(rho, rho)], ymu=self.ymu[rho],
+                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta))
+        if self.sub_ky is not None:
+            sp = subsample_permutation(self.sub_ky.shape[0], seed, k)
+            out.sub_ky = self.sub_ky[np.ix_(sp, sp)]
+        return out
+
+    def jackknife(self, b: int, subsample: bool = True) -> "GramMoments":
+        """The Grams without the rows of example block ``b`` (re-centred on the rows kept); with
+        ``subsample`` the kernel subsample too (else it is dropped: the kernels are not replicated)."""
+        if not self.n_blocks:
+            raise ValueError("no example blocks were requested for these moments (example_blocks 0)")
+        from convergent.moments.replicates import recentre_gram
+
+        lo, hi = self.meta["example_block_rows"][b]
+        keep = np.flatnonzero((self.rows < lo) | (self.rows >= hi))
+        m = keep.size
+        kw: dict[str, Any] = {}
+        for side, (K, v, m2) in (("x", (self.gram_x, self.xmu, self.mu2_x)), ("y", (self.gram_y, self.ymu, self.mu2_y))):
+            G = K[np.ix_(keep, keep)] + v[keep][:, None] + v[keep][None, :] + m2   # raw Gram of the rows kept
+            g1 = G.sum(axis=1) / m
+            mu2 = float(g1.sum() / m)                                            # ‖μ'‖²
+            kw[f"gram_{side}"] = G - g1[:, None] - g1[None, :] + mu2
+            kw[f"{side}mu"] = g1 - mu2
+            kw[f"mu2_{side}"] = mu2
+        out = dataclasses.replace(self, n=m, labels=self.labels[keep], rows=self.rows[keep],
+                                  n_rows=m if not self.subsampled else self.n_rows,
+                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta),
+                                  sub_kx=None, sub_ky=None, sub_idx=None, sub_labels=None, **kw)
+        if self.sub_kx is not None and subsample:
+            sk = np.flatnonzero((self.sub_idx < lo) | (self.sub_idx >= hi))
+            out.sub_kx, out.sub_ky = recentre_gram(self.sub_kx, sk), recentre_gram(self.sub_ky, sk)
+            out.sub_idx, out.sub_labels = self.sub_idx[sk], self.sub_labels[sk]
+        return out
+
     def swapped(self) -> "GramMoments":
         """The same moments with the roles of X and Y exchanged."""
         kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -330,7 +400,8 @@ def gram_from_arrays(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, n_classes
                      subsample_size: int = 0, subsample_seed: int = 0, minibatch_size: int = 0,
                      minibatch_max: int | None = None, alignment: bool = True, precision: str = "float64",
                      max_gram_rows: int | None = None, max_features: int | None = None,
-                     chunk_features: int | None = None, meta: dict[str, Any] | None = None) -> GramMoments:
+                     chunk_features: int | None = None, meta: dict[str, Any] | None = None,
+                     null_permutations: int = 0, null_seed: int = 0, example_blocks: int = 0) -> GramMoments:
     """Dual-form moments of in-memory X (n, d1), Y (n, d2) (rows = samples), fed in feature
     blocks of ``chunk_features`` columns (default :func:`gram_block_features`): only one
     float64 block of the Gram rows exists at a time besides the inputs."""
@@ -346,7 +417,22 @@ def gram_from_arrays(X: np.ndarray, Y: np.ndarray, labels: np.ndarray, n_classes
             cols = A[:, f0:f0 + step]
             acc.add(side, f0, cols if whole else cols[rows], cols[sub] if sub.size else None)
     info = {"max_features": max_features, "max_gram_rows": max_gram_rows, "gram_row_seed": int(subsample_seed),
-            **(meta or {})}
+            **replicate_meta(n, fold_split, 1, null_permutations, null_seed, example_blocks), **(meta or {})}
     return acc.result(labels[rows], n_classes, labels[sub] if sub.size else None, fold_split=fold_split,
                       minibatch_size=minibatch_size, minibatch_max=minibatch_max, alignment=alignment,
                       meta=info)
+
+
+def replicate_meta(n_rows: int, fold_split_rows: int, rows_per_image: int, null_permutations: int, null_seed: int,
+                   example_blocks: int) -> dict[str, Any]:
+    """The meta keys by which a dual view offers its replicates (computed on demand from the Grams)."""
+    from convergent.moments.replicates import image_blocks
+
+    if not (null_permutations or example_blocks):
+        return {}
+    if example_blocks and example_blocks < 4:
+        raise ValueError(f"example_blocks must be 0 or an even number >= 4, got {example_blocks}")
+    blocks = image_blocks(n_rows // rows_per_image, fold_split_rows // rows_per_image, int(example_blocks))
+    return {"null_permutations": int(null_permutations), "null_seed": int(null_seed),
+            "example_blocks": int(example_blocks), "rows_per_image": int(rows_per_image),
+            "example_block_rows": [[lo * rows_per_image, hi * rows_per_image] for lo, hi in blocks]}

@@ -140,6 +140,11 @@ class Moments:
     sub_ky: np.ndarray | None = None
     sub_idx: np.ndarray | None = None
     sub_labels: np.ndarray | None = None
+    # replicates (only on totals, see convergent.moments.replicates): the sums of each example
+    # block (fold-like Moments, in image order) and the cross terms of each null world,
+    # {field: (P, 2 folds, ...)}
+    blocks: tuple["Moments", ...] | None = None
+    null: dict[str, np.ndarray] | None = None
 
     #: which form these moments are (see :mod:`convergent.moments.dual` for the other one)
     form: ClassVar[str] = PRIMAL
@@ -177,6 +182,69 @@ class Moments:
         if self.folds is None:
             raise ValueError("these moments carry no folds (they are a fold themselves)")
         return self.folds[i]
+
+    # ---------------------------------------------------------------- replicates
+    @property
+    def n_null(self) -> int:
+        """Null worlds stored (0: none)."""
+        return 0 if self.null is None else int(self.null["sxy"].shape[0])
+
+    @property
+    def n_blocks(self) -> int:
+        """Example blocks stored (0: none)."""
+        return 0 if self.blocks is None else len(self.blocks)
+
+    def null_world(self, k: int) -> "Moments":
+        """The moments of null world ``k``: each network's images permuted within each fold, so
+        rows of A, rows of B and the labels no longer correspond (:mod:`~convergent.moments.replicates`).
+        Single-network sums are the real ones; the cross terms are world ``k``'s. Minibatch HSIC
+        and its count are not replicated (0), nor the subsample of network A (B's is permuted)."""
+        if not self.n_null or self.folds is None:
+            raise ValueError("these moments carry no null worlds")
+        from convergent.moments.replicates import subsample_permutation
+
+        folds = []
+        for i, f in enumerate(self.folds):
+            kw: dict[str, Any] = {name: (float(arr[k, i]) if arr.ndim == 2 else arr[k, i])
+                                  for name, arr in self.null.items()}
+            folds.append(dataclasses.replace(f, mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, **kw))
+        out = self._from_folds(folds)
+        if self.sub_ky is not None:
+            perm = subsample_permutation(self.sub_ky.shape[0], int(self.meta.get("null_seed", 0)), k)
+            out.sub_kx, out.sub_ky = self.sub_kx, self.sub_ky[np.ix_(perm, perm)]
+            out.sub_idx, out.sub_labels = self.sub_idx, self.sub_labels
+        return out
+
+    def jackknife(self, b: int, subsample: bool = True) -> "Moments":
+        """The moments of every example block but ``b`` (a delete-one-block jackknife replicate):
+        the fold holding ``b`` is the sum of its other blocks, the other fold is unchanged, and (with
+        ``subsample``) the kernel subsample loses its rows in block ``b`` (its Grams re-centred; else
+        it is dropped: the kernels are not replicated)."""
+        if not self.n_blocks or self.folds is None:
+            raise ValueError("these moments carry no example blocks")
+        from convergent.moments.replicates import recentre_gram
+
+        i = int(self.blocks[b].meta["fold"])
+        rest = [blk for j, blk in enumerate(self.blocks) if j != b and int(blk.meta["fold"]) == i]
+        fold = rest[0]
+        for blk in rest[1:]:
+            fold = fold + blk
+        fold.meta = dict(self.folds[i].meta)
+        folds = list(self.folds)
+        folds[i] = fold
+        out = self._from_folds([dataclasses.replace(f, mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0) for f in folds])
+        if self.sub_kx is not None and subsample:
+            lo, hi = self.meta["example_block_rows"][b]
+            keep = np.flatnonzero((self.sub_idx < lo) | (self.sub_idx >= hi))
+            out.sub_kx, out.sub_ky = recentre_gram(self.sub_kx, keep), recentre_gram(self.sub_ky, keep)
+            out.sub_idx, out.sub_labels = self.sub_idx[keep], self.sub_labels[keep]
+        return out
+
+    def _from_folds(self, folds: list["Moments"]) -> "Moments":
+        total = folds[0] + folds[1]
+        total.folds = (folds[0], folds[1])
+        total.meta = dict(self.meta)
+        return total
 
     def __add__(self, other: "Moments") -> "Moments":
         """Moments of the union of two disjoint row sets accumulated about the same shift."""
@@ -309,6 +377,14 @@ class Moments:
             kw[a], kw[b] = kw[b], kw[a]
         kw["sxy"] = self.sxy.T
         kw["folds"] = None if self.folds is None else tuple(f.swapped() for f in self.folds)
+        kw["blocks"] = None if self.blocks is None else tuple(f.swapped() for f in self.blocks)
+        if self.null is not None:
+            null = dict(self.null)
+            for a, b in (("s_x_py", "s_y_px"), ("sxt", "syt"), ("axt", "ayt")):
+                if a in null and b in null:
+                    null[a], null[b] = self.null[b], self.null[a]
+            null["sxy"] = np.swapaxes(self.null["sxy"], -1, -2)
+            kw["null"] = null
         return Moments(**kw)
 
     # ---------------------------------------------------------------- construction
@@ -320,7 +396,8 @@ class Moments:
                     chunk_rows: int | None = None, meta: dict[str, Any] | None = None,
                     form: str = "auto", max_features: int = DEFAULT_MOMENT_PARAMS["max_features"],
                     max_gram_rows: int | None = DEFAULT_MOMENT_PARAMS["max_gram_rows"],
-                    chunk_features: int | None = None) -> "Moments":
+                    chunk_features: int | None = None, null_permutations: int = 0, null_seed: int = 0,
+                    example_blocks: int = 0, replicate_max_gib: float | None = None) -> "Moments":
         """Moments of in-memory X (n, d1), Y (n, d2); rows are samples.
 
         ``labels``: int classes (n,) or None (then a single class 0). ``fold_split``:
@@ -333,6 +410,9 @@ class Moments:
         ``max_features``), or force ``"primal"``/``"dual"``. The dual form is fed in
         blocks of ``chunk_features`` columns (default: its own block size) and, above
         ``max_gram_rows`` rows, keeps a declared row subsample.
+
+        ``null_permutations``, ``null_seed``, ``example_blocks``, ``replicate_max_gib``: the
+        replicates (:mod:`convergent.moments.replicates`; off by default here, on in the pipeline).
         """
         X, Y = as_2d(X, "X"), as_2d(Y, "Y")
         n = X.shape[0]
@@ -358,6 +438,8 @@ class Moments:
                                     minibatch_size=minibatch_size, minibatch_max=minibatch_max,
                                     alignment=alignment, precision=precision, max_gram_rows=max_gram_rows,
                                     max_features=max_features, chunk_features=chunk_features,
+                                    null_permutations=null_permutations, null_seed=null_seed,
+                                    example_blocks=example_blocks,
                                     meta={**info, **(meta or {})})
         check_memory(moments_memory_gib(X.shape[1], Y.shape[1], n_classes, alignment),
                      f"the primal form's d × d sums (d = {X.shape[1]}, {Y.shape[1]})",
@@ -366,7 +448,9 @@ class Moments:
                                 fold_split=n // 2 if fold_split is None else int(fold_split),
                                 subsample=subsample_indices(n, subsample_size, subsample_seed),
                                 minibatch_size=minibatch_size, alignment=alignment, precision=precision,
-                                minibatch_max=minibatch_max)
+                                minibatch_max=minibatch_max, null_permutations=null_permutations,
+                                null_seed=null_seed, example_blocks=example_blocks,
+                                replicate_max_gib=replicate_max_gib)
         step = chunk_rows or max(n, 1)
         for s in range(0, n, step):
             acc.update(X[s:s + step], Y[s:s + step], labels[s:s + step])
@@ -586,7 +670,9 @@ class MomentAccumulator:
 
     def __init__(self, d1: int, d2: int, n_classes: int, n_rows: int, fold_split: int,
                  subsample: np.ndarray | None = None, minibatch_size: int = 0, alignment: bool = True,
-                 precision: str = "float64", minibatch_max: int | None = None):
+                 precision: str = "float64", minibatch_max: int | None = None, *, rows_per_image: int = 1,
+                 null_permutations: int = 0, null_seed: int = 0, example_blocks: int = 0,
+                 replicate_max_gib: float | None = None):
         if precision not in ("float64", "mixed"):
             raise ValueError(f"precision must be 'float64' or 'mixed', got {precision!r}")
         if not 0 <= fold_split <= n_rows:
@@ -603,6 +689,8 @@ class MomentAccumulator:
         self.folds = [_FoldAccumulator(self.L, self.dtype, first, rows, self.alignment, int(minibatch_size),
                                        minibatch_max, self.sub)
                       for first, rows in ((0, self.fold_split), (self.fold_split, self.n_rows - self.fold_split))]
+        self._replicates_setup(int(rows_per_image), int(null_permutations), int(null_seed), int(example_blocks),
+                               replicate_max_gib)
         self.offset = 0                         # next row of sequential feeding
         self.shift_x: np.ndarray | None = None
         self.shift_y: np.ndarray | None = None
@@ -641,12 +729,80 @@ class MomentAccumulator:
                 raise ValueError("the shift is the mean of the first block: feed rows from row 0 or call set_shift")
             # the mean of the first block: later sums are of small, centred-ish numbers
             self.set_shift(x, y)
-        for fold in self.folds:                 # split at the fold boundary, then into product blocks
+        for i_fold, fold in enumerate(self.folds):   # split at the fold boundary, then into product blocks
             lo, hi = max(row0, fold.first), min(row0 + b, fold.first + fold.rows)
             for s in range(lo, hi, fold.block_rows):
                 e = min(s + fold.block_rows, hi)
                 fold.update(x[s - row0:e - row0], y[s - row0:e - row0], t[s - row0:e - row0], s, self._shift_dt)
+            if self.kept is not None and hi > lo:
+                self.kept[i_fold].add(x[lo - row0:hi - row0], y[lo - row0:hi - row0],
+                                                      t[lo - row0:hi - row0])
         self.offset = row0 + b
+
+    def _replicates_setup(self, rows_per_image: int, null_permutations: int, null_seed: int, example_blocks: int,
+                          max_gib: float | None) -> None:
+        """Decide whether this view keeps its rows for null worlds and example blocks
+        (:mod:`convergent.moments.replicates`); the reason when it cannot is kept for the meta."""
+        from convergent.moments.replicates import (DEFAULT_REPLICATE_PARAMS, image_blocks, replicate_memory_gib)
+
+        self.rows_per_image = rows_per_image
+        self.null_permutations, self.null_seed = max(null_permutations, 0), null_seed
+        self.example_blocks = example_blocks
+        self.replicates_note = ""
+        self.kept: list | None = None
+        if not (self.null_permutations or example_blocks):
+            return
+        if self.n_rows % rows_per_image or self.fold_split % rows_per_image:
+            raise ValueError(f"{self.n_rows} rows (fold split {self.fold_split}) are not whole images of "
+                             f"{rows_per_image} rows")
+        n_img, split_img = self.n_rows // rows_per_image, self.fold_split // rows_per_image
+        if example_blocks:
+            if example_blocks < 4:
+                raise ValueError(f"example_blocks must be 0 or an even number >= 4 (a jackknife replicate "
+                                 f"keeps at least one block of the fold it cuts), got {example_blocks}")
+            self.block_images = image_blocks(n_img, split_img, example_blocks)
+        limit = DEFAULT_REPLICATE_PARAMS["replicate_max_gib"] if max_gib is None else float(max_gib)
+        need = replicate_memory_gib(self.n_rows, self.d1, self.d2)
+        if need > limit:
+            self.replicates_note = (f"unavailable: the null worlds and example blocks keep the view's rows in "
+                                    f"memory, ~{need:.2f} GiB > moments.replicate_max_gib={limit:g}")
+            return
+        from convergent.moments.replicates import FoldRows
+
+        self.kept = [FoldRows(f.first) for f in self.folds]
+
+    def _replicates(self, folds: tuple[Moments, Moments], meta: dict[str, Any]
+                    ) -> tuple[tuple[Moments, ...] | None, dict[str, np.ndarray] | None]:
+        """(example blocks, null cross terms) from the rows kept by each fold."""
+        from convergent.moments.replicates import expand_rows, image_permutations, null_cross_terms
+
+        rpi = self.rows_per_image
+        n_img, split_img = self.n_rows // rpi, self.fold_split // rpi
+        arrays = [k.arrays() for k in self.kept]
+        blocks: list[Moments] | None = None
+        if self.example_blocks:
+            blocks = []
+            for j, (lo, hi) in enumerate(self.block_images):
+                i = 0 if lo < split_img else 1
+                x, y, t = arrays[i]
+                r0, r1 = lo * rpi - self.folds[i].first, hi * rpi - self.folds[i].first
+                acc = _FoldAccumulator(self.L, self.dtype, lo * rpi, r1 - r0, self.alignment, 0, None,
+                                       np.zeros(0, np.int64))
+                for s in range(r0, r1, acc.block_rows):
+                    e = min(s + acc.block_rows, r1)
+                    acc.update(x[s:e], y[s:e], t[s:e].astype(np.intp), self.folds[i].first + s, self._shift_dt)
+                blocks.append(acc.result(self.shift_x, self.shift_y, {**meta, "fold": i, "block": j}))
+        null: dict[str, np.ndarray] | None = None
+        if self.null_permutations:
+            perms = image_permutations(n_img, split_img, self.null_permutations, self.null_seed)
+            per_fold = []
+            for i, (lo, hi) in enumerate(((0, split_img), (split_img, n_img))):
+                x, y, t = arrays[i]
+                local = [(expand_rows(pi[lo:hi] - lo, rpi), expand_rows(rho[lo:hi] - lo, rpi)) for pi, rho in perms]
+                per_fold.append(null_cross_terms(x, y, t.astype(np.intp), self.shift_x, self.shift_y, self.c, local,
+                                                 self.alignment))
+            null = {f: np.stack([per_fold[0][f], per_fold[1][f]], axis=1) for f in per_fold[0]}
+        return (None if blocks is None else tuple(blocks)), null
 
     def result(self, meta: dict[str, Any] | None = None) -> Moments:
         """The total :class:`Moments` (with both folds); checks every declared row was fed."""
@@ -663,6 +819,17 @@ class MomentAccumulator:
         total = folds[0] + folds[1]
         total.meta = meta
         total.folds = folds
+        if self.null_permutations or self.example_blocks:
+            meta.update(null_permutations=self.null_permutations, null_seed=self.null_seed,
+                        example_blocks=self.example_blocks, rows_per_image=self.rows_per_image)
+            if self.example_blocks:
+                meta["example_block_rows"] = [[lo * self.rows_per_image, hi * self.rows_per_image]
+                                              for lo, hi in self.block_images]
+            if self.kept is None:
+                meta["replicates_note"] = self.replicates_note
+            else:
+                total.blocks, total.null = self._replicates(folds, meta)
+                self.kept = None                # the rows are no longer needed
         if self.sub.size:
             rows = [r for f in self.folds for r in f.sub_rows]
             xs, ys = np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])

@@ -42,8 +42,11 @@ def _arrays_to_gram(z: Any, prefix: str, info: dict[str, Any]) -> GramMoments:
 
 def _moments_to_arrays(m: Moments, prefix: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     arrays: dict[str, np.ndarray] = {}
-    for i, f in enumerate(m.folds or (m,)):
-        p = f"{prefix}fold{i}/"
+    parts = [(f"{prefix}fold{i}/", f) for i, f in enumerate(m.folds or (m,))]
+    parts += [(f"{prefix}block{j}/", b) for j, b in enumerate(m.blocks or ())]
+    for name, arr in (m.null or {}).items():
+        arrays[f"{prefix}null/{name}"] = np.asarray(arr, dtype=np.float64)
+    for p, f in parts:
         arrays[p + "shift_x"], arrays[p + "shift_y"] = f.shift_x, f.shift_y
         for name in _STAT_FIELDS:
             val = getattr(f, name)
@@ -55,22 +58,25 @@ def _moments_to_arrays(m: Moments, prefix: str) -> tuple[dict[str, np.ndarray], 
         val = getattr(m, name)
         if val is not None:
             arrays[prefix + name] = val
-    return arrays, {"meta": m.meta, "n_folds": len(m.folds or (m,))}
+    return arrays, {"meta": m.meta, "n_folds": len(m.folds or (m,)), "n_blocks": len(m.blocks or ()),
+                    "block_folds": [int(b.meta["fold"]) for b in m.blocks or ()]}
+
+
+def _fields_at(z: Any, p: str) -> dict[str, Any]:
+    kw: dict[str, Any] = {"shift_x": z[p + "shift_x"], "shift_y": z[p + "shift_y"]}
+    for name in _STAT_FIELDS:
+        key = p + name
+        if key in z.files:
+            arr = z[key]
+            kw[name] = float(arr) if arr.ndim == 0 else arr
+    for name in _INT_FIELDS:
+        kw[name] = int(z[p + name])
+    return kw
 
 
 def _arrays_to_moments(z: Any, prefix: str, info: dict[str, Any]) -> Moments:
-    folds = []
-    for i in range(info["n_folds"]):
-        p = f"{prefix}fold{i}/"
-        kw: dict[str, Any] = {"shift_x": z[p + "shift_x"], "shift_y": z[p + "shift_y"]}
-        for name in _STAT_FIELDS:
-            key = p + name
-            if key in z.files:
-                arr = z[key]
-                kw[name] = float(arr) if arr.ndim == 0 else arr
-        for name in _INT_FIELDS:
-            kw[name] = int(z[p + name])
-        folds.append(Moments(**kw, meta={**info["meta"], "fold": i}))
+    folds = [Moments(**_fields_at(z, f"{prefix}fold{i}/"), meta={**info["meta"], "fold": i})
+             for i in range(info["n_folds"])]
     if len(folds) == 1:
         total = folds[0]
         total.meta = dict(info["meta"])
@@ -81,6 +87,12 @@ def _arrays_to_moments(z: Any, prefix: str, info: dict[str, Any]) -> Moments:
     for name in ("sub_kx", "sub_ky", "sub_idx", "sub_labels"):
         if prefix + name in z.files:
             setattr(total, name, z[prefix + name])
+    if info.get("n_blocks"):
+        total.blocks = tuple(Moments(**_fields_at(z, f"{prefix}block{j}/"),
+                                     meta={**info["meta"], "fold": fold, "block": j})
+                             for j, fold in enumerate(info["block_folds"]))
+    null = {f[len(prefix) + 5:]: z[f] for f in z.files if f.startswith(f"{prefix}null/")}
+    total.null = null or None
     return total
 
 

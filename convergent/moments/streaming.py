@@ -20,8 +20,11 @@ import numpy as np
 from convergent.activations import ActivationStore, apply_view, repeat_targets, view_shape
 from convergent.logs import get_logger, progress
 from convergent.moments.base import DEFAULT_MOMENT_PARAMS, DUAL, choose_form, subsample_indices
-from convergent.moments.dual import GramAccumulator, GramMoments, gram_block_features, gram_memory_gib
+from convergent.moments.dual import (GramAccumulator, GramMoments, gram_block_features, gram_memory_gib,
+                                     replicate_meta)
 from convergent.moments.primal import MomentAccumulator, Moments, moments_memory_gib
+from convergent.moments.replicates import DEFAULT_REPLICATE_PARAMS
+
 
 def _prefetch(it: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Run ``it`` in a background thread so Zarr decoding overlaps the products.
@@ -82,7 +85,12 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
                       images_per_chunk: int | None = None, fold_split: int | None = None,
                       prefetch: bool = True,
                       blas_threads: int | None = DEFAULT_MOMENT_PARAMS["blas_threads"],
-                      threads: int = DEFAULT_MOMENT_PARAMS["threads"]) -> dict[str, Moments | GramMoments]:
+                      threads: int = DEFAULT_MOMENT_PARAMS["threads"],
+                      null_permutations: int = DEFAULT_REPLICATE_PARAMS["null_permutations"],
+                      null_seed: int = DEFAULT_REPLICATE_PARAMS["null_seed"],
+                      example_blocks: int = DEFAULT_REPLICATE_PARAMS["example_blocks"],
+                      replicate_max_gib: float = DEFAULT_REPLICATE_PARAMS["replicate_max_gib"],
+                      ) -> dict[str, Moments | GramMoments]:
     """One pass over ``layer`` of both stores, in lockstep, computing every view.
 
     Returns ``{view: Moments}`` (primal views: totals with folds) or, for a view wider
@@ -103,21 +111,26 @@ def streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer:
     thread*: multi-threaded OpenBLAS on these block sizes degrades by up to 20× when
     cores are oversubscribed (measured on the 2-core dev machine); ``None`` leaves the
     setting alone. bench/bench_moments.py compares the settings.
+
+    ``null_permutations``, ``null_seed``, ``example_blocks``, ``replicate_max_gib``: the null
+    worlds and example blocks of every view (:mod:`convergent.moments.replicates`).
     """
+    rep = {"null_permutations": int(null_permutations), "null_seed": int(null_seed),
+           "example_blocks": int(example_blocks), "replicate_max_gib": float(replicate_max_gib)}
     if threads not in (1, 2):
         raise ValueError(f"threads must be 1 or 2 (one per fold), got {threads!r}")
     if blas_threads is None:
         return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, max_gram_rows,
                                   subsample_size,
                                   subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads, rep)
     from threadpoolctl import threadpool_limits   # installed with scikit-learn
 
     with threadpool_limits(limits=int(blas_threads), user_api="blas"):
         return _streaming_moments(store_a, store_b, layer, views, layer_b, max_features, max_gram_rows,
                                   subsample_size,
                                   subsample_seed, minibatch_size, minibatch_max, minibatch_views, alignment,
-                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads)
+                                  alignment_views, precision, images_per_chunk, fold_split, prefetch, threads, rep)
 
 
 def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer: str,
@@ -126,7 +139,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
                        subsample_seed: int, minibatch_size: int, minibatch_max: int | None,
                        minibatch_views: Sequence[str], alignment: bool, alignment_views: Sequence[str],
                        precision: str, images_per_chunk: int | None, fold_split: int | None, prefetch: bool,
-                       threads: int
+                       threads: int, rep: dict[str, Any]
                        ) -> dict[str, Moments | GramMoments]:
     views = list(DEFAULT_MOMENT_PARAMS["views"] if views is None else views)
     layer_b = layer if layer_b is None else layer_b
@@ -171,7 +184,7 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
                                 subsample=subsample_indices(rows_a, subsample_size, subsample_seed),
                                 minibatch_size=minibatch_size if (dense or v in minibatch_views) else 0,
                                 alignment=alignment and (dense or v in alignment_views), precision=precision,
-                                minibatch_max=minibatch_max)
+                                minibatch_max=minibatch_max, rows_per_image=per_image, **rep)
         accs[v] = acc
         log.info("%s view %r: primal form (d=%d <= max_features=%d): d × d sums, ~%.2f GiB", layer, v,
                  max(da, db), max_features, moments_memory_gib(da, db, n_classes, acc.alignment))
@@ -195,7 +208,9 @@ def _streaming_moments(store_a: ActivationStore, store_b: ActivationStore, layer
                             max_gram_rows, subsample_size, subsample_seed,
                             minibatch_size if (dense or v in minibatch_views) else 0, minibatch_max,
                             alignment and (dense or v in alignment_views), precision, images_per_chunk, threads,
-                            {**meta(v), "max_gram_rows": max_gram_rows})
+                            {**meta(v), "max_gram_rows": max_gram_rows,
+                             **replicate_meta(rows_v, split_img * (rows_v // n), rows_v // n, rep["null_permutations"],
+                                              rep["null_seed"], rep["example_blocks"])})
     out = {v: out[v] for v in compute}                   # the requested order
     if dense:
         for v in views[1:]:
