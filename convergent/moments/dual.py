@@ -201,15 +201,10 @@ class GramMoments:
         split = self.n_rows // 2 if split is None else int(split)
         return (self.rows >= split).astype(np.int64)
 
-    def null_world(self, k: int) -> "GramMoments":
-        """Null world ``k``: the Gram rows of A and of B each permuted within their fold (an
-        exact reindexing of the n × n Grams), labels in place; the kernel subsample of B permuted."""
-        if not self.n_null:
-            raise ValueError("no null worlds were requested for these moments (null_permutations 0)")
-        from convergent.moments.replicates import subsample_permutation
-
-        seed = int(self.meta.get("null_seed", 0))
-        rng = np.random.default_rng([seed, int(self.n), int(k), 2])
+    def null_permutation(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(π, ρ): in null world ``k`` Gram row i of A is row π[i], of B row ρ[i]; each maps a fold
+        onto itself. Seeded by (null_seed, n, k), so it is the same for every pair of a sweep."""
+        rng = np.random.default_rng([int(self.meta.get("null_seed", 0)), int(self.n), int(k), 2])
         fold = self._fold_of_rows()
         perms = []
         for _side in "ab":
@@ -218,7 +213,17 @@ class GramMoments:
                 idx = np.flatnonzero(fold == f)
                 perm[idx] = idx[rng.permutation(idx.size)]
             perms.append(perm)
-        pi, rho = perms
+        return perms[0], perms[1]
+
+    def null_world(self, k: int) -> "GramMoments":
+        """Null world ``k``: the Gram rows of A and of B each permuted within their fold (an
+        exact reindexing of the n × n Grams), labels in place; the kernel subsample of B permuted."""
+        if not self.n_null:
+            raise ValueError("no null worlds were requested for these moments (null_permutations 0)")
+        from convergent.moments.replicates import subsample_permutation
+
+        seed = int(self.meta.get("null_seed", 0))
+        pi, rho = self.null_permutation(k)
         out = dataclasses.replace(self, gram_x=self.gram_x[np.ix_(pi, pi)], xmu=self.xmu[pi],
                                   gram_y=self.gram_y[np.ix_(rho, rho)], ymu=self.ymu[rho],
                                   mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta))
