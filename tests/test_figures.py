@@ -475,3 +475,22 @@ def test_data_order_ceiling_lines_and_like_for_like_basis_curve(tables, palette)
     got = got[got.index.get_level_values("control") != "data_order"]
     pd.testing.assert_series_equal(got.sort_index(), expect[expect.index.get_level_values("control")
                                                              != "data_order"].sort_index())
+
+
+def test_width_and_depth_figures_draw_the_chance_level(tables, palette):
+    """With measures.csv's chance column, the cross series get a chance line at its mean, in the
+    series' colour; without it nothing is drawn (old tables)."""
+    m = tables.measures.copy()
+    cross = m["control"] == "cross"
+    m.loc[cross, "chance"] = 0.01 * m.loc[cross, "width"]     # planted: chance rising with width
+    for fig_fn in (measure_figs.vs_width, measure_figs.matched_vs_layer):
+        axes = visible_axes(fig_fn(m, palette))
+        cka = next(ax for ax in axes if ax.get_title().startswith("cka_linear"))
+        lines = [line for line in cka.get_lines() if line.get_label().startswith("_chance ")]
+        assert len(lines) == len(LAYERS if fig_fn is measure_figs.vs_width else WIDTHS)
+        if fig_fn is measure_figs.vs_width:
+            np.testing.assert_allclose(lines[0].get_ydata(), [0.01 * w for w in WIDTHS])
+        legend = [t.get_text() for t in cka.figure.legends[0].get_texts()]
+        assert any(t.startswith("chance level") for t in legend)
+    axes = visible_axes(measure_figs.vs_width(tables.measures, palette))
+    assert not any(line.get_label().startswith("_chance ") for ax in axes for line in ax.get_lines())

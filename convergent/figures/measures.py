@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from convergent.figures.style import (
-    CONTROL_STYLE, Palette, control_handles, draw_controls, figure_legend, layer_ticks, panels,
+    CONTROL_STYLE, Palette, control_handles, draw_controls, figure_legend, has_chance, layer_ticks, panels,
     series_handles, unavailable, width_ticks,
 )
 
@@ -84,6 +84,8 @@ def baseline_frozen(frame: pd.DataFrame) -> int:
 
 def _controls_present(*frames: pd.DataFrame) -> list[str]:
     present = set().union(*(set(f["control"].unique()) for f in frames if not f.empty and "control" in f))
+    if any(has_chance(f[f["control"] == "cross"] if "control" in f else f) for f in frames if not f.empty):
+        present.add("chance")
     return [c for c in CONTROL_STYLE if c in present]
 
 

@@ -36,10 +36,12 @@ STYLE: dict[str, Any] = {
 }
 matplotlib.rcParams.update(STYLE)
 
-CONTROL_STYLE = {"cross": "-", "floor": ":", "ceiling": "--", "data_order": (0, (6, 2, 1, 2))}
+CONTROL_STYLE = {"cross": "-", "floor": ":", "ceiling": "--", "data_order": (0, (6, 2, 1, 2)),
+                 "chance": (0, (1, 1.5))}
 CONTROL_LABEL = {"cross": "cross seeds (mean, 95% CI)", "floor": "floor: untrained pair",
                  "ceiling": "ceiling: network with itself",
-                 "data_order": "data-order ceiling: same init,\nother minibatch order"}
+                 "data_order": "data-order ceiling: same init,\nother minibatch order",
+                 "chance": "chance level of the cross pairs\n(images permuted; measures.csv chance)"}
 #: colour maps per sweep axis, and the part of each used (the light ends are unreadable in print)
 CMAPS = {"width": ("viridis", 0.0, 0.85), "frozen_k": ("plasma", 0.0, 0.8), "layer": ("cividis", 0.0, 0.9)}
 FALLBACK = "0.5"
@@ -172,7 +174,17 @@ def draw_controls(ax: Axes, rows: pd.DataFrame, x: str, colour: Any, label: str,
             continue
         draw_summary(ax, summary, x, colour, control, label)
         drawn += control == "cross"
+        if control == "cross" and has_chance(sub):
+            # the chance level beside the value: how much of a rise is what unrelated networks get
+            chance = summarise(sub.assign(value=sub["chance"]), [x])
+            ax.plot(chance[x].to_numpy(float), chance["mean"], ls=CONTROL_STYLE["chance"], color=colour, lw=1.0,
+                    label=f"_chance {label}")
     return drawn
+
+
+def has_chance(rows: pd.DataFrame) -> bool:
+    """Whether ``rows`` carry a finite chance level (measures.csv ``chance``) to draw."""
+    return "chance" in rows and bool(np.isfinite(pd.to_numeric(rows["chance"], errors="coerce")).any())
 
 
 def control_handles(controls: Iterable[str]) -> list[Line2D]:
