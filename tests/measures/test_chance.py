@@ -89,8 +89,16 @@ def test_dual_null_world_is_an_exact_reindexing(rng):
     got = m.null_world(2)
     for debiased in (False, True):
         assert linear_cka(got, debiased=debiased) == pytest.approx(linear_cka(want, debiased=debiased), rel=1e-10)
-    w, g = (compute_measures(x, {"enabled": ["cka", "shape", "rsa", "linreg", "alignment"]}) for x in (want, got))
+    # the dual form's kernels on all rows (cka_rbf, mutual_knn) too: a world is an exact permutation
+    fams = ["cka", "kernels", "shape", "rsa", "linreg", "alignment"]
+    w, g = (compute_measures(x, {"enabled": fams}) for x in (want, got))
+    assert {"cka_rbf", "mutual_knn"} <= set(g["measure"])
     np.testing.assert_allclose(g["value"].to_numpy(float), w["value"].to_numpy(float), rtol=1e-8, atol=1e-10)
+    # and the chance level of each is the mean over the worlds
+    table = compute_measures(m, {"enabled": fams, "null_families": fams}).set_index(["measure", "parameter_value"])
+    worlds = [compute_measures(m.null_world(k), {"enabled": ["kernels"]}) for k in range(4)]
+    rbf = np.mean([wd.set_index(["measure", "parameter_value"]).loc[("cka_rbf", 0.4), "value"] for wd in worlds])
+    assert table.loc[("cka_rbf", 0.4), "chance"] == pytest.approx(rbf, rel=1e-12)
 
 
 def test_null_worlds_are_the_same_for_every_pair(rng):
