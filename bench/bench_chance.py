@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("results", type=Path)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--moments-pairs", type=int, default=6, help="pairs whose moments pass is timed")
+    ap.add_argument("--every", type=int, default=1, help="time every k-th moments file only")
     args = ap.parse_args()
 
     from threadpoolctl import threadpool_limits
@@ -41,7 +42,7 @@ def main() -> None:
     from convergent.measures import compute_measures
     from convergent.moments import load_moments, streaming_moments
 
-    files = sorted(args.results.glob("pairs/**/moments/**/*.npz"))
+    files = sorted(args.results.glob("pairs/**/moments/**/*.npz"))[::args.every]
     if not files:
         raise SystemExit(f"no moments files under {args.results}/pairs")
     off = {"null_families": [], "se_families": []}

@@ -193,7 +193,8 @@ class Replicates:
     @property
     def null(self) -> list:
         if self._null is None:
-            self._null = [self.m.null_world(k) for k in range(self.m.n_null)]
+            sub = "kernels" in self.p["null_families"]
+            self._null = [self.m.null_world(k, subsample=sub) for k in range(self.m.n_null)]
         return self._null
 
     @property
@@ -211,8 +212,10 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
     n_null = m.n_null if family in p["null_families"] else 0
     n_blocks = m.n_blocks if family in p["se_families"] else 0
     why_none = m.meta.get("replicates_note", "")
-    null = replicate_values(fn, reps.null, p) if n_null else {}
-    jk = replicate_values(fn, reps.jackknife, p) if n_blocks else {}
+    # rows that are counts get neither a chance level nor an SE: skip the costly ones in the replicates
+    rp = {**p, "minimal_eps": []}
+    null = replicate_values(fn, reps.null, rp) if n_null else {}
+    jk = replicate_values(fn, reps.jackknife, rp) if n_blocks else {}
     rv = None
     out = []
     for r in rows:

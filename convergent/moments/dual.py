@@ -215,9 +215,10 @@ class GramMoments:
             perms.append(perm)
         return perms[0], perms[1]
 
-    def null_world(self, k: int) -> "GramMoments":
+    def null_world(self, k: int, subsample: bool = True) -> "GramMoments":
         """Null world ``k``: the Gram rows of A and of B each permuted within their fold (an
-        exact reindexing of the n × n Grams), labels in place; the kernel subsample of B permuted."""
+        exact reindexing of the n × n Grams), labels in place; the kernel subsample of B permuted
+        (with ``subsample``; else the world has none)."""
         if not self.n_null:
             raise ValueError("no null worlds were requested for these moments (null_permutations 0)")
         from convergent.moments.replicates import subsample_permutation
@@ -226,8 +227,9 @@ class GramMoments:
         pi, rho = self.null_permutation(k)
         out = dataclasses.replace(self, gram_x=self.gram_x[np.ix_(pi, pi)], xmu=self.xmu[pi],
                                   gram_y=self.gram_y[np.ix_(rho, rho)], ymu=self.ymu[rho],
-                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta))
-        if self.sub_ky is not None:
+                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta),
+                                  sub_kx=self.sub_kx if subsample else None, sub_ky=None)
+        if self.sub_ky is not None and subsample:
             sp = subsample_permutation(self.sub_ky.shape[0], seed, k)
             out.sub_ky = self.sub_ky[np.ix_(sp, sp)]
         return out

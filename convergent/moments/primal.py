@@ -194,11 +194,12 @@ class Moments:
         """Example blocks stored (0: none)."""
         return 0 if self.blocks is None else len(self.blocks)
 
-    def null_world(self, k: int) -> "Moments":
+    def null_world(self, k: int, subsample: bool = True) -> "Moments":
         """The moments of null world ``k``: each network's images permuted within each fold, so
         rows of A, rows of B and the labels no longer correspond (:mod:`~convergent.moments.replicates`).
         Single-network sums are the real ones; the cross terms are world ``k``'s. Minibatch HSIC
-        and its count are not replicated (0), nor the subsample of network A (B's is permuted)."""
+        and its count are not replicated (0); the kernel subsample of B is permuted (with
+        ``subsample``; else the world has none: the kernels are not replicated)."""
         if not self.n_null or self.folds is None:
             raise ValueError("these moments carry no null worlds")
         from convergent.moments.replicates import subsample_permutation
@@ -209,7 +210,7 @@ class Moments:
                                   for name, arr in self.null.items()}
             folds.append(dataclasses.replace(f, mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, **kw))
         out = self._from_folds(folds)
-        if self.sub_ky is not None:
+        if self.sub_ky is not None and subsample:
             perm = subsample_permutation(self.sub_ky.shape[0], int(self.meta.get("null_seed", 0)), k)
             out.sub_kx, out.sub_ky = self.sub_kx, self.sub_ky[np.ix_(perm, perm)]
             out.sub_idx, out.sub_labels = self.sub_idx, self.sub_labels
