@@ -240,3 +240,22 @@ def test_replicates_survive_the_moments_file(rng, tmp_path):
     sw = compute_measures(m.swapped(), {"enabled": ["alignment"]}).set_index(["measure", "parameter_value"])
     orig = compute_measures(m, {"enabled": ["alignment"]}).set_index(["measure", "parameter_value"])
     assert sw.loc[("alignment_top_c_a", 2.0), "value"] == pytest.approx(orig.loc[("alignment_top_c_b", 2.0), "value"])
+
+
+def test_chance_of_matching_and_cca_is_the_mean_of_naive_measures_on_permuted_images(rng):
+    """The chance column against the textbook formulas on the permuted arrays themselves."""
+    n, P = 48, 6
+    shared = rng.standard_normal((n, 2))
+    X, Y = relu_features(rng, n, 4, shared, 0.5), relu_features(rng, n, 4, shared, 0.5)
+    m = Moments.from_arrays(X, Y, null_permutations=P, null_seed=3)
+    df = compute_measures(m, {"enabled": ["matching", "cca"]}).set_index("measure")
+    match, cca = [], []
+    for pi, rho in image_permutations(n, n // 2, P, 3):
+        Xp, Yp = X[pi], Y[rho]
+        R = naive.corr(Xp, Yp)
+        match.append(R[np.arange(4), naive.best_assignment_bruteforce(R)].mean())
+        cca.append(np.mean(naive.cca_rhos(Xp, Yp)))
+    assert df.loc["hungarian_mean_corr", "chance"] == pytest.approx(np.mean(match), rel=1e-9)
+    assert df.loc["cca_mean", "chance"] == pytest.approx(np.mean(cca), rel=1e-9)
+    value = df.loc["hungarian_mean_corr", "value"]
+    assert df.loc["hungarian_mean_corr", "p_value"] == pytest.approx((1 + np.sum(np.array(match) >= value)) / (P + 1))
