@@ -228,8 +228,10 @@ def multi_bootstrap(groups: Mapping[str, Units] | Units, combine: Combine | None
         if sum(x.size for x in stats) >= n_boot:
             break
     draws = np.concatenate(stats)[:n_boot]
-    if draws.size < 2 or np.ptp(draws) == 0:
+    if draws.size < 2:
         return nan
+    if np.ptp(draws) == 0:   # every seed agrees exactly: a zero-width interval (decisive only with enough seeds)
+        return Interval(value, value, value, 0.0, n_seeds, n_units, n_blocks, method)
     alpha = (1 - level) / 2
     if method == "seed_percentile":
         lo, hi = np.quantile(draws, [alpha, 1 - alpha])
@@ -325,8 +327,10 @@ def unit_labels(frame: pd.DataFrame) -> tuple[tuple[Hashable, ...], ...]:
             else:
                 out.append((_plain(sa),))
         return tuple(out)
-    if "seed" in frame:
-        return tuple((_plain(s),) for s in frame["seed"].to_numpy())
+    if "seed" in frame:   # a network; a data-order network (reference init, other order) by its order seed
+        seed = frame["seed"].to_numpy()
+        order = frame["order_seed"].to_numpy() if "order_seed" in frame else seed
+        return tuple((_plain(o if o != s else s),) for s, o in zip(seed, order))
     raise ValueError("need columns seed_a and seed_b (pairs) or seed (networks) to resample seeds")
 
 
