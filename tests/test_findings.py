@@ -564,3 +564,116 @@ def test_summary_row_shows_the_reference_it_was_measured_against():
     line = next(ln for ln in F.to_markdown(table, tables).splitlines() if ln.startswith("| brown_b |"))
     assert "(data-order ceiling 0.9" in line and "cross-seed 0.5" in line
     assert "of the data-order ceiling's" in table.set_index("finding").loc["li_subspace", "reference"]
+
+
+# --------------------------------------------------------------------------- chance levels (issue 25)
+
+def _chance_only(tables: Tables, measure: str, raw_trend) -> Tables:
+    """``measure``'s cross rows made chance-only: calibrated values are small noise of mixed sign
+    around 0 at every level, while the raw values (= chance + that noise) follow ``raw_trend(rows)``,
+    the direction the paper predicts: raw similarity moving by chance alone."""
+    m = tables.measures.copy()
+    sel = (m["measure"] == measure) & (m["control"] == "cross")
+    noise = 0.01 * np.sin(m.loc[sel, "seed_a"] * 3.1 + m.loc[sel, "seed_b"] * 1.7 + m.loc[sel, "layer_index"]
+                          + m.loc[sel, "width"])
+    m.loc[sel, "chance"] = raw_trend(m[sel])
+    m.loc[sel, "calibrated"] = noise
+    m.loc[sel, "value"] = m.loc[sel, "chance"] + noise * (1 - m.loc[sel, "chance"])
+    return Tables(runs=tables.runs, measures=m, lmc=tables.lmc, rotation=tables.rotation, cka_layers=tables.cka_layers)
+
+
+CHANCE_CONFOUNDS = {
+    # finding: (measure, raw trend in the direction the paper predicts)
+    "kornblith_width": ("cka_linear", lambda r: 0.05 + 0.1 * np.log2(r["width"] / 8)),
+    "wang_depth": ("subspace_similarity", lambda r: 0.6 - 0.1 * r["layer_index"]),
+    "imani_depth": ("alignment_top_c_a", lambda r: 0.1 + 0.1 * r["layer_index"]),
+    "brown_c": ("hungarian_mean_corr_cv", lambda r: 0.1 + 0.2 * (r["frozen_k"] > 0)),
+}
+
+
+@pytest.mark.parametrize("fid", sorted(CHANCE_CONFOUNDS))
+def test_a_trend_of_chance_alone_does_not_pass(fid):
+    measure, trend = CHANCE_CONFOUNDS[fid]
+    tables = make_world(True)
+    for m in [measure] + (["alignment_top_c_b"] if fid == "imani_depth" else []):
+        tables = _chance_only(tables, m, trend)
+    rows = tables.measures[(tables.measures["measure"] == measure) & (tables.measures["control"] == "cross")]
+    level = {"kornblith_width": "width", "brown_c": "frozen_k"}.get(fid, "layer_index")
+    raw = rows.groupby(level)["value"].mean()
+    assert abs(raw.iloc[-1] - raw.iloc[0]) > 0.15          # the confound: raw values move a lot by chance
+    row = _finding(fid, tables)
+    assert row["verdict"] == NOT_SUPPORTED, row["reason"]
+    assert "calibrated" in row["reason"] and abs(row["value"]) < 0.02, row["reason"]
+
+
+def test_brown_d_reads_the_basis_slope_on_calibrated_values():
+    """Raw basis correlation rising with width by chance alone would fail brown_d's second condition;
+    calibrated, it is flat, and the verdict follows the barrier."""
+    tables = _chance_only(make_world(True), "hungarian_mean_corr_cv", lambda r: 0.1 + 0.15 * np.log2(r["width"] / 8))
+    row = _finding("brown_d", tables)
+    assert row["verdict"] == SUPPORTED and "calibrated hungarian_mean_corr_cv" in row["reason"], row["reason"]
+
+
+def test_without_chance_levels_level_findings_fall_back_and_say_so():
+    world = make_world(True)
+    m = world.measures.drop(columns=["calibrated", "chance"])
+    old = Tables(runs=world.runs, measures=m, lmc=world.lmc)
+    for fid in ("kornblith_width", "wang_depth", "imani_depth"):
+        row = _finding(fid, old)
+        assert row["verdict"] == NOT_TESTABLE and "needs column 'calibrated'" in row["reason"], (fid, row["reason"])
+    # kornblith_width: debiased CKA's chance level does not move with width
+    debiased = m[m["measure"] == "cka_linear"].assign(measure="cka_linear_debiased")
+    row = _finding("kornblith_width", Tables(measures=pd.concat([m, debiased], ignore_index=True)))
+    assert row["verdict"] == SUPPORTED and "cka_linear_debiased" in row["reason"], row["reason"]
+    # the held-out basis correlation's chance level is 0: brown_c and brown_d read it raw, and say so
+    for fid in ("brown_c", "brown_d"):
+        row = _finding(fid, old)
+        assert row["verdict"] == SUPPORTED and "no chance levels" in row["reason"], (fid, row["reason"])
+
+
+# --------------------------------------------------------------------------- examples and seeds needed
+
+def _with_block_noise(tables: Tables, measure: str, size: float, blocks: int = 8) -> Tables:
+    """jk_0 … jk_{B−1} for ``measure``: leave-one-block-out replicates whose block effects are shared by
+    every pair (the same images) and differ by width, as if a few images drove the width trend."""
+    m = tables.measures.copy()
+    rng = np.random.default_rng(5)
+    effect = {w: size * rng.standard_normal(blocks) for w in sorted(m["width"].unique())}
+    for b in range(blocks):
+        m[f"jk_{b}"] = np.nan
+    sel = m["measure"] == measure
+    for w, e in effect.items():
+        rows = sel & (m["width"] == w)
+        for b in range(blocks):   # leaving block b out removes its effect from the mean
+            m.loc[rows, f"jk_{b}"] = m.loc[rows, "value"] - (e[b] - e.mean()) / (blocks - 1)
+    return Tables(runs=tables.runs, measures=m)
+
+
+def test_the_interval_resamples_examples_where_measures_has_replicates():
+    world = make_world(True)
+    quiet = _finding("kornblith_width", world)
+    assert quiet["verdict"] == SUPPORTED and "examples not resampled" in quiet["detail"]
+    noisy = _finding("kornblith_width", _with_block_noise(world, "cka_linear", 0.6))
+    assert noisy["value"] == pytest.approx(quiet["value"])
+    assert "examples resampled over 8 blocks" in noisy["detail"]
+    assert noisy["ci_high"] - noisy["ci_low"] > 3 * (quiet["ci_high"] - quiet["ci_low"])
+    assert noisy["verdict"] == NOT_SUPPORTED and "inconclusive" in noisy["reason"], noisy["reason"]
+    assert noisy["seeds_needed"] > quiet["seeds_needed"]
+
+
+def test_seeds_needed_in_the_table_and_the_markdown():
+    tables = make_world(True)
+    table = F.findings_table(tables)
+    decided = table[table["verdict"] == SUPPORTED]
+    assert (decided["seeds"] == 3).all()
+    assert (decided["seeds_needed"] <= 3).all()     # decisive with the 3 seeds at hand
+    md = F.to_markdown(table, tables)
+    assert "| Seeds (needed) |" in md and "Seeds a decisive verdict needs at this spread" in md
+    # an effect within the noise needs more seeds than the sweep has
+    m = tables.measures.copy()
+    sel = (m["measure"] == "cka_linear") & (m["control"] == "cross")
+    slope = 0.004 + 0.01 * np.sin(3 * m.loc[sel, "seed_a"] + m.loc[sel, "seed_b"])
+    m.loc[sel, "value"] = 0.5 + slope * np.log2(m.loc[sel, "width"] / 8)
+    m.loc[sel, "calibrated"] = m.loc[sel, "value"]
+    row = _finding("kornblith_width", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED and row["seeds_needed"] > 3, (row["reason"], row["seeds_needed"])
