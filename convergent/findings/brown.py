@@ -4,13 +4,12 @@ bases: (a) a privileged basis, (b) no unique basis, (c) freezing, (d) LMC agains
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
-from convergent.findings.core import (BASIS_FLAT_CHANCE, BASIS_MEASURE, LMC_SPLIT, LMC_VARIANT, PAIR, Estimate, NotTestable, Outcome,
-                                      Tables, _cell, _num, _require_levels, _with_log2_width, calibrated_rows,
-                                      examples_note, measure_rows, pair_means, per_pair_slope,
-                                      positive_difference, verdict_above, verdict_lmc_not_basis,
-                                      BROWN_BASIS_RISE_MAX, BROWN_CEILING_GAP_MIN)
+from convergent.findings.core import (BASIS_FLAT_CHANCE, BASIS_MEASURE, BROWN_BASIS_RISE_MAX, BROWN_CEILING_GAP_MIN,
+                                      LMC_SPLIT, LMC_VARIANT, PAIR, Estimate, NotTestable, Outcome, Tables, _cell,
+                                      _num, _require_levels, _with_log2_width, calibrated_rows, examples_note,
+                                      measure_rows, pair_means, per_pair_slope, positive_difference, verdict_above,
+                                      verdict_lmc_not_basis)
 from convergent.findings.kornblith import _width_slope
 from convergent.stats import Units
 
@@ -107,7 +106,8 @@ def brown_no_unique_basis(tables: Tables, dataset: str, arch: str) -> Outcome:
             by_width.append(f"{w}: {_num(float(gap))}")
     return Outcome(est, verdict, f"data-order ceiling minus cross-seed basis correlation at width {widest}: {reason}",
                    reference=f"data-order ceiling {Estimate.of(ceiling)}, cross-seed {Estimate.of(crossing)}",
-                   detail=f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling {Estimate.of(ceiling)} "
+                   detail=f"width {widest}: cross-seed {Estimate.of(crossing)}, data-order ceiling "
+                   f"{Estimate.of(ceiling)} "
                    f"({len(layers)} layers){extra}; gap by width: {', '.join(by_width)}",
                    decided_by=((est, BROWN_CEILING_GAP_MIN),))
 

@@ -86,7 +86,8 @@ def li_shared_subspace(tables: Tables, dataset: str, arch: str) -> Outcome:
     gap = Estimate.of(pair_means(gap_rows))
     map_r2 = pair_means(both, value="value_r2")
     ceiling_r2 = pair_means(ceiling)
-    fraction = Estimate.groups({"map": units_of(map_r2), "ceiling": units_of(ceiling_r2)}, lambda m: m["map"] / m["ceiling"])
+    fraction = Estimate.groups({"map": units_of(map_r2), "ceiling": units_of(ceiling_r2)},
+                               lambda m: m["map"] / m["ceiling"])
     v_frac, why_frac = verdict_above(fraction, LI_SUBSPACE_R2_FRACTION)
     v_gap, why_gap = verdict_above(gap, LI_SUBSPACE_GAP_MIN)
     verdict = SUPPORTED if v_frac == v_gap == SUPPORTED else NOT_SUPPORTED

@@ -47,7 +47,8 @@ FINDINGS: tuple[Finding, ...] = (
             "the CCA family identifying layers as often as linear CKA (difference interval reaching 0)"),
     Finding("kornblith_width", "Kornblith et al. 2019", "cross-seed CKA rises with width",
             "slope of calibrated linear CKA per doubling of width (layers present at every width; debiased CKA "
-            "without chance levels)", "interval above 0", PAIRS, kornblith_width, "a CKA slope per doubling of width whose interval reaches 0 or below"),
+            "without chance levels)", "interval above 0", PAIRS, kornblith_width,
+            "a CKA slope per doubling of width whose interval reaches 0 or below"),
     Finding("wang_depth", "Wang et al. 2018", "representations are less similar deeper",
             "slope of calibrated maximum-match similarity (mean over ε) per layer (widths present at every layer)",
             "interval below 0", PAIRS, wang_depth,
@@ -58,7 +59,8 @@ FINDINGS: tuple[Finding, ...] = (
             f"half or more of the neurons in a maximum match (interval reaching {WANG_SMALL_MATCH_MAX})"),
     Finding("imani_depth", "Imani et al. 2022", "alignment is higher in layers closer to the output",
             "slope of calibrated top-c target alignment per layer, per network (widths present at every layer)",
-            "interval above 0", NETWORKS, imani_depth, "an alignment slope per layer whose interval reaches 0 or below"),
+            "interval above 0", NETWORKS, imani_depth,
+            "an alignment slope per layer whose interval reaches 0 or below"),
     Finding("imani_emerges", "Imani et al. 2022", "alignment emerges with training",
             "top-c target alignment, trained minus untrained, per network", "interval above 0", NETWORKS,
             imani_emerges,
@@ -116,7 +118,8 @@ def evaluate(finding: Finding, tables: Tables, dataset: str, arch: str) -> dict:
     """One row of the findings table: the finding evaluated on one cell."""
     row = {"finding": finding.id, "paper": finding.paper, "claim": finding.claim, "dataset": dataset,
            "arch": arch, "statistic": finding.statistic, "value": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "n": 0, "seeds": 0, "seeds_needed": np.nan, "resampled": finding.unit, "rule": finding.rule, "detail": "", "flip": finding.flip,
+           "n": 0, "seeds": 0, "seeds_needed": np.nan, "resampled": finding.unit, "rule": finding.rule,
+           "detail": "", "flip": finding.flip,
            "reference": ""}
     try:
         out = finding.evaluate(tables, dataset, arch)
