@@ -338,6 +338,29 @@ def _plain(x: object) -> Hashable:
     return x.item() if isinstance(x, np.generic) else x
 
 
+def jk_columns(frame: pd.DataFrame) -> list[str]:
+    """The block-jackknife replicate columns ``jk_0 … jk_{B−1}`` of a measures table, in order."""
+    cols = [c for c in frame.columns if isinstance(c, str) and c.startswith("jk_") and c[3:].isdigit()]
+    return sorted(cols, key=lambda c: int(c[3:]))
+
+
+def jackknife_influence(replicates: np.ndarray) -> np.ndarray:
+    """(n, B) influences ``I_b = (B − 1)(mean_b jk_b − jk_b)`` of (n, B) leave-one-block-out replicates;
+    a row with any non-finite replicate gets 0 (its examples are not resampled)."""
+    reps = np.asarray(replicates, dtype=np.float64)
+    inf = (reps.shape[1] - 1) * (reps.mean(axis=1, keepdims=True) - reps)
+    return np.where(np.isfinite(inf).all(axis=1, keepdims=True), inf, 0.0)
+
+
+def with_jk_influence(frame: pd.DataFrame, value: str = "value") -> pd.DataFrame:
+    """``frame`` with ``inf_*`` columns from its ``jk_*`` replicates (unchanged without them)."""
+    cols = jk_columns(frame)
+    if len(cols) < 2 or value != "value":
+        return frame
+    inf = jackknife_influence(frame[cols].to_numpy(dtype=np.float64))
+    return frame.assign(**{f"inf_{b}": inf[:, b] for b in range(len(cols))})
+
+
 def influence_columns(frame: pd.DataFrame) -> list[str]:
     """The example-influence columns ``inf_0 … inf_{B−1}`` of a frame, in order."""
     cols = [c for c in frame.columns if isinstance(c, str) and c.startswith("inf_") and c[4:].isdigit()]
@@ -381,9 +404,12 @@ def summarise(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.Da
 
     The same intervals as the findings: rows are first averaged per unit (seed pair, or
     network for a per-network table with a ``seed`` column), then :func:`multi_bootstrap`
-    resamples seeds. With fewer than :data:`MIN_SEEDS` seeds there is no band (the interval
-    collapses to the mean). A table without seed columns resamples its rows. ``n``: units.
+    resamples seeds, and the example blocks where the rows carry ``jk_*`` replicates. With fewer
+    than :data:`MIN_SEEDS` seeds there is no band (the interval collapses to the mean). A table
+    without seed columns resamples its rows. ``n``: units.
     """
+    frame = with_jk_influence(frame, value)
+    inf_cols = influence_columns(frame)
     pair_keys = [c for c in ("seed_a", "seed_b", "order_seed_a", "order_seed_b") if c in frame]
     if {"seed_a", "seed_b"} <= set(pair_keys):
         unit_keys = pair_keys
@@ -398,7 +424,7 @@ def summarise(frame: pd.DataFrame, by: list[str], value: str = "value") -> pd.Da
             continue
         key = key if isinstance(key, tuple) else (key,)
         if unit_keys:
-            per_unit = group.groupby(unit_keys, as_index=False)[value].mean()
+            per_unit = group.groupby(unit_keys, as_index=False)[[value, *inf_cols]].mean()
             iv = multi_bootstrap(units_of(per_unit, value))
             mean, n = iv.value, len(per_unit)
             lo, hi = (iv.ci_low, iv.ci_high) if iv.enough else (mean, mean)

@@ -134,3 +134,16 @@ def test_summarise_bands_resample_seeds_like_the_findings():
     assert out["ci_low"].iloc[0] == pytest.approx(iv.ci_low) and out["mean"].iloc[0] == pytest.approx(iv.value)
     one = S.summarise(frame[(frame["seed_a"] == 0) & (frame["seed_b"] == 1)], ["width"])
     assert (one["ci_low"] == one["mean"]).all() and (one["ci_high"] == one["mean"]).all()
+
+
+def test_summarise_bands_include_the_examples_where_rows_have_replicates():
+    rng = np.random.default_rng(3)
+    rows = [{"width": 8, "seed_a": a, "seed_b": b, "value": 0.5 + 0.001 * (a + b)}
+            for a, b in itertools.combinations(range(4), 2)]
+    frame = pd.DataFrame(rows)
+    shared = rng.standard_normal(8)               # the same images' luck in every pair
+    jk = frame["value"].to_numpy()[:, None] - 0.05 * (shared - shared.mean()) / 7
+    with_jk = frame.assign(**{f"jk_{b}": jk[:, b] for b in range(8)})
+    quiet, noisy = S.summarise(frame, ["width"]), S.summarise(with_jk, ["width"])
+    assert noisy["mean"].iloc[0] == pytest.approx(quiet["mean"].iloc[0])
+    assert noisy["ci_high"].iloc[0] - noisy["ci_low"].iloc[0] > 3 * (quiet["ci_high"].iloc[0] - quiet["ci_low"].iloc[0])

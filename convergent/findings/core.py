@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from convergent.io import read_table
-from convergent.stats import (MIN_SEEDS, Combine, Interval, Units, difference, influence_columns, multi_bootstrap,
-                              seeds_needed, units_of)
+from convergent.stats import (MIN_SEEDS, Combine, Interval, Units, difference, influence_columns,
+                              jackknife_influence, jk_columns, multi_bootstrap, seeds_needed, units_of)
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -255,7 +255,6 @@ BASIS_FLAT_CHANCE = ("its chance level is 0 at every width and depth (units matc
                      "correlated on the other)")
 #: the best value of the similarities the findings read (identical representations)
 BEST = 1.0
-_JK = re.compile(r"jk_(\d+)")
 
 
 def measure_rows(tables: Tables, dataset: str, arch: str, measure: str, *, control: str = "cross",
@@ -307,7 +306,7 @@ def calibrated_rows(tables: Tables, dataset: str, arch: str, measure: str, *, fl
                           "depth as an effect")
     rows = measure_rows(tables, dataset, arch, measure, column=CALIBRATED, **kw)
     return rows, (f"read on calibrated {measure} ((value − chance) / (1 − chance), chance: the mean under "
-                  "permuted rows), so chance is 0 at every level")
+                  "its null: rows, or for alignment labels, permuted), so chance is 0 at every level")
 
 
 def with_influence(rows: pd.DataFrame, column: str = "value") -> pd.DataFrame:
@@ -316,12 +315,11 @@ def with_influence(rows: pd.DataFrame, column: str = "value") -> pd.DataFrame:
     (B = the number of such columns); rows without replicates get influence 0 (their examples
     are not resampled). For ``calibrated`` the influence is divided by (best − chance), best = 1:
     the calibrated value moves by the same amount over the same scale. No ``jk_*``: no ``inf_*``."""
-    jk = sorted((c for c in rows.columns if isinstance(c, str) and _JK.fullmatch(c)), key=lambda c: int(c[3:]))
+    jk = jk_columns(rows)
     out = rows.drop(columns=jk).assign(raw=rows["value"], value=rows[column].astype(float))
     if len(jk) < 2:
         return out
-    reps = rows[jk].to_numpy(dtype=np.float64)
-    inf = (len(jk) - 1) * (reps.mean(axis=1, keepdims=True) - reps)
+    inf = jackknife_influence(rows[jk].to_numpy(dtype=np.float64))
     if column == CALIBRATED:
         inf = inf / (BEST - rows["chance"].to_numpy(dtype=np.float64))[:, None]
     inf = np.where(np.isfinite(inf).all(axis=1, keepdims=True), inf, 0.0)
