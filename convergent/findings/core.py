@@ -320,8 +320,12 @@ def with_influence(rows: pd.DataFrame, column: str = "value") -> pd.DataFrame:
     if len(jk) < 2:
         return out
     inf = jackknife_influence(rows[jk].to_numpy(dtype=np.float64))
-    if column == CALIBRATED:
-        inf = inf / (BEST - rows["chance"].to_numpy(dtype=np.float64))[:, None]
+    if column == CALIBRATED:   # calibrated = (v − chance) / (best − chance): the same move over that scale
+        v, c = rows["value"].to_numpy(dtype=np.float64), rows[CALIBRATED].to_numpy(dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            chance = (rows["chance"].to_numpy(dtype=np.float64) if "chance" in rows
+                      else (v - c * BEST) / (1 - c))   # solved from value and calibrated
+            inf = inf / (BEST - chance)[:, None]
     inf = np.where(np.isfinite(inf).all(axis=1, keepdims=True), inf, 0.0)
     return out.assign(**{f"inf_{b}": inf[:, b] for b in range(len(jk))})
 
