@@ -1,8 +1,8 @@
 """The shared ground of the findings: tables, estimates, verdict rules and row selection.
 
 A finding's module (``li``, ``kornblith``, ``wang``, ``imani``, ``brown``) reads rows with
-:func:`measure_rows`, averages them per unit (:func:`pair_means`, :func:`network_means`,
-:func:`per_unit_slope`), and turns an :class:`Estimate` into a verdict with
+:func:`measure_rows`, averages them per unit (:func:`pair_means`, :func:`per_unit_slope`; the unit is
+a seed pair, :data:`PAIR`, or a network, :data:`NETWORK`), and turns an :class:`Estimate` into a verdict with
 :func:`verdict_above` / :func:`verdict_below`. Every aggregation here is linear, and carries the
 rows' example influences (columns ``inf_0 … inf_{B−1}``, from measures.csv's ``jk_*``) along with
 the value, so the Multi-Bootstrap (:mod:`convergent.stats`) can resample examples as well as seeds.
