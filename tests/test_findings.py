@@ -37,7 +37,7 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
                      "control": control, "seed_a": sa, "seed_b": sb, "order_seed_a": sa,
                      "order_seed_b": sb if ob is None else ob, "layer": f"l{li}", "layer_index": li,
                      "measure": measure, "view": "positions", "parameter": parameter, "parameter_value": pv,
-                     "value": value, "note": ""})
+                     "value": value, "chance": 0.0, "calibrated": value, "note": ""})
 
     for w, k, li in itertools.product(widths, frozen, range(1, n_layers + 1)):
         dw = np.log2(w / widths[0])
@@ -62,7 +62,7 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
                     continue
                 frozen_layer = li <= k
                 for r in RANKS:
-                    v = 1.0 - 0.9 * r if holds else 0.6
+                    v = 0.97 - 0.9 * max(r - 0.1, 0.0) if holds else 0.6
                     add(control, sa, sb, w, k, li, "matched_corr_sorted", v + j, "rank_fraction", r)
                 for a in ALPHAS:
                     add(control, sa, sb, w, k, li, "sparse_val_r2", (0.8 if holds else 0.3) - a + j, "alpha", a)
@@ -100,8 +100,7 @@ def make_world(holds: bool, *, seeds=(0, 1, 2), widths=(8, 16, 32), n_layers=3, 
     rotation = pd.DataFrame(rot_rows)
 
     layer_rows = []
-    for w, k in itertools.product(widths, frozen):
-        sa, sb = seeds[0], seeds[1]
+    for w, k, (sa, sb) in itertools.product(widths, frozen, pairs):
         for la, lb in itertools.product(range(1, n_layers + 1), repeat=2):
             if holds:
                 v = 0.95 if la == lb else 0.5
@@ -169,18 +168,21 @@ def test_not_testable_world_says_what_is_needed():
     assert table["value"].isna().all() and (table["n"] == 0).all()
 
 
-def test_single_seed_pair_gives_a_degenerate_interval_and_says_so():
+def test_two_seeds_are_inconclusive_and_say_so():
+    """Issue 21: one seed pair (2 seeds) cannot support an interval over seeds. The planted effect is
+    there, but the verdict is inconclusive, names the seed count, and gives no interval."""
     table = F.findings_table(make_world(True, seeds=(0, 1)))
-    pair_based = table[table["resampled"] == "seed pairs"]
-    assert len(pair_based) >= 8
-    assert (pair_based["n"] == 1).all()
-    np.testing.assert_allclose(pair_based["ci_low"], pair_based["value"])
-    np.testing.assert_allclose(pair_based["ci_high"], pair_based["value"])
-    assert pair_based["reason"].str.contains("degenerate").all()
-    assert (pair_based["verdict"] == SUPPORTED).all()   # the planted effect is still found, with the caveat
-    # units other than seed pairs still have spread
-    other = table[table["resampled"] != "seed pairs"]
-    assert (other["n"] > 1).all() and not other["reason"].str.contains("degenerate").any()
+    seed_based = table[table["resampled"].str.startswith("seeds")]
+    assert len(seed_based) >= 10
+    assert (seed_based["seeds"] == 2).all() and (seed_based["verdict"] == NOT_SUPPORTED).all()
+    assert seed_based["reason"].str.contains("inconclusive: 2 seeds cannot support an interval").all()
+    assert seed_based["ci_low"].isna().all() and seed_based["ci_high"].isna().all()
+    assert np.isfinite(seed_based["value"]).all()
+    md = F.to_markdown(table, make_world(True, seeds=(0, 1)))
+    assert "[no interval]" in md and "2 seeds cannot support" in md
+    # the rotation test resamples its networks (one per width): 3 of them, an interval
+    brown_a = table.set_index("finding").loc["brown_a"]
+    assert brown_a["n"] == 3 and brown_a["verdict"] == SUPPORTED
 
 
 def test_missing_tables():
@@ -271,12 +273,12 @@ def _identification_world(cca_nan_layers: int, cca_right: bool, n_layers: int = 
     layer at the last one; CCA is NaN (unavailable: more units than samples) for every pair that
     involves one of the first ``cca_nan_layers`` layers, as for wide early conv layers."""
     rows = []
-    for w in widths:
+    for w, (sa, sb) in itertools.product(widths, [(0, 1), (0, 2), (1, 2)]):
         for la, lb in itertools.product(range(1, n_layers + 1), repeat=2):
             cca = (0.9 if la == lb else 0.4) if cca_right else (0.9 if n_layers in (la, lb) else 0.4)
             if min(la, lb) <= cca_nan_layers:
                 cca = np.nan
-            rows.append({"dataset": "toy", "arch": "cnn", "width": w, "frozen_k": 0, "seed_a": 0, "seed_b": 1,
+            rows.append({"dataset": "toy", "arch": "cnn", "width": w, "frozen_k": 0, "seed_a": sa, "seed_b": sb,
                          "layer_a": f"l{la}", "layer_b": f"l{lb}", "layer_index_a": la, "layer_index_b": lb,
                          "cka_linear": (0.95 if la == lb else 0.5) + 0.001 * w,
                          **{m: cca for m in CCA_FAMILY}})
@@ -299,7 +301,7 @@ def test_kornblith_cca_true_false_and_the_unavailability_confound():
     confound = _cca_row(_identification_world(2, cca_right=True))
     assert confound["verdict"] == NOT_SUPPORTED and confound["value"] == pytest.approx(0.0)
     assert "inconclusive" in confound["reason"]
-    assert confound["detail"].startswith("18 of 30 identifications defined")
+    assert confound["detail"].startswith("54 of 90 identifications defined")   # 3 pairs × 3 widths × 10
     nowhere = _cca_row(_identification_world(4, cca_right=True))   # one comparable layer: trivial
     assert nowhere["verdict"] == NOT_TESTABLE and "fewer than 2 layers" in nowhere["reason"]
 
@@ -390,8 +392,9 @@ def _layers_vanish_at_widest(tables: Tables, measures: list[str], levels: dict[i
         sel = (m["measure"] == measure) & (m["control"] == "cross")
         m.loc[sel, "value"] = (m.loc[sel, "layer_index"].map(levels)
                                + _pair_slope(m[sel]) * np.log2(m.loc[sel, "width"] / 8))
+        m.loc[sel, "calibrated"] = m.loc[sel, "value"]
         gone = sel & (m["width"] == widest) & m["layer"].isin(["l1", "l2"])
-        m.loc[gone, "value"] = np.nan
+        m.loc[gone, ["value", "calibrated"]] = np.nan
         m.loc[gone, "note"] = WIDE_NOTE
     lmc = tables.lmc
     return Tables(runs=tables.runs, measures=m, lmc=lmc, rotation=tables.rotation, cka_layers=tables.cka_layers)
@@ -418,11 +421,11 @@ def test_width_trend_with_no_layer_at_every_width_names_the_measure_and_the_caus
     tables = _layers_vanish_at_widest(make_world(True), ["cka_linear"], {1: 0.9, 2: 0.7, 3: 0.5})
     m = tables.measures
     sel = (m["measure"] == "cka_linear") & (m["width"] == m["width"].max())
-    m.loc[sel, "value"], m.loc[sel, "note"] = np.nan, WIDE_NOTE
+    m.loc[sel, ["value", "calibrated"]], m.loc[sel, "note"] = np.nan, WIDE_NOTE
     row = _finding("kornblith_width", Tables(measures=m))   # the widest width is left out, and said so
     assert row["verdict"] != NOT_TESTABLE and "width 32 left out (cka_linear unavailable there" in row["detail"]
     sel = (m["measure"] == "cka_linear") & (m["width"] == 16)
-    m.loc[sel, "value"], m.loc[sel, "note"] = np.nan, WIDE_NOTE
+    m.loc[sel, ["value", "calibrated"]], m.loc[sel, "note"] = np.nan, WIDE_NOTE
     row = _finding("kornblith_width", Tables(measures=m))
     assert row["verdict"] == NOT_TESTABLE
     assert row["reason"].startswith("cka_linear: needs ≥ 2 widths with values; unavailable at width 16, 32")
@@ -442,8 +445,9 @@ def test_depth_trend_uses_only_widths_present_at_every_layer(fid, measures, verd
         sel = (m["measure"] == measure) & (m["control"] == "cross")
         m.loc[sel, "value"] = (0.9 - 0.2 * np.log2(m.loc[sel, "width"] / 8)
                                + _pair_slope(m[sel]) * m.loc[sel, "layer_index"])
+        m.loc[sel, "calibrated"] = m.loc[sel, "value"]
         gone = sel & (m["layer_index"] == 3) & (m["width"] < m["width"].max())
-        m.loc[gone, "value"], m.loc[gone, "note"] = np.nan, "unavailable: every unit is dead"
+        m.loc[gone, ["value", "calibrated"]], m.loc[gone, "note"] = np.nan, "unavailable: every unit is dead"
     row = _finding(fid, Tables(measures=m))
     assert row["verdict"] == NOT_SUPPORTED and row["reason"].startswith("inconclusive"), row["reason"]
     assert "width 16, 8 left out" in row["detail"] or "width 8, 16 left out" in row["detail"], row["detail"]
@@ -480,7 +484,7 @@ def test_brown_c_does_not_count_the_frozen_layers():
     m = make_world(True).measures.copy()
     sel = (m["measure"] == "hungarian_mean_corr_cv") & (m["control"] == "cross")
     above = sel & (m["layer_index"] > m["frozen_k"])
-    m.loc[above, "value"] = 0.5 + 0.001 * m.loc[above, "seed_b"]
+    m.loc[above, ["value", "calibrated"]] = 0.5 + 0.001 * m.loc[above, "seed_b"]
     row = _finding("brown_c", Tables(measures=m))
     assert row["verdict"] == NOT_SUPPORTED, row["reason"]
 
@@ -503,7 +507,7 @@ def test_brown_a_compares_only_layers_with_both_networks():
     r.loc[(r["layer"] == "l3") & ~r["linear"], "retrained_test_acc"] = 0.95 - 0.9 * r["strength"]
     r = r[~((r["layer"] == "l3") & r["linear"])]
     row = _finding("brown_a", Tables(rotation=r))
-    assert row["verdict"] == NOT_SUPPORTED and row["n"] == 2 * 3, row["reason"]
+    assert row["verdict"] == NOT_SUPPORTED and row["n"] == 3, row["reason"]   # 3 rotated networks (widths)
 
 
 def test_imani_emerges_compares_the_same_layers():
@@ -529,11 +533,16 @@ def test_li_reliable_is_not_fooled_by_averaging_widths():
     assert row["verdict"] == NOT_SUPPORTED, row["reason"]
 
 
-def test_kornblith_grounding_with_one_seed_pair_resamples_widths_and_says_so():
-    """The layer table has one seed pair per cell: with one width too the interval is degenerate."""
-    world = make_world(True, widths=(8,))
-    row = _finding("kornblith_grounding", world)
-    assert row["verdict"] == SUPPORTED and row["n"] == 1 and "degenerate" in row["reason"]
+def test_kornblith_grounding_with_one_seed_pair_is_inconclusive():
+    """The default layer table has one seed pair per cell: widths are not independent seeds, so no
+    interval, and the reason says why (it used to resample seed pair × width)."""
+    world = make_world(True)
+    c = world.cka_layers
+    row = _finding("kornblith_grounding", Tables(cka_layers=c[(c["seed_a"] == 0) & (c["seed_b"] == 1)]))
+    assert row["verdict"] == NOT_SUPPORTED and row["seeds"] == 2, row["reason"]
+    assert row["reason"].startswith("inconclusive: 2 seeds cannot support an interval")
+    assert row["value"] == pytest.approx(1.0)
+    assert _finding("kornblith_grounding", world)["verdict"] == SUPPORTED   # all 3 pairs: an interval
 
 
 def test_every_verdict_paragraph_says_what_would_turn_it():
@@ -555,3 +564,116 @@ def test_summary_row_shows_the_reference_it_was_measured_against():
     line = next(ln for ln in F.to_markdown(table, tables).splitlines() if ln.startswith("| brown_b |"))
     assert "(data-order ceiling 0.9" in line and "cross-seed 0.5" in line
     assert "of the data-order ceiling's" in table.set_index("finding").loc["li_subspace", "reference"]
+
+
+# --------------------------------------------------------------------------- chance levels (issue 25)
+
+def _chance_only(tables: Tables, measure: str, raw_trend) -> Tables:
+    """``measure``'s cross rows made chance-only: calibrated values are small noise of mixed sign
+    around 0 at every level, while the raw values (= chance + that noise) follow ``raw_trend(rows)``,
+    the direction the paper predicts: raw similarity moving by chance alone."""
+    m = tables.measures.copy()
+    sel = (m["measure"] == measure) & (m["control"] == "cross")
+    noise = 0.01 * np.sin(m.loc[sel, "seed_a"] * 3.1 + m.loc[sel, "seed_b"] * 1.7 + m.loc[sel, "layer_index"]
+                          + m.loc[sel, "width"])
+    m.loc[sel, "chance"] = raw_trend(m[sel])
+    m.loc[sel, "calibrated"] = noise
+    m.loc[sel, "value"] = m.loc[sel, "chance"] + noise * (1 - m.loc[sel, "chance"])
+    return Tables(runs=tables.runs, measures=m, lmc=tables.lmc, rotation=tables.rotation, cka_layers=tables.cka_layers)
+
+
+CHANCE_CONFOUNDS = {
+    # finding: (measure, raw trend in the direction the paper predicts)
+    "kornblith_width": ("cka_linear", lambda r: 0.05 + 0.1 * np.log2(r["width"] / 8)),
+    "wang_depth": ("subspace_similarity", lambda r: 0.6 - 0.1 * r["layer_index"]),
+    "imani_depth": ("alignment_top_c_a", lambda r: 0.1 + 0.1 * r["layer_index"]),
+    "brown_c": ("hungarian_mean_corr_cv", lambda r: 0.1 + 0.2 * (r["frozen_k"] > 0)),
+}
+
+
+@pytest.mark.parametrize("fid", sorted(CHANCE_CONFOUNDS))
+def test_a_trend_of_chance_alone_does_not_pass(fid):
+    measure, trend = CHANCE_CONFOUNDS[fid]
+    tables = make_world(True)
+    for m in [measure] + (["alignment_top_c_b"] if fid == "imani_depth" else []):
+        tables = _chance_only(tables, m, trend)
+    rows = tables.measures[(tables.measures["measure"] == measure) & (tables.measures["control"] == "cross")]
+    level = {"kornblith_width": "width", "brown_c": "frozen_k"}.get(fid, "layer_index")
+    raw = rows.groupby(level)["value"].mean()
+    assert abs(raw.iloc[-1] - raw.iloc[0]) > 0.15          # the confound: raw values move a lot by chance
+    row = _finding(fid, tables)
+    assert row["verdict"] == NOT_SUPPORTED, row["reason"]
+    assert "calibrated" in row["reason"] and abs(row["value"]) < 0.02, row["reason"]
+
+
+def test_brown_d_reads_the_basis_slope_on_calibrated_values():
+    """Raw basis correlation rising with width by chance alone would fail brown_d's second condition;
+    calibrated, it is flat, and the verdict follows the barrier."""
+    tables = _chance_only(make_world(True), "hungarian_mean_corr_cv", lambda r: 0.1 + 0.15 * np.log2(r["width"] / 8))
+    row = _finding("brown_d", tables)
+    assert row["verdict"] == SUPPORTED and "calibrated hungarian_mean_corr_cv" in row["reason"], row["reason"]
+
+
+def test_without_chance_levels_level_findings_fall_back_and_say_so():
+    world = make_world(True)
+    m = world.measures.drop(columns=["calibrated", "chance"])
+    old = Tables(runs=world.runs, measures=m, lmc=world.lmc)
+    for fid in ("kornblith_width", "wang_depth", "imani_depth"):
+        row = _finding(fid, old)
+        assert row["verdict"] == NOT_TESTABLE and "needs column 'calibrated'" in row["reason"], (fid, row["reason"])
+    # kornblith_width: debiased CKA's chance level does not move with width
+    debiased = m[m["measure"] == "cka_linear"].assign(measure="cka_linear_debiased")
+    row = _finding("kornblith_width", Tables(measures=pd.concat([m, debiased], ignore_index=True)))
+    assert row["verdict"] == SUPPORTED and "cka_linear_debiased" in row["reason"], row["reason"]
+    # the held-out basis correlation's chance level is 0: brown_c and brown_d read it raw, and say so
+    for fid in ("brown_c", "brown_d"):
+        row = _finding(fid, old)
+        assert row["verdict"] == SUPPORTED and "no chance levels" in row["reason"], (fid, row["reason"])
+
+
+# --------------------------------------------------------------------------- examples and seeds needed
+
+def _with_block_noise(tables: Tables, measure: str, size: float, blocks: int = 8) -> Tables:
+    """jk_0 … jk_{B−1} for ``measure``: leave-one-block-out replicates whose block effects are shared by
+    every pair (the same images) and differ by width, as if a few images drove the width trend."""
+    m = tables.measures.copy()
+    rng = np.random.default_rng(5)
+    effect = {w: size * rng.standard_normal(blocks) for w in sorted(m["width"].unique())}
+    for b in range(blocks):
+        m[f"jk_{b}"] = np.nan
+    sel = m["measure"] == measure
+    for w, e in effect.items():
+        rows = sel & (m["width"] == w)
+        for b in range(blocks):   # leaving block b out removes its effect from the mean
+            m.loc[rows, f"jk_{b}"] = m.loc[rows, "value"] - (e[b] - e.mean()) / (blocks - 1)
+    return Tables(runs=tables.runs, measures=m)
+
+
+def test_the_interval_resamples_examples_where_measures_has_replicates():
+    world = make_world(True)
+    quiet = _finding("kornblith_width", world)
+    assert quiet["verdict"] == SUPPORTED and "examples not resampled" in quiet["detail"]
+    noisy = _finding("kornblith_width", _with_block_noise(world, "cka_linear", 0.6))
+    assert noisy["value"] == pytest.approx(quiet["value"])
+    assert "examples resampled over 8 blocks" in noisy["detail"]
+    assert noisy["ci_high"] - noisy["ci_low"] > 3 * (quiet["ci_high"] - quiet["ci_low"])
+    assert noisy["verdict"] == NOT_SUPPORTED and "inconclusive" in noisy["reason"], noisy["reason"]
+    assert noisy["seeds_needed"] > quiet["seeds_needed"]
+
+
+def test_seeds_needed_in_the_table_and_the_markdown():
+    tables = make_world(True)
+    table = F.findings_table(tables)
+    decided = table[table["verdict"] == SUPPORTED]
+    assert (decided["seeds"] == 3).all()
+    assert (decided["seeds_needed"] <= 3).all()     # decisive with the 3 seeds at hand
+    md = F.to_markdown(table, tables)
+    assert "| Seeds (needed) |" in md and "Seeds a decisive verdict needs at this spread" in md
+    # an effect within the noise needs more seeds than the sweep has
+    m = tables.measures.copy()
+    sel = (m["measure"] == "cka_linear") & (m["control"] == "cross")
+    slope = 0.004 + 0.01 * np.sin(3 * m.loc[sel, "seed_a"] + m.loc[sel, "seed_b"])
+    m.loc[sel, "value"] = 0.5 + slope * np.log2(m.loc[sel, "width"] / 8)
+    m.loc[sel, "calibrated"] = m.loc[sel, "value"]
+    row = _finding("kornblith_width", Tables(measures=m))
+    assert row["verdict"] == NOT_SUPPORTED and row["seeds_needed"] > 3, (row["reason"], row["seeds_needed"])

@@ -2,7 +2,8 @@
 
 Colours are fixed per experiment by :class:`Palette`, built once from the whole sweep, so a
 width (or frozen_k, or layer) has the same colour in every figure even when a table lacks
-some levels. Cross-seed pairs are solid lines with a 95 % bootstrap band over pairs; the
+some levels. Cross-seed pairs are solid lines with the findings' 95 % band (the Multi-Bootstrap
+over seeds and example blocks, :func:`convergent.stats.summarise`; none with fewer than 3 seeds); the
 floor (untrained networks of the same seeds) is dotted and the ceiling (a network with
 itself, split halves) dashed, in the same colour as their series.
 """
