@@ -34,7 +34,7 @@ canonical variates h_i = X̃ a_i are orthonormalised by QR and α_i ∝ Σ_j |�
 that side's units), with one deliberate difference: google's code adds each neuron's
 mean back to canonical direction i before the QR, which makes the weights depend on
 translation; here the variates stay centred (then raw and centred x_j give the same
-inner products). Ding et al.'s code normalises differently and, per SPEC.md, gives other
+inner products). Ding et al.'s code normalises differently and, per docs/measures.md (PWCCA), gives other
 numbers on the same data (0.8933 against google's 0.9589); that comparison is not rerun here.
 Like every implementation, PWCCA depends on the basis the SVD picks inside a block of
 tied canonical correlations (e.g. several exactly shared directions, all ρ = 1).

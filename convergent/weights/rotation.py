@@ -1,6 +1,6 @@
 """Brown et al.'s privileged-basis test: rotate a layer's pre-activation, retrain above it.
 
-Protocol (the project's operationalisation, see SPEC paper 5)
+Protocol (the project's operationalisation, see docs/controls.md, "Rotation test")
 
 1. Take a trained network and a layer ``ℓ``. Insert a fixed orthogonal ``R`` (d×d)
    at ``ℓ``'s *rotation site*: a pre-activation, between a linear map (+ BatchNorm) and

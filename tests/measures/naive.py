@@ -26,7 +26,7 @@ def cka_linear(X, Y):
 
 
 def hsic_song(K, L):
-    """Song et al. (2012) unbiased HSIC, literally as in SPEC paper 3."""
+    """Song et al. (2012) unbiased HSIC, literally as in docs/measures.md (`cka_linear_debiased`)."""
     n = K.shape[0]
     Kt, Lt = K.copy(), L.copy()
     np.fill_diagonal(Kt, 0)
