@@ -1,4 +1,5 @@
 # Shared helpers: the planned sweep, wildcard constraints and path builders.
+import itertools
 
 from convergent.io import tree_bytes
 from convergent.sweep import ConfigError, Pair, Run, plan_sweep
@@ -182,16 +183,19 @@ def figure_output(kind):
                   labels={"figure": figure_kind(kind).title, "experiment": "{dataset} / {arch}"})
 
 
+#: the layer × layer CKA compares every pair of the first this-many seeds of a cell: three seeds are
+#: the fewest an interval over seeds rests on (kornblith_grounding, kornblith_cca; docs/uncertainty.md)
+CKA_LAYERS_SEEDS = 3
+
+
 def cka_layers_pairs():
-    """One cross-seed pair per (dataset, arch, width, frozen_k) for the layer × layer CKA: the
-    first two seeds. Cells with a single seed have none."""
+    """The cross-seed pairs per (dataset, arch, width, frozen_k) for the layer × layer CKA: every
+    pair of the first :data:`CKA_LAYERS_SEEDS` seeds. Cells with a single seed have none."""
     pairs = []
     for exp in SWEEP.experiments:
-        seeds = sorted(exp.seeds)
-        if len(seeds) < 2:
-            continue
-        pairs += [Pair(exp.dataset, exp.arch, w, f, "cross", seeds[0], seeds[1])
-                  for w in exp.widths for f in exp.frozen_k]
+        seeds = sorted(exp.seeds)[:CKA_LAYERS_SEEDS]
+        pairs += [Pair(exp.dataset, exp.arch, w, f, "cross", a, b)
+                  for w in exp.widths for f in exp.frozen_k for a, b in itertools.combinations(seeds, 2)]
     return pairs
 
 

@@ -1,6 +1,6 @@
 # layers: linear CKA of every layer of one network with every layer of another
-# (Kornblith et al.'s layer × layer heatmap and grounding test). One cross-seed pair per
-# (dataset, arch, width, frozen_k) -- the first two seeds -- on the trained stores.
+# (Kornblith et al.'s layer × layer heatmap and grounding test). Every cross-seed pair of the first
+# three seeds of each (dataset, arch, width, frozen_k), on the trained stores.
 
 
 rule cka_layers:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -102,8 +103,9 @@ def test_figures_logs_and_benchmarks_exist(finished):
     groups = sweep.pair_groups()   # one moments and one measures job per group, and an LMC job if it has a pair for it
     n_lmc = sum(bool(g.lmc_pairs()) for g in groups)
     n_rotation = sum(len(e.widths) for e in sweep.experiments)
-    n_cells = sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
-    # + one cross-layer CKA job per cell; runs/measures/lmc/rotation/cka_layers/layer_identification tables;
+    n_cells = sum(len(e.widths) * len(e.frozen_k) * math.comb(min(len(e.seeds), 3), 2) for e in sweep.experiments)
+    # + one cross-layer CKA job per pair of the first three seeds and cell; runs/measures/lmc/rotation/
+    # cka_layers/layer_identification tables;
     # figures per experiment
     # + findings (log and benchmark) and runtime_table (a log; it reads the benchmarks, so has none)
     n_jobs = (len(sweep.runs()) * 2 + 2 * len(groups) + n_lmc + n_rotation + n_cells + 6

@@ -1,6 +1,6 @@
 """Replication summary: does this sweep reproduce the five papers' findings?
 
-For every finding of SPEC.md that a sweep can test, one **statistic** is computed from the
+For every finding of the five papers (docs/findings.md) that a sweep can test, one **statistic** is computed from the
 tidy tables of ``results/summary/`` (runs, measures, lmc, rotation and, when present,
 cka_layers), per seed pair (two runs that differ only in seed) or per network. Its 95 %
 interval resamples the **seeds**, and the test images where measures.csv has block-jackknife

@@ -21,9 +21,9 @@ def kornblith_grounding(tables: Tables, dataset: str, arch: str) -> Outcome:
     From ``cka_layers.csv`` (layer × layer linear CKA between two seeds; cross-seed,
     frozen_k = 0 rows): per seed pair and width, the fraction of layers — of A against all
     of B's, and of B against all of A's — whose most similar layer is the corresponding
-    one, averaged over widths per seed pair; the interval resamples seeds. The default layer
-    table holds one seed pair per cell (2 seeds): too few for an interval, so the verdict is
-    inconclusive and says so. Rule: :func:`verdict_above` 0.9 (the paper: 99.3 %).
+    one, averaged over widths per seed pair; the interval resamples seeds. The layer table holds
+    every pair of the first three seeds of a cell (two seeds would be too few for an interval:
+    the verdict then says so). Rule: :func:`verdict_above` 0.9 (the paper: 99.3 %).
     """
     c = _cell(tables.require("cka_layers"), dataset, arch)
     if c.empty:

@@ -87,7 +87,7 @@ FINDINGS: tuple[Finding, ...] = (
             "or more per doubling alongside it"),
 )
 
-#: Claims of SPEC.md that no statistic here tests, with the reason (listed in findings.md).
+#: Claims of the five papers (docs/findings.md) that no statistic here tests, with the reason (listed in findings.md).
 NOT_OPERATIONALISED: tuple[tuple[str, str, str], ...] = (
     ("Li et al. 2016", "codes are a mix of local and slightly distributed",
      "qualitative; the sparse-prediction non-zero counts (sparse_nonzero) show it per layer but no threshold "
