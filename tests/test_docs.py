@@ -102,6 +102,18 @@ def test_docs_index_links_every_page():
 
 
 def _project_files(root: Path = ROOT):
+    """The project's files: git's tracked and untracked-but-not-ignored ones in a checkout (build
+    output such as an egg-info copy of an older README is not the project's text), else every file
+    outside :data:`SKIP_DIRS`."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=root,
+                             capture_output=True, check=True).stdout.decode()
+        yield from (root / name for name in out.split("\0") if name and (root / name).is_file())
+        return
+    except (OSError, subprocess.CalledProcessError):
+        pass
     for path in root.rglob("*"):
         if path.is_file() and not SKIP_DIRS.intersection(path.relative_to(root).parts):
             yield path
