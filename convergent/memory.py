@@ -27,8 +27,9 @@ and turns them into the peak resident memory of a job, in MB (2**20 bytes), as
 
 The estimate is checked against the peak RSS Snakemake's benchmarks record (``runtime.csv``,
 ``max_rss``) on the default sweep and on paper-shaped jobs: within 2x either way (README,
-*Memory*). It sets each network rule's ``mem_mb`` resource, and :func:`check_memory`
-refuses a sweep whose job cannot fit the memory limit before anything runs.
+*Memory per job*). :func:`convergent.sweep.plan_sweep` refuses a width whose estimate exceeds
+the memory limit before anything runs, and each network rule asks for
+:func:`request_mb` (the estimate with :data:`REQUEST_HEADROOM`) as its ``mem_mb``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ from convergent.dataspec import DATASET_SHAPES, split_sizes
 
 MB = 2**20
 #: resident memory of a job's process after its imports, before any data (MB). Measured by
-#: bench/bench_memory.py (torch CPU build, Python 3.11): ≈ 450 MB for train and extract jobs
-BASE_MB = 450
+#: bench/bench_memory.py (torch 2 CPU build, Python 3.11, Snakemake's script preamble): 613 MB
+BASE_MB = 620
+#: what a job asks for (its ``mem_mb``) over its estimate: the estimate is central (measured
+#: peaks were 0.9-1.5x it, README *Memory per job*), the request must cover the peak
+REQUEST_HEADROOM = 1.5
 #: copies of the data the loader holds at its peak (raw, standardised, one temporary)
 DATA_COPIES = 3
 #: float32 copies of the parameters while training, besides the optimizer's states
@@ -193,6 +197,11 @@ def extract_estimate(dataset: str, arch: str, width: int, model: Mapping[str, An
     rows = int(extract.get("chunk_rows", CHUNK_ROWS))
     acts = 4 * rows * sum(g.layer_elems) * 3
     return Estimate("extract", BASE_MB, data_mb, 4 * g.params * 2 / MB, acts / MB, g.params)
+
+
+def request_mb(estimate: Estimate) -> int:
+    """A job's ``mem_mb`` resource: its estimate times :data:`REQUEST_HEADROOM`, rounded up to 100 MB."""
+    return int(math.ceil(estimate.total_mb * REQUEST_HEADROOM / 100) * 100)
 
 
 def machine_memory_mb() -> int:
