@@ -13,7 +13,7 @@ Two sources:
   with 1 epoch, its first two seeds, ``frozen_k: [0]``, without lmc and rotation, is run up to
   ``extract`` in a temporary directory (``--cores 2``): the jobs have the preset's data,
   architecture, widths, batch size and chunking (peak memory does not depend on the epochs).
-  ``--widest`` keeps only each preset's largest width; ``--shapes32 N_TRAIN N_TEST`` puts
+  ``--widest`` keeps only each preset's largest width (``--max-width W``: of those ≤ W); ``--shapes32 N_TRAIN N_TEST`` puts
   shapes32 of that size in place of CIFAR (not available offline; the data term shrinks, the
   network's terms stay the paper's).
 
@@ -90,11 +90,14 @@ def summarise(rows: list[dict], title: str) -> bool:
     return ok
 
 
-def run_preset(path: Path, workdir: Path, widest: bool = False, shapes32: list[int] | None = None) -> dict:
+def run_preset(path: Path, workdir: Path, widest: bool = False, shapes32: list[int] | None = None,
+               max_width: int | None = None) -> dict:
     """Run a preset's train and extract jobs, paper-shaped (see the module doc); its config."""
     config = yaml.safe_load(path.read_text())
     config = copy.deepcopy(config)
     sweep = config["sweep"]
+    if max_width:
+        sweep["widths"] = [w for w in sweep["widths"] if w <= max_width] or [min(sweep["widths"])]
     if widest:
         sweep["widths"] = [max(sweep["widths"])]
     if shapes32 and any(d.startswith("cifar") for d in sweep["datasets"]):
@@ -129,6 +132,7 @@ def main() -> int:
     ap.add_argument("--configfile", type=Path, default=REPO / "config.yaml")
     ap.add_argument("--presets", nargs="*", type=Path, default=[])
     ap.add_argument("--widest", action="store_true", help="only each preset's largest width")
+    ap.add_argument("--max-width", type=int, help="only widths up to this (before --widest)")
     ap.add_argument("--shapes32", nargs=2, type=int, metavar=("N_TRAIN", "N_TEST"),
                     help="shapes32 of this size in place of CIFAR")
     args = ap.parse_args()
@@ -142,7 +146,7 @@ def main() -> int:
         ok &= summarise(job_ratios(args.results, check_files([args.configfile])), f"{args.results} ({args.configfile})")
     for preset in args.presets:
         with tempfile.TemporaryDirectory(prefix="bench_memory_") as tmp:
-            config = run_preset(preset, Path(tmp), args.widest, args.shapes32)
+            config = run_preset(preset, Path(tmp), args.widest, args.shapes32, args.max_width)
             sweep = config["sweep"]
             ok &= summarise(job_ratios(Path(tmp) / "results", config),
                             f"{preset.name} ({sweep['datasets'][0]} {config.get('data', {}).get('shapes32', '')}, "

@@ -44,6 +44,7 @@ import os
 import re
 import shlex
 import sys
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ _RUN = re.compile(r"runs/[^/]+/[^/]+/w\d+/f\d+/s\d+(?:o\d+)?$")
 _GROUP = re.compile(r"pairs/[^/]+/[^/]+/w\d+/f\d+/s\d+$")
 #: a pair's folder inside a group's moments directory: {control}/s{a}-s{b}, a side may read s{seed}o{order}
 _PAIR_KEY = re.compile(r"(?P<control>[^/]+)/s(?P<a>\d+(?:o\d+)?)-s(?P<b>\d+(?:o\d+)?)$")
+#: seconds to wait before reading Snakemake's incomplete markers again while it holds the lock
+RECHECK_S = 0.5
 #: directories that hold Snakemake's own logs and benchmarks, not outputs a job reads
 _SKIP_DIRS = {"logs", "benchmarks"}
 
@@ -323,6 +326,14 @@ def check(results: str | Path = "results") -> CheckResult:
             out.not_built.append(d)
         else:
             out.damage.append(d)
+    if out.damage and records.locks:
+        # a running Snakemake removes a job's old outputs (Job.prepare) a moment before it marks
+        # them incomplete (Job.register): look once more before calling anything damaged
+        time.sleep(RECHECK_S)
+        records.incomplete |= SnakemakeRecords.read(root).incomplete
+        late = [d for d in out.damage if records.interrupted(d.rebuild) or records.interrupted(d.path)]
+        out.interrupted += late
+        out.damage = [d for d in out.damage if d not in late]
     return out
 
 
