@@ -204,7 +204,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     try:
         with naming_writes(f"output directory {path}"):
             tmp.mkdir()
-            yield tmp
+        yield tmp   # what the block writes names its own files (and a failed read is not a write)
+        with naming_writes(f"output directory {path}"):
             if path.exists():
                 shutil.rmtree(path)
             os.rename(tmp, path)

@@ -179,6 +179,8 @@ def _atomic_torch_save(obj: Any, path: Path) -> Path:
                 try:
                     torch.save(obj, f)
                 except RuntimeError as err:   # torch reports a failed write (a full disk) this way
+                    if "writ" not in str(err).lower():
+                        raise
                     raise OSError(f"{err}".splitlines()[0]) from err
             os.replace(tmp, path)
     except BaseException:

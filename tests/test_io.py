@@ -157,12 +157,20 @@ def test_full_disk_names_the_moments_file(tmp_path, monkeypatch):
     assert list(target.parent.iterdir()) == []
 
 
-def test_full_disk_names_the_output_directory(tmp_path):
+def test_full_disk_names_the_output_directory(tmp_path, monkeypatch):
     from convergent.io import WriteError
 
     target = tmp_path / "pairs" / "moments"
+    monkeypatch.setattr("convergent.io.os.rename", _disk_full)
     with pytest.raises(WriteError) as err:
-        with atomic_directory(target):
-            _disk_full()
+        with atomic_directory(target) as tmp:
+            (tmp / "fc1.npz").write_bytes(b"one")
     _assert_names(err, target)
-    assert not target.exists()
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_failed_read_inside_an_output_directory_is_not_called_a_write(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        with atomic_directory(tmp_path / "moments"):
+            open(tmp_path / "no-such-input.zarr")
+    assert "while writing" not in str(err.value)
