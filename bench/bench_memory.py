@@ -21,6 +21,7 @@ Also prints the resident memory of a fresh process after a train job's imports (
 :data:`convergent.memory.BASE_MB` stands for). Run from the repository root:
 
     PYTHONPATH=. .venv/bin/python bench/bench_memory.py --results results --configfile config.yaml
+    PYTHONPATH=. .venv/bin/python bench/bench_memory.py --presets configs/li.yaml --widest --shapes32 1000 500
     PYTHONPATH=. .venv/bin/python bench/bench_memory.py --presets configs/kornblith-small.yaml
 """
 
@@ -85,8 +86,9 @@ def summarise(rows: list[dict], title: str) -> bool:
         lo, hi = min(sel, key=lambda r: r["ratio"]), max(sel, key=lambda r: r["ratio"])
         inside = all(0.5 <= r["ratio"] <= 2 for r in sel)
         ok &= inside
-        print(f"  {rule:9s} {len(sel):3d} jobs  ratio {lo['ratio']:.2f} ({lo['measured_mb']:.0f}/{lo['estimate_mb']}) "
-              f"… {hi['ratio']:.2f} ({hi['measured_mb']:.0f}/{hi['estimate_mb']})  {'within 2x' if inside else 'OUTSIDE 2x'}")
+        print(f"  {rule:9s} {len(sel):3d} jobs  ratio {lo['ratio']:.2f} ({lo['measured_mb']:.0f}/{lo['estimate_mb']})"
+              f" … {hi['ratio']:.2f} ({hi['measured_mb']:.0f}/{hi['estimate_mb']})"
+              f"  {'within 2x' if inside else 'OUTSIDE 2x'}")
     return ok
 
 

@@ -104,8 +104,9 @@ class SnakemakeRecords:
             return rec
         rec.locks = sorted((meta / "locks").glob("*.lock"))
         rec.incomplete = _decode_records(meta / "incomplete")
-        built = _decode_records(meta / "metadata")
-        rec.built = built if (meta / "metadata").is_dir() else None
+        # no record at all (a results tree copied next to a fresh .snakemake/ of a dry run) tells
+        # nothing about what was built: judged as without records
+        rec.built = _decode_records(meta / "metadata") or None
         return rec
 
     def key(self, path: Path) -> str:
@@ -376,7 +377,8 @@ def report(result: CheckResult | Sequence[Damage], configfiles: Sequence[str] = 
     damage, lines = result.damage, []
     if result.in_progress:
         unlock = " ".join([*snakemake_exe(), "--unlock"])
-        lines.append(f"check: sweep in progress: a Snakemake run holds the lock on {os.path.abspath(result.records.workdir)} "
+        workdir = os.path.abspath(result.records.workdir)
+        lines.append(f"check: sweep in progress: a Snakemake run holds the lock on {workdir} "
                      f"(.snakemake/locks); outputs of jobs running or still to run are not built yet, and "
                      f"only finished outputs are checked. If no Snakemake runs there, a killed one left its "
                      f"lock: `{unlock}` removes it.")
