@@ -146,7 +146,7 @@ print("MEM " + json.dumps(out))
 
 
 def test_the_estimate_sets_each_network_rules_mem_mb(tmp_path):
-    config = tiny_config(archs=["mlp"], widths=[4, 300])
+    config = tiny_config(archs=["mlp"], widths=[4, 3000])
     write_config(tmp_path, config)
     proc = subprocess.run([sys.executable, "-c", _RESOURCES_SCRIPT, str(REPO / "Snakefile"), str(tmp_path)],
                           capture_output=True, text=True, timeout=600)
@@ -154,10 +154,10 @@ def test_the_estimate_sets_each_network_rules_mem_mb(tmp_path):
     assert proc.returncode == 0 and line, proc.stderr[-3000:]
     mem = json.loads(line[-1][4:])
     sweep = copy.deepcopy(config)["sweep"]
-    for width in (4, 300):
+    for width in (4, 3000):
         train = request_mb(train_estimate("digits", "mlp", width, sweep["model"]["mlp"], sweep["training"]))
         extract = request_mb(extract_estimate("digits", "mlp", width, sweep["model"]["mlp"], sweep["extract"]))
         assert train >= 1.5 * train_estimate("digits", "mlp", width, sweep["model"]["mlp"], sweep["training"]).total_mb
         assert mem["train"][str(width)] == mem["lmc"][str(width)] == mem["rotation"][str(width)] == train
         assert mem["extract"][str(width)] == extract
-    assert mem["train"]["300"] > mem["train"]["4"]
+    assert mem["train"]["3000"] > mem["train"]["4"]
