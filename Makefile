@@ -3,7 +3,8 @@
 #   make test  -> the test suite
 #   make report -> results/report.html alone: the self-contained Snakemake report of the results so far
 #   make check  -> scrub results/: verify every digest and chunk checksum, print what is damaged and
-#                  the snakemake --forcerun command that rebuilds it (exit 1 when damage is found)
+#                  the snakemake --forcerun command that rebuilds it (exit 1 when damage is found);
+#                  a running or stopped sweep's unbuilt outputs are "not built yet", not damage
 # CONFIG: the config file(s); checked first (python -m convergent.config) because snakemake
 # --configfile reports a YAML syntax error without its line.
 PYTHON ?= python3

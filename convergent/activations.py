@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from convergent.io import DamagedOutputError, rebuild_hint
+from convergent.io import DamagedOutputError, naming_writes, rebuild_hint
 
 VIEWS = ("positions", "flatten", "pool")
 TARGETS = "targets"
@@ -152,10 +153,11 @@ class ActivationStoreWriter:
         # reads one, so clear them all rather than let them pile up
         for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
-        self._root = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
-        self._root.attrs.update({**dict(attrs or {}), "compression": compression})
-        self._root.attrs["complete"] = False
+        with self._naming():
+            self.tmp_path.parent.mkdir(parents=True, exist_ok=True)
+            self._root = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+            self._root.attrs.update({**dict(attrs or {}), "compression": compression})
+            self._root.attrs["complete"] = False
         self._arrays: dict[str, zarr.Array] = {}
         self._written: dict[str, int] = {}
         self._buffers: dict[str, list[np.ndarray]] = {}
@@ -166,6 +168,19 @@ class ActivationStoreWriter:
         if name in self._arrays:
             raise ValueError(f"array {name!r} already declared")
         shape = (self.n_samples, *row_shape)
+        with self._naming(name):
+            arr = self._create(name, shape, dtype, row_shape, attrs)
+        self._arrays[name] = arr
+        self._written[name] = 0
+        self._buffers[name] = []
+
+    def _naming(self, name: str | None = None):
+        """Re-raise a failed write (a full disk) naming the array, the store and its temporary copy."""
+        array = f"array {name!r} of " if name else ""
+        return naming_writes(f"{array}activation store {self.path} (written to {self.tmp_path})")
+
+    def _create(self, name: str, shape: tuple[int, ...], dtype: str, row_shape: tuple[int, ...],
+                attrs: Mapping[str, Any] | None) -> zarr.Array:
         arr = self._root.create_array(name, shape=shape, dtype=dtype, compressors=self._compressors,
                                       chunks=chunk_shape(self.n_samples, self.chunk_rows, tuple(row_shape),
                                                          self.chunk_features),
@@ -174,11 +189,9 @@ class ActivationStoreWriter:
                 "kind": "conv" if len(shape) > 2 else "dense"}
         meta.update(dict(attrs or {}))
         arr.attrs.update(meta)
-        self._arrays[name] = arr
         if name != TARGETS:
             self._root.attrs["layers"] = [*self._root.attrs.get("layers", []), name]
-        self._written[name] = 0
-        self._buffers[name] = []
+        return arr
 
     def append(self, name: str, rows: np.ndarray) -> None:
         """Append rows (axis 0 = samples) to array ``name``; writes whole chunks only."""
@@ -205,7 +218,8 @@ class ActivationStoreWriter:
         if start + whole > self.n_samples:
             raise ValueError(f"{name}: more than {self.n_samples} rows appended")
         if whole:
-            self._arrays[name][start:start + whole] = block[:whole]
+            with self._naming(name):
+                self._arrays[name][start:start + whole] = block[:whole]
         self._written[name] = start + whole
         self._buffers[name] = [block[whole:]] if whole < len(block) else []
 
@@ -216,10 +230,11 @@ class ActivationStoreWriter:
                 self._flush(name, final=True)
             if self._written[name] != self.n_samples:
                 raise ValueError(f"{name}: {self._written[name]} of {self.n_samples} rows written")
-        self._root.attrs["complete"] = True
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.rename(self.tmp_path, self.path)
+        with self._naming():
+            self._root.attrs["complete"] = True
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            os.rename(self.tmp_path, self.path)
         return self.path
 
     def abort(self) -> None:
@@ -248,12 +263,33 @@ class ActivationStore:
             raise IncompleteStoreError(f"{self.path} is not a readable Zarr group: {err}") from err
         if self._root.attrs.get("complete") is not True:
             raise IncompleteStoreError(f"{self.path} was not completed by its writer; delete it and rerun extract")
-        for name in self._root.array_keys():
-            missing = missing_chunks(self._root[name])
+        for name in self._array_names():
+            try:
+                arr = self._root[name]
+            except KeyError:
+                raise DamagedOutputError(f"{self.path}: its array {name!r} is missing (deleted?). "
+                                         f"{rebuild_hint(self.path)}") from None
+            missing = missing_chunks(arr)
             if missing:
                 raise DamagedOutputError(f"{self.path}: layer {name!r} lacks {missing} of "
-                                         f"{self._root[name].nchunks} chunks (files deleted?); zarr would "
+                                         f"{arr.nchunks} chunks (files deleted?); zarr would "
                                          f"read them back as zeros. {rebuild_hint(self.path)}")
+
+    def _array_names(self) -> list[str]:
+        """The store's arrays: the layers its writer recorded (attribute ``layers``) and ``targets``.
+
+        Read from the attributes, not by listing the directory: Snakemake puts a
+        ``.snakemake_timestamp`` file inside every ``directory()`` output, and zarr warns
+        (ZarrUserWarning) about it whenever a group's members are listed. A store without
+        the attribute (not written by :class:`ActivationStoreWriter`) is listed, with exactly
+        that warning silenced.
+        """
+        order = self._root.attrs.get("layers")
+        if order is not None:
+            return [*order, TARGETS]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
+            return list(self._root.array_keys())
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -263,8 +299,7 @@ class ActivationStore:
     def layers(self) -> list[str]:
         """Layer arrays in the order the writer declared them (``targets`` excluded)."""
         order = self._root.attrs.get("layers")
-        names = [n for n in self._root.array_keys() if n != TARGETS]
-        return list(order) if order else sorted(names)
+        return list(order) if order else sorted(n for n in self._array_names() if n != TARGETS)
 
     def raw(self, layer: str) -> "CheckedArray":
         """The Zarr array of ``layer``; reads raise :class:`DamagedOutputError` on a bad chunk."""

@@ -15,8 +15,21 @@ What is verified (every file is read in full):
   lacking the file of a layer its stores hold, a pair whose networks' stores are gone.
 
 Each damaged output is mapped to the Snakemake output that contains it (a chunk to its store,
-a moments file to its ``moments`` directory), and one ``snakemake --forcerun ...`` command
-rebuilds them all together with everything downstream. Exit status 1 when damage is found.
+a moments file to its ``moments`` directory), and one ``.venv/bin/snakemake --forcerun ...``
+command (runnable as printed) rebuilds them all together with everything downstream.
+
+Work in progress is not damage. Snakemake's records in the working directory
+(``<results>/../.snakemake``) tell the two apart (:class:`SnakemakeRecords`):
+
+* its lock (``.snakemake/locks``): a sweep is running there, and the report says so;
+* its incomplete markers: outputs of jobs that started and have not finished (running, or
+  killed: the next run redoes them) are "not built yet", whatever state they are in;
+* its metadata: a missing output no finished job ever recorded is "not built yet" (a sweep
+  still running, stopped, or never asked for it); one a job recorded is deleted: damage.
+
+Without those records (a copied results tree) a missing output of a run or group whose other
+outputs exist counts as damage. Exit status 1 when damage is found, else 0 (a tree with
+outputs not built yet included); no results directory at all: one line, exit 0.
 
     python -m convergent.check [--results results] [--configfile config.yaml ...]
 """
@@ -24,16 +37,20 @@ rebuilds them all together with everything downstream. Exit status 1 when damage
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
+import os
 import re
 import shlex
 import sys
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergent.io import DIGEST_SUFFIX, DamagedOutputError, recorded_digest, verify_digest
+from convergent.io import DIGEST_SUFFIX, DamagedOutputError, recorded_digest, snakemake_exe, verify_digest
 
 #: outputs of rules `train` and `extract` in every run directory
 RUN_OUTPUTS = ("model.pt", "init.pt", "metrics.json", "train_log.csv", "trained.zarr", "init.zarr")
@@ -43,6 +60,8 @@ _RUN = re.compile(r"runs/[^/]+/[^/]+/w\d+/f\d+/s\d+(?:o\d+)?$")
 _GROUP = re.compile(r"pairs/[^/]+/[^/]+/w\d+/f\d+/s\d+$")
 #: a pair's folder inside a group's moments directory: {control}/s{a}-s{b}, a side may read s{seed}o{order}
 _PAIR_KEY = re.compile(r"(?P<control>[^/]+)/s(?P<a>\d+(?:o\d+)?)-s(?P<b>\d+(?:o\d+)?)$")
+#: seconds to wait before reading Snakemake's incomplete markers again while it holds the lock
+RECHECK_S = 0.5
 #: directories that hold Snakemake's own logs and benchmarks, not outputs a job reads
 _SKIP_DIRS = {"logs", "benchmarks"}
 
@@ -55,6 +74,70 @@ class Damage:
     path: Path
     what: str
     rebuild: Path
+
+    @property
+    def missing(self) -> bool:
+        """A deleted (or never built) output rather than a damaged one."""
+        return self.what.startswith("missing")
+
+
+@dataclass
+class SnakemakeRecords:
+    """What Snakemake keeps in ``<workdir>/.snakemake`` (its file persistence backend, the
+    default), as output paths relative to the working directory (``results/runs/...``).
+
+    ``locks``: lock files (a Snakemake run holds the directory, or one was killed hard);
+    ``incomplete``: outputs of jobs started and not finished; ``built``: outputs a finished
+    job recorded, None when there are no records at all (a copied tree)."""
+
+    workdir: Path
+    locks: list[Path] = field(default_factory=list)
+    incomplete: set[str] = field(default_factory=set)
+    built: set[str] | None = None
+
+    @classmethod
+    def read(cls, results: Path) -> "SnakemakeRecords":
+        workdir = results.parent
+        meta = workdir / ".snakemake"
+        rec = cls(workdir)
+        if not meta.is_dir():
+            return rec
+        rec.locks = sorted((meta / "locks").glob("*.lock"))
+        rec.incomplete = _decode_records(meta / "incomplete")
+        # no record at all (a results tree copied next to a fresh .snakemake/ of a dry run) tells
+        # nothing about what was built: judged as without records
+        rec.built = _decode_records(meta / "metadata") or None
+        return rec
+
+    def key(self, path: Path) -> str:
+        """``path`` (under the results directory) as Snakemake records it: relative to the workdir."""
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.workdir))).as_posix()
+
+    def interrupted(self, path: Path) -> bool:
+        """Whether ``path`` is, or lies inside, an output of a job that started and did not finish."""
+        key = self.key(path)
+        return any(key == k or key.startswith(k + "/") for k in self.incomplete)
+
+    def never_built(self, path: Path) -> bool:
+        """Whether no finished job recorded the output ``path`` (False without records)."""
+        return self.built is not None and self.key(path) not in self.built
+
+
+def _decode_records(subject: Path) -> set[str]:
+    """The output paths recorded under ``subject`` (``.snakemake/metadata`` or ``incomplete``):
+    each file's path below it is the urlsafe base64 of the output path, split into parts whose
+    all but the last start with ``@`` when it is longer than a file name may be."""
+    out: set[str] = set()
+    if not subject.is_dir():
+        return out
+    for dirpath, _, files in os.walk(subject):
+        prefix = "".join(p.removeprefix("@") for p in Path(dirpath).relative_to(subject).parts)
+        for name in files:
+            try:
+                out.add(base64.urlsafe_b64decode(prefix + name.removeprefix("@")).decode())
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                continue   # not a record (e.g. migration_underway)
+    return out
 
 
 def _visible(path: Path, root: Path) -> bool:
@@ -182,11 +265,9 @@ def _store_layers(store: Path) -> list[str]:
         return []
 
 
-def scrub(results: str | Path = "results") -> list[Damage]:
-    """Every damaged or missing output under ``results`` (see the module doc), in path order."""
-    root = Path(results)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no results directory at {root}")
+def _scan(root: Path) -> list[Damage]:
+    """Every damaged or missing output under ``root`` (see the module doc), in path order,
+    before telling work in progress apart."""
     found: list[Damage] = [*check_digests(root), *check_missing(root)]
     for store in _files(root, "*.zarr"):
         if store.is_dir():
@@ -206,23 +287,115 @@ def scrub(results: str | Path = "results") -> list[Damage]:
     return sorted(unique.values(), key=lambda d: str(d.path))
 
 
-def rebuild_command(damage: Sequence[Damage], configfiles: Sequence[str] = (), cores: str = "all") -> str:
-    """One ``snakemake --forcerun`` command that rebuilds every damaged output and what depends on it."""
-    targets = sorted({str(d.rebuild) for d in damage})
-    parts = ["snakemake", "--cores", cores]
+@dataclass
+class CheckResult:
+    """``damage``: built outputs that are damaged or deleted; ``not_built``: missing outputs no
+    finished job recorded; ``interrupted``: outputs of jobs that started and did not finish
+    (running, or killed); ``records``: what Snakemake recorded (its lock among them)."""
+
+    damage: list[Damage]
+    not_built: list[Damage]
+    interrupted: list[Damage]
+    records: SnakemakeRecords
+
+    @property
+    def in_progress(self) -> bool:
+        """Whether a Snakemake run holds the working directory's lock."""
+        return bool(self.records.locks)
+
+
+def check(results: str | Path = "results") -> CheckResult:
+    """Scan ``results`` and sort what is found into damage and work in progress (module doc).
+
+    Snakemake's records are read before and after the scan: a job that starts meanwhile
+    counts as interrupted (its outputs may vanish under the scan), and only outputs recorded
+    before the scan count as built (a job finishing meanwhile is not mistaken for a deletion).
+    """
+    root = Path(results)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no results directory at {root}")
+    before = SnakemakeRecords.read(root)
+    found = _scan(root)
+    after = SnakemakeRecords.read(root)
+    records = SnakemakeRecords(before.workdir, sorted({*before.locks, *after.locks}),
+                               before.incomplete | after.incomplete, before.built)
+    out = CheckResult([], [], [], records)
+    for d in found:
+        if records.interrupted(d.rebuild) or records.interrupted(d.path):
+            out.interrupted.append(d)
+        elif d.missing and records.never_built(d.rebuild):
+            out.not_built.append(d)
+        else:
+            out.damage.append(d)
+    if out.damage and records.locks:
+        # a running Snakemake removes a job's old outputs (Job.prepare) a moment before it marks
+        # them incomplete (Job.register): look once more before calling anything damaged
+        time.sleep(RECHECK_S)
+        records.incomplete |= SnakemakeRecords.read(root).incomplete
+        late = [d for d in out.damage if records.interrupted(d.rebuild) or records.interrupted(d.path)]
+        out.interrupted += late
+        out.damage = [d for d in out.damage if d not in late]
+    return out
+
+
+def scrub(results: str | Path = "results") -> list[Damage]:
+    """Every damaged or deleted built output under ``results`` (:func:`check`'s damage), in path order."""
+    return check(results).damage
+
+
+def rebuild_command(damage: Sequence[Damage], configfiles: Sequence[str] = (), cores: str = "all",
+                    workdir: str | Path | None = None) -> str:
+    """One ``snakemake --forcerun`` command that rebuilds every damaged output and what depends on
+    it, runnable as printed from the current directory: this environment's Snakemake
+    (:func:`convergent.io.snakemake_exe`), ``--snakefile`` when the current directory has none,
+    ``--directory`` when the results' working directory is another one (targets relative to it)."""
+    cwd = Path.cwd()
+    workdir = Path(workdir) if workdir is not None else cwd
+    same = os.path.abspath(workdir) == os.path.abspath(cwd)
+    targets = sorted({os.path.relpath(os.path.abspath(d.rebuild), os.path.abspath(workdir)) if not same
+                      else str(d.rebuild) for d in damage})
+    parts = [*snakemake_exe(), "--cores", cores]
+    if not (cwd / "Snakefile").is_file():
+        parts += ["--snakefile", str(Path(__file__).resolve().parents[1] / "Snakefile")]
+    if not same:
+        parts += ["--directory", str(workdir)]
     if configfiles:
         parts += ["--configfile", *configfiles]
     parts += ["--forcerun", *targets]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def report(damage: Sequence[Damage], configfiles: Sequence[str] = ()) -> str:
-    """The text ``make check`` prints."""
+def _count(items: Sequence[Damage]) -> int:
+    """Distinct outputs (Snakemake's) among ``items``."""
+    return len({d.rebuild for d in items})
+
+
+def report(result: CheckResult | Sequence[Damage], configfiles: Sequence[str] = ()) -> str:
+    """The text ``make check`` prints (a bare list of damage is reported as damage)."""
+    if not isinstance(result, CheckResult):
+        result = CheckResult(list(result), [], [], SnakemakeRecords(Path.cwd()))
+    damage, lines = result.damage, []
+    if result.in_progress:
+        unlock = " ".join([*snakemake_exe(), "--unlock"])
+        workdir = os.path.abspath(result.records.workdir)
+        lines.append(f"check: sweep in progress: a Snakemake run holds the lock on {workdir} "
+                     f"(.snakemake/locks); outputs of jobs running or still to run are not built yet, and "
+                     f"only finished outputs are checked. If no Snakemake runs there, a killed one left its "
+                     f"lock: `{unlock}` removes it.")
+    waiting = []
+    if result.interrupted:
+        state = "running" if result.in_progress else "interrupted (the next run redoes them)"
+        waiting.append(f"{_count(result.interrupted)} output(s) of jobs {state}")
+    if result.not_built:
+        waiting.append(f"{_count(result.not_built)} output(s) of jobs not run yet")
+    pending = f"; not built yet: {', '.join(waiting)}" if waiting else ""
     if not damage:
-        return "check: no damage found"
-    lines = [f"check: {len(damage)} damaged or missing output(s):"]
+        return "\n".join([*lines, f"check: no damage found{pending}"])
+    lines.append(f"check: {len(damage)} damaged or missing output(s){pending}:")
     lines += [f"  {d.path}: {d.what}" for d in damage]
-    lines += ["", "Rebuild them (and everything computed from them) with:", "  " + rebuild_command(damage, configfiles)]
+    workdir = result.records.workdir
+    lines += ["", "Rebuild them (and everything computed from them) with:",
+              "  " + rebuild_command(damage, configfiles, workdir=workdir)]
     if not configfiles:
         lines.append("  (add the --configfile of the run that made these results)")
     return "\n".join(lines)
@@ -233,9 +406,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--results", default="results", help="the results directory (default: results)")
     ap.add_argument("--configfile", nargs="*", default=[], help="config file(s) to name in the rebuild command")
     args = ap.parse_args(argv)
-    damage = scrub(args.results)
-    print(report(damage, args.configfile))
-    return 1 if damage else 0
+    if not Path(args.results).is_dir():
+        print(f"check: no results directory at {args.results}: nothing has been built yet (make run builds it)")
+        return 0
+    result = check(args.results)
+    print(report(result, args.configfile))
+    return 1 if result.damage else 0
 
 
 if __name__ == "__main__":

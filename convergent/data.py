@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from convergent.io import naming_writes
 from convergent.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
                                   SHAPES32_LIMITS, dataset_options)
 
@@ -262,9 +263,10 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        with naming_writes(f"data cache {path}"):
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -59,3 +59,24 @@ def dataset_options(name: str, options: Mapping[str, Any] | None = None) -> dict
         raise ValueError(f"data.{name}: dataset {name!r} takes no options, got {sorted(options)}; "
                          f"only {', '.join(DATASET_OPTIONS)} has any")
     return {}
+
+
+#: (input shape (c, h, w) or (c, l), number of classes) of each dataset, as the loaders return them
+DATASET_SHAPES: dict[str, tuple[tuple[int, ...], int]] = {
+    "digits": ((1, 8, 8), 10), "mnist1d": ((1, 40), 10), "cifar10": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100), "shapes32": ((3, 32, 32), len(SHAPES32_CLASSES)),
+}
+#: rows of each split of the datasets with a fixed size: digits' 1,797 images split 80/20
+#: (stratified, convergent.data), MNIST-1D's own 4,000/1,000, CIFAR's official 50,000/10,000
+FIXED_SPLIT_SIZES: dict[str, dict[str, int]] = {
+    "digits": {"train": 1437, "test": 360}, "mnist1d": {"train": 4000, "test": 1000},
+    "cifar10": {"train": 50_000, "test": 10_000}, "cifar100": {"train": 50_000, "test": 10_000},
+}
+
+
+def split_sizes(name: str, options: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """``{"train": rows, "test": rows}`` of dataset ``name`` with its options (shapes32: its size)."""
+    if name == "shapes32":
+        opts = shapes32_options(options)
+        return {"train": opts["n_train"], "test": opts["n_test"]}
+    return dict(FIXED_SPLIT_SIZES[name])

@@ -27,26 +27,71 @@ class DamagedOutputError(RuntimeError):
     """
 
 
+def snakemake_exe(cwd: str | os.PathLike | None = None) -> list[str]:
+    """The Snakemake command of this environment, runnable as printed from ``cwd`` (default: the
+    current directory): the ``snakemake`` beside this interpreter (``.venv/bin/snakemake``,
+    relative when it lies below ``cwd``), else this interpreter with ``-m snakemake``. A bare
+    ``snakemake`` is on PATH only while the venv is active."""
+    import sys
+
+    exe = Path(sys.executable).with_name("snakemake")
+    if not exe.is_file():
+        return [sys.executable, "-m", "snakemake"]
+    rel = os.path.relpath(exe, cwd or os.getcwd())
+    return [rel if not rel.startswith("..") else str(exe)]
+
+
 def rebuild_hint(path: str | os.PathLike) -> str:
     """What to run when the output ``path`` is damaged (added to every damage message)."""
     # deleting it is not enough: Snakemake does not rebuild a missing intermediate whose
     # downstream outputs are present ("Nothing to be done"); --forcerun rebuilds it and them
-    return (f"Rebuild it and everything computed from it with `snakemake --forcerun {path}` "
+    return (f"Rebuild it and everything computed from it with `{' '.join(snakemake_exe())} --forcerun {path}` "
             f"(add your usual --cores and --configfile); `make check` lists every damaged output.")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class WriteError(OSError):
+    """An OSError raised while writing an output, re-raised naming what was written: the file
+    (for a store: the store, the array and the file). Keeps ``errno`` (28: the disk is full)."""
+
+
+def write_error(err: BaseException, what: str) -> WriteError:
+    """``err`` (an OSError, or torch's RuntimeError for a failed write) as a :class:`WriteError`
+    naming ``what`` and the file the system call failed on, if it said."""
+    errno_ = getattr(err, "errno", None)
+    reason = getattr(err, "strerror", None) or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+    failed = getattr(err, "filename", None)
+    where = f"{what} (at {failed})" if failed and str(failed) not in what else what
+    text = f"{reason}, while writing {where}"
+    return WriteError(errno_, text) if errno_ else WriteError(text)
+
+
+@contextmanager
+def naming_writes(what: str) -> Iterator[None]:
+    """Re-raise an OSError inside the block as a :class:`WriteError` naming ``what`` (a file, or
+    the array and store being written); one raised by an inner block that already names its
+    file passes unchanged."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except WriteError:
         raise
+    except OSError as err:
+        raise write_error(err, what) from err
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
+    A failed write (a full disk) raises :class:`WriteError` naming ``path``."""
+    path = Path(path)
+    with naming_writes(str(path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -156,12 +201,14 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.mkdir()
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.rename(tmp, path)
+        with naming_writes(f"output directory {path}"):
+            tmp.mkdir()
+        yield tmp   # what the block writes names its own files (and a failed read is not a write)
+        with naming_writes(f"output directory {path}"):
+            if path.exists():
+                shutil.rmtree(path)
+            os.rename(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

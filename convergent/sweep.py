@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergent.archspec import arch_options, layer_names, rotation_layers
-from convergent.dataspec import SHAPES32_LIMITS, dataset_options
+from convergent.dataspec import SHAPES32_LIMITS, dataset_options, split_sizes
 
 CONTROLS = ("cross", "floor", "ceiling", "data_order")
 #: which saved network state each control compares
@@ -298,13 +298,16 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 def plan_sweep(config: Mapping[str, Any]) -> Sweep:
     """Expand a schema-valid config into experiments, checking what the schema cannot.
 
-    Raises :class:`ConfigError` naming the offending key and the allowed values.
+    Raises :class:`ConfigError` naming the offending key and the allowed values; among the
+    checks, ``extract.max_samples`` against the split it reads and every width's estimated
+    job memory against ``max_mem_mb`` (or this machine's memory, :func:`memory_limit_mb`).
     """
     sweep_cfg = config["sweep"]
     data_options = _data_options(config, sweep_cfg["datasets"])
     defaults = {k: sweep_cfg[k] for k in EXPERIMENT_KEYS if k in sweep_cfg}
     overrides = list(config.get("overrides") or [])
     experiments = []
+    limit = memory_limit_mb(config)
     for dataset, arch in itertools.product(sweep_cfg["datasets"], sweep_cfg["archs"]):
         settings = dict(defaults)
         for ov in overrides:
@@ -313,6 +316,7 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
         exp = _experiment(dataset, arch, settings, f"experiment {dataset}/{arch}")
         exp.data = data_options[dataset]
         _check_split_size(exp)
+        _check_memory(exp, *limit)
         experiments.append(exp)
     for i, ov in enumerate(overrides):
         for key, allowed in (("dataset", sweep_cfg["datasets"]), ("arch", sweep_cfg["archs"])):
@@ -357,18 +361,58 @@ def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[st
 
 
 def _check_split_size(exp: Experiment) -> None:
-    """A generated dataset's size must hold what the extract stage asks for: ``extract.max_samples``
-    rows of the extracted split (otherwise the stores would silently hold fewer)."""
-    if exp.dataset != "shapes32":
-        return
-    split = exp.extract.get("split", "test")
-    key = "n_test" if split == "test" else "n_train"
+    """``extract.max_samples`` must fit the split the extract stage reads (``extract.split``) of
+    this dataset, at its configured size: otherwise the stores would silently hold fewer rows."""
     wanted = exp.extract.get("max_samples")
-    if wanted and wanted > exp.data[key]:
+    split = exp.extract.get("split", "test")
+    have = split_sizes(exp.dataset, exp.data)[split]
+    if not wanted or wanted <= have:
+        return
+    if exp.dataset == "shapes32":
+        key = "n_test" if split == "test" else "n_train"
         raise ConfigError(f"data.shapes32.{key} = {exp.data[key]} does not fit experiment "
                           f"{exp.key}: extract.max_samples = {wanted} rows of the {split} split are "
                           f"extracted; allowed: data.shapes32.{key} in {wanted}..{SHAPES32_LIMITS[key][1]} "
                           f"(or a smaller extract.max_samples)")
+    raise ConfigError(f"extract.max_samples = {wanted} does not fit experiment {exp.key}: the {split} split "
+                      f"of {exp.dataset} has {have} rows (extract.split = {split}); allowed: "
+                      f"extract.max_samples in 1..{have}, or null for the whole split")
+
+
+def memory_limit_mb(config: Mapping[str, Any]) -> tuple[int, str]:
+    """(MB a job may use, where that number comes from): the config's ``max_mem_mb``, else
+    this machine's memory (:func:`convergent.memory.machine_memory_mb`)."""
+    from convergent.memory import machine_memory_mb
+
+    if config.get("max_mem_mb"):
+        return int(config["max_mem_mb"]), "max_mem_mb"
+    return machine_memory_mb(), "this machine's memory (set max_mem_mb for the nodes that run the jobs)"
+
+
+def job_estimates(exp: Experiment, width: int) -> list[Any]:
+    """The memory estimates (:class:`convergent.memory.Estimate`) of the network jobs of one
+    width of ``exp``: train (also lmc and rotation's) and extract."""
+    from convergent.memory import extract_estimate, train_estimate
+
+    return [train_estimate(exp.dataset, exp.arch, width, exp.model, exp.training, exp.data),
+            extract_estimate(exp.dataset, exp.arch, width, exp.model, exp.extract, exp.data)]
+
+
+def _check_memory(exp: Experiment, limit_mb: int, source: str) -> None:
+    """Refuse a width whose train or extract job cannot fit ``limit_mb``, naming the key, the
+    estimate and the largest width that fits."""
+    for width in exp.widths:
+        worst = max(job_estimates(exp, width), key=lambda e: e.total_mb)
+        if worst.total_mb <= limit_mb:
+            continue
+        lo, hi = 0, width   # the largest width that fits: estimates grow with the width
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if max(e.total_mb for e in job_estimates(exp, mid)) <= limit_mb else (lo, mid)
+        allowed = f"widths ≤ {lo}" if lo else "no width (lower training.batch_size or the data size)"
+        raise ConfigError(f"sweep.widths: width {width} of experiment {exp.key} does not fit in memory: "
+                          f"its {worst.job} job needs an estimated {worst.describe()}, more than the "
+                          f"{limit_mb} MB of {source}; allowed for {exp.key}: {allowed}")
 
 
 def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Experiment:

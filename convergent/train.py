@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convergent.data import DatasetSplits
-from convergent.io import DamagedOutputError, rebuild_hint, verify_digest, write_digest
+from convergent.io import DamagedOutputError, naming_writes, rebuild_hint, verify_digest, write_digest
 from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
 
@@ -174,9 +174,15 @@ def _atomic_torch_save(obj: Any, path: Path) -> Path:
     try:
         # save through a file object: torch then names the zip's root folder "archive"
         # instead of after the (random) temp file name, so equal states give equal bytes
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
+        with naming_writes(f"checkpoint {path}"):
+            with os.fdopen(fd, "wb") as f:
+                try:
+                    torch.save(obj, f)
+                except RuntimeError as err:   # torch reports a failed write (a full disk) this way
+                    if "writ" not in str(err).lower():
+                        raise
+                    raise OSError(f"{err}".splitlines()[0]) from err
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

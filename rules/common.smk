@@ -250,3 +250,22 @@ def weight_space_targets():
     if config["rotation"]["enabled"]:
         targets.append("results/summary/rotation.csv")
     return targets
+
+
+# Memory (MB) of the jobs that load the data and run a network, estimated from the config
+# (convergent.memory): plan_sweep refuses a width whose estimate exceeds max_mem_mb or this
+# machine's memory, and each job's mem_mb is its estimate plus headroom (request_mb), so a
+# cluster asks for what the job needs.
+from convergent.memory import extract_estimate, request_mb, train_estimate
+
+
+def train_mem_mb(wildcards):
+    exp = experiment_of(wildcards)
+    return request_mb(train_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model, exp.training,
+                                     exp.data))
+
+
+def extract_mem_mb(wildcards):
+    exp = experiment_of(wildcards)
+    return request_mb(extract_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model, exp.extract,
+                                       exp.data))

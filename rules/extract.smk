@@ -16,7 +16,7 @@ rule extract:
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=extract_mem_mb,  # the estimate (rules/common.smk)
         runtime=30,
     log:
         "results/logs/extract/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",

@@ -16,7 +16,7 @@ rule train:
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=train_mem_mb,  # the estimate (rules/common.smk)
         runtime=60,
     log:
         "results/logs/train/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",

@@ -18,7 +18,7 @@ rule lmc:
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=train_mem_mb,  # two networks of this width on the data: as training
         runtime=60,
     log:
         "results/logs/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}.log",
@@ -42,7 +42,7 @@ rule rotation:
         device=config["device"],
     threads: config["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=train_mem_mb,  # retrains above the rotated layer
         runtime=120,
     log:
         "results/logs/rotation/{dataset}/{arch}/w{width}/s{seed}.log",

@@ -5,6 +5,7 @@ finds every planted damage in a small results tree -- and nothing in an intact o
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -13,8 +14,9 @@ import pytest
 import torch
 
 from convergent.activations import ActivationStore, ActivationStoreWriter
-from convergent.check import main, rebuild_command, scrub
-from convergent.io import DamagedOutputError, read_json, verify_digest, write_csv, write_digest, write_json
+from convergent.check import check, main, rebuild_command, scrub
+from convergent.io import (DamagedOutputError, read_json, snakemake_exe, verify_digest, write_csv, write_digest,
+                           write_json)
 from convergent.moments import Moments, save_moments
 from convergent.train import load_state, save_state
 from tests.workflow import REPO
@@ -158,10 +160,11 @@ def test_check_finds_every_planted_damage(tree, capsys):
     assert "'fc1'" in chunk.what and "(3, 0)" in chunk.what
     assert main(["--results", str(tree), "--configfile", "my.yaml"]) == 1
     out = capsys.readouterr().out
-    cmd = rebuild_command(damage, ["my.yaml"])
-    assert cmd in out and cmd.startswith("snakemake --cores all --configfile my.yaml --forcerun ")
-    for target in (store, model, init_store, measures):
-        assert str(target) in cmd
+    cmd = rebuild_command(damage, ["my.yaml"], workdir=tree.parent)
+    assert cmd in out and cmd.startswith(" ".join(snakemake_exe()) + " --cores all ")
+    assert f"--directory {tree.parent} --configfile my.yaml --forcerun " in cmd
+    for target in (store, model, init_store, measures):   # relative to the workdir, as Snakemake names them
+        assert f" {target.relative_to(tree.parent)}" in cmd
 
 
 def test_check_cli_and_make_target(tree):
@@ -190,3 +193,183 @@ def test_dead_layer_chunks_are_stored_and_not_mistaken_for_deleted(tmp_path):
     assert scrub(tmp_path) == []
     (store / "fc1" / "c" / "4" / "0").unlink()
     assert [d.rebuild for d in scrub(tmp_path)] == [store]
+
+
+# --- work in progress is not damage -----------------------------------------------------------
+
+def _record(workdir, subject, output):
+    """Record ``output`` (a path under ``workdir``) in Snakemake's ``.snakemake/<subject>`` the way
+    its file persistence does (its own path encoding), as a finished (``metadata``) or started
+    and unfinished (``incomplete``) job's output."""
+    import types
+
+    from snakemake.persistence.file import FilePersistence
+
+    encoder = types.SimpleNamespace(_fetch_max_len=lambda _subject: 255)
+    key = output.relative_to(workdir).as_posix()
+    path = Path(FilePersistence._record_path(encoder, str(workdir / ".snakemake" / subject), key))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+
+
+def _record_built(tree):
+    """Every output in ``tree`` recorded as built by a finished job (Snakemake's metadata)."""
+    outputs = [tree / RUN.format(seed=s) / name for s in (0, 1) for name in
+               ("model.pt", "init.pt", "metrics.json", "train_log.csv", "trained.zarr", "init.zarr")]
+    outputs += [tree / GROUP / "moments", tree / GROUP / "measures.csv", tree / "summary" / "runs.csv"]
+    for out in outputs:
+        _record(tree.parent, "metadata", out)
+
+
+def test_outputs_no_job_recorded_are_not_built_yet_and_deleted_ones_are_damage(tree, capsys):
+    import shutil
+
+    _record_built(tree)
+    # a sweep stopped (full disk) after training seed 2: its stores and its group never built
+    run2 = tree / RUN.format(seed=2)
+    for name in ("model.pt", "init.pt"):
+        save_state(torch.nn.Linear(4, 3), run2 / name)
+        _record(tree.parent, "metadata", run2 / name)
+    (tree / "pairs/digits/mlp/w4/f0/s2/.moments.tmp-123").mkdir(parents=True)   # its moments pass, stopped
+    result = check(tree)
+    assert result.damage == [] and scrub(tree) == []
+    not_built = {d.path for d in result.not_built}
+    assert {run2 / "trained.zarr", run2 / "init.zarr", run2 / "metrics.json",
+            tree / "pairs/digits/mlp/w4/f0/s2/measures.csv"} <= not_built
+    assert main(["--results", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "no damage found" in out and "of jobs not run yet" in out and "--forcerun" not in out
+    # a store a finished job recorded, deleted: damage, named, with its rebuild command
+    shutil.rmtree(tree / RUN.format(seed=0) / "init.zarr")
+    result = check(tree)
+    assert [d.path for d in result.damage] == [tree / RUN.format(seed=0) / "init.zarr"]
+    assert main(["--results", str(tree)]) == 1
+    out = capsys.readouterr().out
+    assert "1 damaged or missing output(s)" in out and f"--forcerun results/{RUN.format(seed=0)}/init.zarr" in out
+
+
+def test_outputs_of_an_interrupted_job_are_not_damage(tree, capsys):
+    _record_built(tree)
+    run1 = tree / RUN.format(seed=1)
+    # seed 1's training was restarted and killed: Snakemake marked its outputs incomplete; the
+    # checkpoint is torn, its metrics gone, the digest beside them left over
+    for name in ("model.pt", "init.pt", "metrics.json", "train_log.csv"):
+        _record(tree.parent, "incomplete", run1 / name)
+    (run1 / "model.pt").write_bytes((run1 / "model.pt").read_bytes()[:50])
+    (run1 / "metrics.json").unlink()
+    result = check(tree)
+    assert result.damage == []
+    assert {run1 / "model.pt", run1 / "metrics.json"} <= {d.path for d in result.interrupted}
+    assert main(["--results", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert "no damage found" in out and "interrupted (the next run redoes them)" in out
+    # the same torn checkpoint with no job to redo it is damage
+    __import__("shutil").rmtree(tree.parent / ".snakemake" / "incomplete")
+    assert run1 / "model.pt" in {d.path for d in check(tree).damage}
+
+
+def test_a_held_lock_is_reported_as_a_sweep_in_progress(tree, capsys):
+    _record_built(tree)
+    locks = tree.parent / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text(str(tree / RUN.format(seed=1) / "model.pt"))
+    _record(tree.parent, "incomplete", tree / RUN.format(seed=1) / "model.pt")
+    (tree / RUN.format(seed=1) / "model.pt").unlink()   # Snakemake removes a rerun job's outputs first
+    assert main(["--results", str(tree)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("check: sweep in progress") and "--unlock" in out and "of jobs running" in out
+    assert "no damage found" in out
+
+
+def test_no_results_directory_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "convergent.check", "--results", str(tmp_path / "results")],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and proc.stderr == ""
+    assert proc.stdout.splitlines() == [f"check: no results directory at {tmp_path / 'results'}: "
+                                        "nothing has been built yet (make run builds it)"]
+
+
+def test_the_printed_command_runs_as_printed(tree, tmp_path, monkeypatch):
+    (tree / RUN.format(seed=0) / "init.pt").write_bytes(b"")
+    damage = scrub(tree)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd, workdir in ((REPO, REPO), (elsewhere, tree.parent)):
+        monkeypatch.chdir(cwd)
+        cmd = rebuild_command(damage, ["my.yaml"], workdir=workdir)
+        argv = __import__("shlex").split(cmd)
+        n = len(snakemake_exe())
+        # the program exists from where it is printed (a bare `snakemake` is not on PATH outside the venv)
+        assert argv[0] != "snakemake" and Path(argv[0]).is_file()
+        version = subprocess.run([*argv[:n], "--version"], capture_output=True, text=True, cwd=cwd)
+        assert version.returncode == 0 and version.stdout.strip()[0].isdigit()
+        if cwd == elsewhere:   # run from elsewhere: the Snakefile and the workdir are named
+            assert ["--snakefile", str(REPO / "Snakefile")] == argv[argv.index("--snakefile"):][:2]
+            assert ["--directory", str(tree.parent)] == argv[argv.index("--directory"):][:2]
+            assert f"results/{RUN.format(seed=0)}/init.pt" in argv
+        else:
+            assert "--snakefile" not in argv and "--directory" not in argv
+
+
+def test_check_during_a_running_sweep_and_after_it_is_killed(tmp_path, capsys):
+    """The real thing: `make check` while a tiny sweep runs says so and finds nothing damaged;
+    after the sweep is killed hard (its jobs with it, the lock left behind) nothing is damage."""
+    import os
+    import signal
+    import time
+
+    from tests.workflow import SNAKEMAKE, tiny_config, write_config
+
+    write_config(tmp_path, tiny_config(archs=["mlp"], frozen_k=[0, 1], seeds=[0, 1, 2]))
+    results = tmp_path / "results"
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "PYTHONHASHSEED": "0"})
+    try:
+        deadline = time.monotonic() + 300
+        # wait until some runs are trained and others still to come
+        while len(list(results.glob("runs/*/*/*/*/*/metrics.json"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before the check"
+            time.sleep(0.2)
+        during = check(results)
+        code = main(["--results", str(results)])
+        out = capsys.readouterr().out
+        assert proc.poll() is None, "the sweep finished before the check ran"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)   # snakemake and its jobs, mid-write
+        proc.wait()
+    assert during.in_progress and during.damage == [] and (during.not_built or during.interrupted)
+    assert code == 0 and out.startswith("check: sweep in progress") and "no damage found" in out
+    # killed: the lock and the incomplete markers stay behind
+    result = check(results)
+    assert result.damage == [], result.damage
+    assert main(["--results", str(results)]) == 0
+    assert "no damage found" in capsys.readouterr().out
+    subprocess.run([*cmd, "--unlock"], check=True, capture_output=True)
+    result = check(results)
+    assert not result.in_progress and result.damage == []
+    assert main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "sweep in progress" not in out and "no damage found" in out and "not built yet" in out
+
+
+def test_snakemakes_marker_inside_a_store_raises_no_zarr_warning(tree):
+    """Snakemake writes .snakemake_timestamp into every directory() output; zarr warns about it
+    whenever a group's members are listed. Opening, reading and scrubbing a store must not."""
+    import warnings
+
+    store = tree / RUN.format(seed=0) / "trained.zarr"
+    (store / ".snakemake_timestamp").write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = ActivationStore(store)
+        assert s.layers == ["fc1"] and s.read_view("fc1", "flatten")[0].shape == (N, 4)
+        assert scrub(tree) == []
+    # a store without the layers attribute (not ours) is listed: still no warning, same layers
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["attributes"]["layers"]
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ActivationStore(store).layers == ["fc1"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from convergent.io import atomic_directory, atomic_write_bytes
@@ -63,3 +66,111 @@ def test_tables_later_jobs_read_carry_a_digest_and_are_checked(tmp_path):
     plain = tmp_path / "plain.csv"   # a table written without a digest (an older run) is read as it is
     frame.to_csv(plain, index=False)
     pd.testing.assert_frame_equal(read_table(plain), frame)
+
+
+# --- a failed write names what it was writing (a full disk: errno 28) ------------------------
+
+def _disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullDiskFile:
+    """A file object whose every write fails as on a full disk."""
+
+    def __init__(self, *_args, **_kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, *_args):
+        _disk_full()
+
+    def close(self):
+        pass
+
+
+def _assert_names(err, *parts):
+    assert err.value.errno == errno.ENOSPC, err.value
+    for part in parts:
+        assert str(part) in str(err.value), (part, str(err.value))
+
+
+def test_full_disk_names_the_file_of_an_atomic_write(tmp_path, monkeypatch):
+    from convergent.io import WriteError, write_json
+
+    monkeypatch.setattr("convergent.io.os.fdopen", _FullDiskFile)
+    target = tmp_path / "runs" / "metrics.json"
+    with pytest.raises(WriteError) as err:
+        write_json(target, {"test_acc": 0.9})
+    _assert_names(err, target, "No space left on device")
+    assert isinstance(err.value, OSError) and not target.exists()
+    assert [p.name for p in target.parent.iterdir()] == []   # the temporary file is gone too
+
+
+def test_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from convergent.train import save_state
+
+    monkeypatch.setattr("convergent.train.os.fdopen", _FullDiskFile)
+    target = tmp_path / "model.pt"
+    with pytest.raises(OSError) as err:
+        save_state(torch.nn.Linear(2, 2), target)
+    _assert_names(err, target, "checkpoint")
+
+
+def test_full_disk_names_the_store_the_array_and_the_path(tmp_path, monkeypatch):
+    import numpy as np
+    import zarr.storage._local as local
+
+    from convergent.activations import ActivationStoreWriter
+
+    put = local._put
+    # fail the chunk writes only (c/...): the store and its metadata were created fine
+    monkeypatch.setattr(local, "_put", lambda path, value, exclusive=False:
+                        _disk_full() if "/c/" in str(path) else put(path, value, exclusive))
+    store = tmp_path / "runs" / "trained.zarr"
+    with pytest.raises(OSError) as err:
+        with ActivationStoreWriter(store, 8, chunk_rows=4) as w:
+            w.create("fc1", (3,))
+            w.append("fc1", np.ones((8, 3), np.float32))
+    _assert_names(err, store, "'fc1'", f".trained.zarr.tmp-{os.getpid()}")
+    assert not store.exists() and list(store.parent.iterdir()) == []
+
+
+def test_full_disk_names_the_moments_file(tmp_path, monkeypatch):
+    import numpy as np
+
+    from convergent.moments import Moments, save_moments
+
+    monkeypatch.setattr("convergent.moments.storage.np.savez", _disk_full)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 3))
+    target = tmp_path / "moments" / "cross" / "s0-s1" / "fc1.npz"
+    with pytest.raises(OSError) as err:
+        save_moments(target, Moments.from_arrays(x, x))
+    _assert_names(err, target, "moments file")
+    assert list(target.parent.iterdir()) == []
+
+
+def test_full_disk_names_the_output_directory(tmp_path, monkeypatch):
+    from convergent.io import WriteError
+
+    target = tmp_path / "pairs" / "moments"
+    monkeypatch.setattr("convergent.io.os.rename", _disk_full)
+    with pytest.raises(WriteError) as err:
+        with atomic_directory(target) as tmp:
+            (tmp / "fc1.npz").write_bytes(b"one")
+    _assert_names(err, target)
+    assert not target.exists() and list(target.parent.iterdir()) == []
+
+
+def test_a_failed_read_inside_an_output_directory_is_not_called_a_write(tmp_path):
+    with pytest.raises(FileNotFoundError) as err:
+        with atomic_directory(tmp_path / "moments"):
+            open(tmp_path / "no-such-input.zarr")
+    assert "while writing" not in str(err.value)

@@ -35,8 +35,19 @@ def finished(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sweep")
     config = tiny_config()
     write_config(workdir, config)
-    run_snakemake(workdir)
+    proc = run_snakemake(workdir)
+    (workdir / "snakemake.out").write_text(proc.stdout + proc.stderr)   # read by the tests of its messages
     return workdir, config, plan_sweep(config)
+
+
+def test_a_sweep_prints_no_zarr_warning(finished):
+    """Snakemake's .snakemake_timestamp marker inside every store made zarr warn on every open."""
+    workdir, _, _ = finished
+    assert list((workdir / "results" / "runs").rglob(".snakemake_timestamp"))   # the markers are there
+    out = (workdir / "snakemake.out").read_text()
+    logs = [p.read_text() for p in (workdir / "results" / "logs").rglob("*.log")]
+    assert "Finished job" in out and "ZarrUserWarning" not in out
+    assert logs and not [text for text in logs if "ZarrUserWarning" in text]
 
 
 def test_every_run_has_checkpoints_logs_and_metrics(finished):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from convergent.io import naming_writes
 from convergent.moments.base import DUAL
 from convergent.moments.dual import GramMoments
 from convergent.moments.primal import _INT_FIELDS, _STAT_FIELDS, Moments
@@ -121,9 +122,10 @@ def save_moments(path: str | os.PathLike, obj: Moments | GramMoments | dict[str,
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
     try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
+        with naming_writes(f"moments file {path}"):   # a full disk names the file
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
