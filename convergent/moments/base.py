@@ -26,6 +26,11 @@ DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
     "images_per_chunk": None,    # default: the stores' Zarr chunking
     "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
     "threads": 2,                # 2: the two folds are read and accumulated in two threads; 1: one thread
+    # replicates (convergent.moments.replicates): chance levels and the SE over examples
+    "null_permutations": 10,     # null worlds per (pair, layer, view); 0: no permutation nulls
+    "null_seed": 0,
+    "example_blocks": 8,         # blocks of test images, half per fold (even, >= 4); 0: no SE over examples
+    "replicate_max_gib": 2.0,    # memory a view may use to keep its rows for the replicates
 }
 
 #: the two forms a view's moments can take

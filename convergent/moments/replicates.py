@@ -33,16 +33,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from convergent.moments.base import DEFAULT_MOMENT_PARAMS
+
 #: primal fields that pair a row of A with a row of B or with a label: what a null world changes
 NULL_FIELDS = ("sxy", "s_pxpy", "s_x_py", "s_y_px", "sxt", "syt", "axt", "ayt")
 
-#: defaults of the replicates (``config["moments"]`` keys of the same names override them)
-DEFAULT_REPLICATE_PARAMS = {
-    "null_permutations": 10,     # null worlds per (pair, layer, view); 0: no chance levels from permutations
-    "null_seed": 0,
-    "example_blocks": 8,         # example blocks (an even number, split equally between the folds); 0: no SE
-    "replicate_max_gib": 2.0,    # rows a view may hold in memory for the replicates (both nets, both folds)
-}
+#: defaults of the replicates: the moments pass's (``config["moments"]`` keys of the same names)
+DEFAULT_REPLICATE_PARAMS = {k: DEFAULT_MOMENT_PARAMS[k]
+                            for k in ("null_permutations", "null_seed", "example_blocks", "replicate_max_gib")}
 
 
 def image_blocks(n_images: int, fold_split: int, blocks: int) -> list[tuple[int, int]]:
