@@ -156,16 +156,15 @@ def jackknife_se(replicates: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------- the columns
 
-_KEY = ["measure", "parameter", "parameter_value"]
+def _key(row: Mapping[str, Any]) -> tuple:
+    """A row's identity within its family: (measure, parameter, parameter value; None when NaN)."""
+    pv = row["parameter_value"]
+    return row["measure"], row["parameter"], None if not np.isfinite(pv) else round(float(pv), 12)
 
 
 def _values(rows: list[dict]) -> dict[tuple, float]:
-    """{(measure, parameter, parameter_value): value} of a family's rows (NaN parameter → None)."""
-    out = {}
-    for r in rows:
-        pv = r["parameter_value"]
-        out[(r["measure"], r["parameter"], None if not np.isfinite(pv) else round(float(pv), 12))] = r["value"]
-    return out
+    """{row key: value} of a family's rows."""
+    return {_key(r): r["value"] for r in rows}
 
 
 def replicate_values(family: Callable[[Any, dict], list[dict]], worlds: list[Any], p: dict[str, Any]
@@ -216,12 +215,9 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
     rp = {**p, "minimal_eps": []}
     null = replicate_values(fn, reps.null, rp) if n_null else {}
     jk = replicate_values(fn, reps.jackknife, rp) if n_blocks else {}
-    rv = None
     out = []
     for r in rows:
-        name, value = r["measure"], r["value"]
-        pv = r["parameter_value"]
-        key = (name, r["parameter"], None if not np.isfinite(pv) else round(float(pv), 12))
+        name, value, key = r["measure"], r["value"], _key(r)
         extra: dict[str, Any] = {c: np.nan for c in COLUMNS}
         extra["null_method"], extra["null_permutations"] = "", 0
         for b in range(m.n_blocks if family in p["se_families"] else 0):
@@ -231,12 +227,13 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
                 extra["se_examples"] = jackknife_se(jk[key])
             sample = null.get(key, np.zeros(0))
             if name == "cka_linear":
-                if rv is None:
-                    rv = linear_cka_chance(m)
-                mean, sd = rv
-                extra.update(chance=mean, null_method=CLOSED_FORM,
-                             p_value=float(norm.sf((value - mean) / sd)) if sd > 0 else float(value <= mean))
-            elif name in ("cka_linear_debiased",):
+                try:
+                    mean, sd = linear_cka_chance(m)
+                    extra.update(chance=mean, null_method=CLOSED_FORM,
+                                 p_value=float(norm.sf((value - mean) / sd)) if sd > 0 else float(value <= mean))
+                except MeasureUnavailable as err:
+                    extra["null_method"] = f"unavailable: {err}"
+            elif name == "cka_linear_debiased":
                 extra.update(chance=0.0, null_method=ZERO_BY_CONSTRUCTION, null_permutations=int(n_null),
                              p_value=permutation_p(name, value, sample))
             elif np.isfinite(sample).sum() >= 2:
@@ -244,13 +241,13 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
                              null_permutations=int(np.isfinite(sample).sum()),
                              p_value=permutation_p(name, value, sample))
             else:
-                extra["null_method"] = _no_null_reason(family, p, n_null, why_none, m)
+                extra["null_method"] = _no_null_reason(family, p, n_null, why_none)
             extra["calibrated"] = calibrate(name, value, extra["chance"])
         out.append({**r, **extra})
     return out
 
 
-def _no_null_reason(family: str, p: dict[str, Any], n_null: int, why_none: str, m: Any) -> str:
+def _no_null_reason(family: str, p: dict[str, Any], n_null: int, why_none: str) -> str:
     if why_none:
         return why_none
     if family not in p["null_families"]:
