@@ -7,6 +7,7 @@ variant on shapes32 that asks the same questions (same architecture, stages and 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import yaml
@@ -51,7 +52,8 @@ def test_preset_dry_run_plans_every_stage_and_touches_no_data(name, dry_runs):
     groups = sweep.pair_groups()
     assert jobs["moments"] == jobs["measures"] == len(groups)
     assert sorted(p for g in groups for p in g.pairs) == sorted(sweep.pairs())
-    assert jobs["cka_layers"] == sum(len(e.widths) * len(e.frozen_k) for e in sweep.experiments)
+    assert jobs["cka_layers"] == sum(len(e.widths) * len(e.frozen_k) * math.comb(min(len(e.seeds), 3), 2)
+                                     for e in sweep.experiments)
     lmc_groups = [g for g in groups if g.lmc_pairs()]
     assert jobs.get("lmc", 0) == (len(lmc_groups) if config["lmc"]["enabled"] else 0)
     assert jobs.get("rotation", 0) == (sum(len(e.widths) for e in sweep.experiments)

@@ -174,10 +174,12 @@ def test_adding_a_seed_plans_only_the_new_run_and_its_group(finished):
         write_config(workdir, config)
     cells = len(sweep.experiments) * len(config["sweep"]["widths"]) * len(config["sweep"]["frozen_k"])
     # seed 2's group per cell: cross (0,2),(1,2), floor the same, data order (seed 0's init, seed 2's
-    # order) -- one moments, one measures and one lmc job; seed 0's and 1's groups are untouched
+    # order) -- one moments, one measures and one lmc job; seed 0's and 1's groups are untouched.
+    # The third seed also joins the layer × layer table (pairs of the first three seeds): (0,2), (1,2)
     assert jobs == {
         "train": cells, "extract": cells, "train_order": cells, "extract_order": cells,
         "moments": cells, "measures": cells, "lmc": cells, "lmc_table": 1,
+        "cka_layers": 2 * cells, "cka_layers_table": 1, "layer_identification": 1,
         "runs_table": 1, "measures_table": 1, "figures": len(sweep.experiments),
         "findings": 1, "runtime_table": 1, "all": 1,
     }
