@@ -60,7 +60,8 @@ def test_endpoints_reproduce_own_metrics(bn_pair, digits):
         for split in ("train", "test"):
             loss, acc = evaluate(model, *digits.split(split))
             row = curve[(curve.alpha == alpha) & (curve.split == split)].iloc[0]
-            assert row.loss == loss and row.acc == acc  # exact, not approximate
+            # the same network: per-image losses summed in float64 instead of per-batch float32 sums
+            assert row.loss == pytest.approx(loss, rel=1e-6) and row.acc == acc
     # permuted B computes B's function: its endpoint matches up to rounding
     pc = lmc_curve(model, sa, sb, digits, ALPHAS, "permuted_weight")
     end = pc[pc.alpha == 1.0].set_index("split")
