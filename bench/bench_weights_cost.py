@@ -148,7 +148,7 @@ def main() -> None:
         cfg = yaml.safe_load(config.read_text())
         cfg["lmc"] = {**cfg.get("lmc", {}), **FULL_LMC}
         full_cfg = root / "full_lmc.yaml"
-        full_cfg.write_text(yaml.safe_dump(cfg))
+        full_cfg.write_text(yaml.safe_dump(cfg, sort_keys=False))   # key order is part of the params Snakemake compares
         targets = [str(p.relative_to(root)) for p in sorted((root / "results" / "lmc").rglob("barriers.csv"))]
         env = {**os.environ, "PYTHONPATH": str(root)}
         log = out.parent / "weights_cost_full_lmc.snakemake.log"
