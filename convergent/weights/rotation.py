@@ -122,7 +122,9 @@ class Rotate(nn.Module):
         R = self.R.to(h.dtype)
         if h.dim() == 2:
             return h @ R
-        return torch.einsum("bc...,cd->bd...", h, R)
+        # contiguous: the einsum returns a channels-last view, which crashed (heap corruption)
+        # the CPU convolution that reads it under deterministic algorithms (torch 2.14)
+        return torch.einsum("bc...,cd->bd...", h, R).contiguous()
 
 
 def random_rotation(d: int, seed: int) -> np.ndarray:
