@@ -224,7 +224,7 @@ def main() -> int:
                 raise RuntimeError(f"the {which} sweep failed ({run['rc']}); see {out.parent}/gpu_check_{which}.snakemake.log")
         t_cpu, t_dev = runtime(roots["cpu"]), runtime(roots["device"])
         missing = sorted(set(t_cpu) - set(t_dev))
-        result["per_rule_s"] = {r: {"cpu": t_cpu[r], args.device: t_dev.get(r),
+        result["per_rule_s"] = {r: {"cpu_s": t_cpu[r], "device_s": t_dev.get(r),
                                     "speedup": round(t_cpu[r] / t_dev[r], 2) if t_dev.get(r) else None}
                                 for r in sorted(t_cpu, key=t_cpu.get, reverse=True)}
         checks = {"stages": {"problems": [f"rule {r} has no runtime row on {args.device}" for r in missing]},
@@ -239,9 +239,9 @@ def main() -> int:
         if not args.keep:
             for root in made:
                 shutil.rmtree(root, ignore_errors=True)
-    print(f"{'rule':<24}{'cpu s':>10}{args.device + ' s':>10}{'speedup':>9}")
+    print(f"{'rule':<24}{'cpu s':>10}{args.device + ' s':>10}{'speedup':>9}   (job seconds, runtime.csv)")
     for rule, t in result["per_rule_s"].items():
-        print(f"{rule:<24}{t['cpu']:>10.1f}{(t[args.device] or math.nan):>10.1f}{(t['speedup'] or math.nan):>9.2f}")
+        print(f"{rule:<24}{t['cpu_s']:>10.1f}{(t['device_s'] or math.nan):>10.1f}{(t['speedup'] or math.nan):>9.2f}")
     for name, c in result["checks"].items():
         detail = {k: v for k, v in c.items() if k != "problems"}
         print(f"{name}: {'ok' if not c['problems'] else 'FAILED'} {detail} {c['problems'][:3]}")
