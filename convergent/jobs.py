@@ -401,12 +401,13 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     set_determinism(seed, threads)
     data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     lap("data")
-    training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
+    training = {**TRAINING_DEFAULTS, **settings["training"], "device": device}
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
     linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
-    for net in (relu, linear):   # every tensor follows the configured device
-        net.to(training["device"])
+    on = _device(device)
+    for net in (relu, linear):   # every tensor of the job follows the networks' device
+        net.to(on)
     batch = resolve_batch_size(p["eval_batch_size"], relu, tuple(relu.input_shape))
     limit = None if p["cache_mb"] is None else int(p["cache_mb"]) << 20
     lap("model")
