@@ -182,8 +182,8 @@ def main() -> None:
                     rot = config["rotation"]
                     n_layers = m["layers"] if rot["layers"] == "all" else len(rot["layers"])
                     n_tr, n_te = sizes["n_train"], sizes["n_test"]
-                    rows = n_layers * len(rot["strengths"]) * 2
-                    rot_job = (rows * (int(rot["retrain_epochs"]) * n_tr * m["train_img"] + (n_tr + 2 * n_te)
+                    n_rows = n_layers * len(rot["strengths"]) * 2
+                    rot_job = (n_rows * (int(rot["retrain_epochs"]) * n_tr * m["train_img"] + (n_tr + 2 * n_te)
                                       * m["eval_auto_img"])
                                + n_layers * 2 * (n_tr + n_te) * m["eval_auto_img"] + epochs * n_tr * m["train_img"])
                 rows.append({"arch": exp.arch, "width": width, "runs": runs, "cross_pairs": cross,
