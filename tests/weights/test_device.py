@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from convergent.data import load_dataset
 from convergent.models import build_model
