@@ -15,11 +15,17 @@ depend on how many images there are; measured on a few hundred, stated as such) 
 * train job = epochs × (n_train × train_img + n_test × eval_img) + (n_train + n_test) × eval_img
   (every epoch ends with a test pass, the job with a final pass over both splits);
 * extract job = 2 states × n_extract × extract_img;
-* lmc job ≈ 18 × alphas × (n_train + n_test) × eval_img (README "LMC": one pair's 9 variants cost
-  194–217 evaluation passes over train + test at 11 α, i.e. ≈ 18 passes per α);
-* rotation job ≈ (layers × strengths × 2 × retrain_epochs + epochs) × n_train × train_img
-  (the linear control trains once; each (layer, strength) retrains, ReLU and linear; retraining
-  only the layers above is cheaper, so this is an upper bound).
+* lmc job (:func:`lmc_images`): the images pushed through a network by one cross pair with the
+  preset's ``lmc`` settings merged over :data:`convergent.jobs.LMC_DEFAULTS` — per variant, every
+  evaluated α (the coarse grid plus one refined bracket, :func:`evaluated_alphas`) that is not an
+  endpoint over the evaluated train + test images; the endpoints once per treatment; one
+  calibration pass over the calibration images per α of a BatchNorm-reset variant and per interior
+  α (+ 2 endpoint-statistics passes) of a REPAIR variant; activation matching ≈ 2 passes over the
+  training split — times ``eval_auto_img`` (an eval pass in the batch size the LMC job picks);
+* rotation job ≈ layers × strengths × 2 × (retrain_epochs × n_train × train_img + (n_train +
+  2 n_test) × eval_auto_img) + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefix,
+  once per network and layer) + epochs × n_train × train_img (the linear control); retraining only
+  the layers above R is cheaper than a full training step, so this is an upper bound.
 
 Job counts come from the real dry run of each preset (snakemake -n through the API). Moments
 and measures are not extrapolated here (their cost is n·d² per view, see bench_moments.py).
@@ -54,6 +60,7 @@ def measure(arch: str, width: int, options: dict, batch_size: int, n_train: int,
     from convergent.data import load_dataset
     from convergent.extract import extract_to_store
     from convergent.train import TrainConfig, _train_epoch, evaluate, init_model, make_optimizer, set_determinism
+    from convergent.weights.evaluation import auto_batch_size
 
     data = load_dataset("shapes32", options={"n_train": max(n_train, 100), "n_test": max(n_eval, 100)})
     set_determinism(0, 1)
@@ -68,6 +75,8 @@ def measure(arch: str, width: int, options: dict, batch_size: int, n_train: int,
     xe, ye = data.x_test[:n_eval], data.y_test[:n_eval]
     evaluate(model, xe[:64], ye[:64], 1024)
     eval_s = cpu_seconds(lambda: evaluate(model, xe, ye, 1024))
+    auto = auto_batch_size(model, tuple(model.input_shape))
+    eval_auto_s = cpu_seconds(lambda: evaluate(model, xe, ye, auto))
     with tempfile.TemporaryDirectory() as tmp:
         model.eval()
         with torch.no_grad():
@@ -76,7 +85,47 @@ def measure(arch: str, width: int, options: dict, batch_size: int, n_train: int,
     params = sum(p.numel() for p in model.parameters())
     return {"arch": arch, "width": width, "options": options, "params": params,
             "train_img": train_s / n_train, "eval_img": eval_s / n_eval, "extract_img": extract_s / n_eval,
+            "eval_auto_img": eval_auto_s / n_eval, "eval_auto_batch": auto,
             "layers": len(model.layer_names)}
+
+
+def evaluated_alphas(alphas: int, coarse: int | None) -> int:
+    """α points an LMC variant evaluates: the coarse grid and the bracket refined around a
+    single hump at α = 0.5 (the typical curve; several humps in different brackets add more)."""
+    import numpy as np
+
+    from convergent.weights.lmc import coarse_grid, refine_grid
+
+    grid = np.linspace(0, 1, alphas)
+    done = coarse_grid(alphas, coarse)
+    hump = np.exp(-((grid - 0.5) / 0.2) ** 2)
+    return len(done) + len(refine_grid(grid, done, {"f": hump[done]}))
+
+
+def lmc_images(lmc: dict, n_train: int, n_test: int) -> float:
+    """Images one cross pair's LMC pushes through a network (see the module docstring)."""
+    from convergent.jobs import LMC_DEFAULTS
+    from convergent.weights.lmc import _parse
+
+    p = {**LMC_DEFAULTS, **lmc}
+    n_alpha = evaluated_alphas(int(p["alphas"]), p["coarse_alphas"])
+    n_tr = min(p["train_samples"] or n_train, n_train)
+    n_te = min(p["test_samples"] or n_test, n_test)
+    n_cal = min(p["calib_samples"] or n_train, n_train)
+    evals = calib = 0
+    treats = set()
+    for variant in p["variants"]:
+        method, treat = _parse(variant)
+        treats.add(treat == "bn_reset")
+        evals += n_alpha - 2
+        if treat == "bn_reset":
+            calib += n_alpha - 2
+        elif treat == "repair":
+            calib += n_alpha - 2 + 2
+    evals += 2 * len(treats)               # the endpoints, once per treatment
+    calib += 2 if True in treats else 0    # BatchNorm reset of the endpoints
+    matching = 2 * n_train if any("activation" in v for v in p["variants"]) else 0
+    return evals * (n_tr + n_te) + calib * n_cal + matching
 
 
 def job_counts() -> dict[str, dict[str, int]]:
@@ -128,12 +177,15 @@ def main() -> None:
                 cross = sum(1 for p in sweep.pairs() if (p.arch, p.width, p.control) == (exp.arch, width, "cross"))
                 lmc_job = rot_job = 0.0
                 if config["lmc"]["enabled"]:
-                    lmc_job = 18 * int(config["lmc"]["alphas"]) * (sizes["n_train"] + sizes["n_test"]) * m["eval_img"]
+                    lmc_job = lmc_images(config["lmc"], sizes["n_train"], sizes["n_test"]) * m["eval_auto_img"]
                 if config["rotation"]["enabled"]:
                     rot = config["rotation"]
                     n_layers = m["layers"] if rot["layers"] == "all" else len(rot["layers"])
-                    rot_job = ((n_layers * len(rot["strengths"]) * 2 * int(rot["retrain_epochs"]) + epochs)
-                               * sizes["n_train"] * m["train_img"])
+                    n_tr, n_te = sizes["n_train"], sizes["n_test"]
+                    n_rows = n_layers * len(rot["strengths"]) * 2
+                    rot_job = (n_rows * (int(rot["retrain_epochs"]) * n_tr * m["train_img"] + (n_tr + 2 * n_te)
+                                      * m["eval_auto_img"])
+                               + n_layers * 2 * (n_tr + n_te) * m["eval_auto_img"] + epochs * n_tr * m["train_img"])
                 rows.append({"arch": exp.arch, "width": width, "runs": runs, "cross_pairs": cross,
                              "train_epoch_s": round(sizes["n_train"] * m["train_img"], 1),
                              "train_job_s": round(train_job), "extract_job_s": round(extract_job),

@@ -308,9 +308,16 @@ def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 LMC_DEFAULTS: dict[str, Any] = {"enabled": True, "alphas": 11,
                                 "variants": ["naive", "bn_reset", "permuted_activation", "permuted_weight",
                                              "permuted_activation_bn_reset", "permuted_weight_bn_reset",
-                                             "repair", "permuted_activation_repair", "permuted_weight_repair"]}
+                                             "repair", "permuted_activation_repair", "permuted_weight_repair"],
+                                # how θ(α) is evaluated (convergent.weights.lmc.EvalOptions; README "LMC cost"):
+                                # null sample counts / coarse_alphas give the full computation
+                                "eval_batch_size": "auto", "calib_batch_size": 1024, "train_samples": 500,
+                                "test_samples": None, "calib_samples": 500, "coarse_alphas": 7, "subset_seed": 0}
 ROTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "layers": "all", "strengths": [0.0, 0.25, 0.5, 1.0],
-                                     "retrain_epochs": 5, "lr": 0.01}
+                                     "retrain_epochs": 5, "lr": 0.01,
+                                     # only speed: eval batch (auto, see convergent.weights.evaluation) and the
+                                     # memory the frozen prefix's outputs may take (convergent.weights.rotation.prefix)
+                                     "eval_batch_size": "auto", "cache_mb": 2048}
 
 
 def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], params: Mapping[str, Any],
@@ -332,7 +339,7 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     from convergent.data import load_dataset
     from convergent.models import build_model
     from convergent.train import load_state, set_determinism
-    from convergent.weights.lmc import default_alphas, lmc_pair
+    from convergent.weights.lmc import EvalOptions, default_alphas, lmc_pair
 
     log = get_logger()
     lap("imports")
@@ -340,7 +347,9 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     first = next(iter(pairs.values()))["coordinates"]
     data = load_dataset(first["dataset"], data_dir=data_dir, options=settings.get("data"))
     lap("data")
+    options = EvalOptions.from_params(p)
     curves, barriers = [], []
+    memo: dict = {}   # endpoint evaluations, shared by the group's pairs (keyed by checkpoint path)
     for key, pair in pairs.items():
         coords = pair["coordinates"]
         # what a job of this pair alone did before loading anything: same seed, same thread count
@@ -351,7 +360,8 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
         state_a, state_b = (load_state(c) for c in pair["checkpoints"])
         lap("model")
         curve, bars, timings = lmc_pair(model, state_a, state_b, data, default_alphas(int(p["alphas"])),
-                                        list(pair["variants"]), seed=int(coords["seed_a"]))
+                                        list(pair["variants"]), seed=int(coords["seed_a"]), options=options,
+                                        names=tuple(str(c) for c in pair["checkpoints"]), memo=memo)
         lap("compute")
         log.info("lmc %s timings (s): %s", key, {k: round(v, 3) for k, v in timings.items()})
         for frame in (curve, bars):
@@ -376,14 +386,13 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
     without a site (wrn's stem) are named in the log with the reason.
     """
-    import tempfile
-
     import pandas as pd
 
     from convergent.archspec import rotation_layers, rotation_refusals
     from convergent.data import load_dataset
-    from convergent.train import TrainConfig, init_model, load_state, set_determinism, train
-    from convergent.weights.rotation import layer_width, rotation_path, rotation_test
+    from convergent.train import TrainConfig, init_model, load_state, set_determinism
+    from convergent.weights.evaluation import resolve_batch_size
+    from convergent.weights.rotation import layer_width, prefix, retrain, rotation_path, rotation_test
 
     lap("imports")
     log = get_logger()
@@ -392,16 +401,23 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     set_determinism(seed, threads)
     data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
     lap("data")
-    training = {**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)}
+    training = {**TRAINING_DEFAULTS, **settings["training"], "device": device}
     relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
     linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
+    on = _device(device)
+    for net in (relu, linear):   # every tensor of the job follows the networks' device
+        net.to(on)
+    batch = resolve_batch_size(p["eval_batch_size"], relu, tuple(relu.input_shape))
+    limit = None if p["cache_mb"] is None else int(p["cache_mb"]) << 20
     lap("model")
     failed = None
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            train(linear, data, TrainConfig.from_dict(training), seed=seed, frozen_k=0,
-                  log_path=Path(tmp) / "linear.csv", log=lambda s: log.info("linear control: %s", s))
+        # the control trains as the sweep's train job does (same optimiser, schedule and batch
+        # order); only the test passes that job logs per epoch are left out: nothing reads them here
+        cfg = TrainConfig.from_dict(training)
+        loss, acc = retrain(linear, linear, data.x_train, data.y_train, cfg, seed, frozen_k=0)
+        log.info("linear control: %d epochs, last epoch train %.4f/%.3f", cfg.epochs, loss, acc)
     except FloatingPointError as err:   # the control failed: report it, keep the ReLU rows
         failed = (f"linear control failed to train: {err}; it trains with the sweep's "
                   f"{lr_hint('training.lr', float(training['lr']))}")
@@ -411,13 +427,16 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
         log.info("rotation: %s layer %s has no rotation site and gets no rows: %s", relu.arch, name, reason)
     rows = []
     for model in (relu,) if failed else (relu, linear):
+        # the original network's test metrics, once per network (not once per layer and strength)
+        original = evaluate_test(model, data, batch)
         for layer in layers:
             d = layer_width(model, layer)
+            cache = prefix(model, data, layer, batch, limit)   # shared by every strength
             for t in p["strengths"]:
                 R = rotation_path(d, float(t), seed)
                 try:
                     row = rotation_test(model, data, layer, R, int(p["retrain_epochs"]), float(p["lr"]), seed,
-                                        cfg=training)
+                                        cfg=training, original=original, cache=cache, eval_batch_size=batch)
                 except FloatingPointError as err:
                     raise FloatingPointError(f"{err}. Retraining a rotated network diverged at "
                                              f"{lr_hint('rotation.lr', float(p['lr']))}") from None
@@ -427,6 +446,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
                              "units": d})
                 log.info("%s %s t=%.2f: %.3f -> %.3f -> %.3f", "linear" if row["linear"] else "relu", layer, t,
                          row["original_test_acc"], row["rotated_test_acc"], row["retrained_test_acc"])
+            del cache
     if failed:
         rows += failed_control_rows(rows, failed)
     table = pd.DataFrame(rows)
@@ -436,6 +456,13 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     write_table(out_csv, table)
     lap("write")
     return table
+
+
+def evaluate_test(model: Any, data: Any, batch_size: int) -> tuple[float, float]:
+    """(test loss, test accuracy) of ``model`` in eval mode."""
+    from convergent.train import evaluate
+
+    return evaluate(model, data.x_test, data.y_test, batch_size)
 
 
 def failed_control_rows(relu_rows: Sequence[Mapping[str, Any]], reason: str) -> list[dict[str, Any]]:

@@ -41,9 +41,8 @@ Sites (:func:`rotation_site`; :data:`convergent.archspec.ROTATION_SITES` in word
 from __future__ import annotations
 
 import copy
-import tempfile
+import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,7 +55,8 @@ from dataclasses import dataclass
 from convergent import archspec
 from convergent.data import DatasetSplits
 from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock
-from convergent.train import TrainConfig, evaluate, train
+from convergent.train import TrainConfig, _train_epoch, evaluate, lr_at, make_optimizer
+from convergent.weights.evaluation import model_device
 
 
 class NotRotatable(ValueError):
@@ -122,7 +122,9 @@ class Rotate(nn.Module):
         R = self.R.to(h.dtype)
         if h.dim() == 2:
             return h @ R
-        return torch.einsum("bc...,cd->bd...", h, R)
+        # contiguous: the einsum returns a channels-last view, which crashed (heap corruption)
+        # the CPU convolution that reads it under deterministic algorithms (torch 2.14)
+        return torch.einsum("bc...,cd->bd...", h, R).contiguous()
 
 
 def random_rotation(d: int, seed: int) -> np.ndarray:
@@ -190,15 +192,111 @@ def insert_rotation(model: ConvergentNet, layer: str, R: np.ndarray | torch.Tens
     return net
 
 
+class Above(nn.Module):
+    """``layers[start:]`` and the head of ``net``: the network above a cached prefix.
+
+    Its input is the output of ``net.layers[:start]`` (``start = 0``: the images). ``net`` is its
+    only child, so ``train()``/``eval()`` reach :meth:`ConvergentNet.train`, which keeps frozen
+    layers and pinned modules in eval mode, and ``parameters()`` are ``net``'s, in order.
+    """
+
+    def __init__(self, net: ConvergentNet, start: int):
+        super().__init__()
+        self.net, self.start = net, int(start)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for layer in self.net.layers[self.start:]:
+            h = layer(h)
+        return self.net.head(h)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """Outputs of the first ``start`` layers of a network (eval mode) on both splits.
+
+    Everything below a rotation site's layer is frozen and in eval mode during retraining,
+    so its output on an image never changes: it is computed once per (network, layer) and
+    shared by every rotation strength, epoch and evaluation (:func:`prefix`).
+    """
+
+    start: int
+    x_train: torch.Tensor
+    x_test: torch.Tensor
+
+
+@torch.no_grad()
+def _forward_prefix(model: ConvergentNet, x: torch.Tensor, upto: int, batch_size: int) -> torch.Tensor:
+    was = model.training
+    model.eval()
+    device = model_device(model)
+    try:
+        return torch.cat([model.forward_layers(x[s:s + batch_size].to(device), upto)
+                          for s in range(0, len(x), batch_size)])
+    finally:
+        model.train(was)
+
+
+def prefix(model: ConvergentNet, data: DatasetSplits, layer: str, batch_size: int,
+           limit_bytes: int | None) -> Prefix:
+    """:class:`Prefix` of ``model`` below ``layer``'s rotation site (its whole layers before
+    the site's layer), on the model's device; the raw images (``start = 0``) when the site is in
+    the first layer or the outputs would take more than ``limit_bytes`` (None: no limit)."""
+    start = rotation_site(model, layer).index
+    if start > 0:
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            one = model.forward_layers(data.x_train[:1].to(model_device(model)), start)
+            model.train(was)
+        size = one.numel() * one.element_size() * (len(data.x_train) + len(data.x_test))
+        if limit_bytes is None or size <= limit_bytes:
+            return Prefix(start, _forward_prefix(model, data.x_train, start, batch_size),
+                          _forward_prefix(model, data.x_test, start, batch_size))
+    return Prefix(0, data.x_train, data.x_test)
+
+
+def retrain(net: ConvergentNet, runner: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+            seed: int, frozen_k: int) -> tuple[float, float]:
+    """``cfg.epochs`` epochs of training as :func:`convergent.train.train` runs them (same
+    optimiser over the trainable parameters, schedule, seeded batch order), without its
+    per-epoch test pass, log and final pass: the caller evaluates what it reports.
+
+    ``runner`` computes the logits from ``x`` (``net`` itself, or :class:`Above` on a
+    :class:`Prefix`). Returns the last epoch's running (train-mode) loss and accuracy;
+    a non-finite loss raises ``FloatingPointError``.
+    """
+    net.freeze_first(frozen_k)
+    device = model_device(net)
+    x, y = x.to(device), y.to(device)
+    optimizer = make_optimizer(runner, cfg)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    loss, acc = float("nan"), float("nan")
+    for epoch in range(cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        loss, acc = _train_epoch(runner, optimizer, x, y, cfg.batch_size, gen)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}/{cfg.epochs}: training loss {loss}")
+    return loss, acc
+
+
 def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.ndarray | torch.Tensor,
                   retrain_epochs: int, lr: float, seed: int,
-                  cfg: TrainConfig | Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  cfg: TrainConfig | Mapping[str, Any] | None = None, *,
+                  original: tuple[float, float] | None = None, cache: Prefix | None = None,
+                  eval_batch_size: int | None = None) -> dict[str, Any]:
     """Rotate ``layer``'s pre-activation by ``R``, retrain everything above it, report accuracy.
 
     ``model`` is not modified. ``cfg`` sets the other retraining options (defaults of
     :class:`TrainConfig`: SGD momentum 0.9, cosine schedule, weight decay 5e-4, batch
     64); ``epochs`` and ``lr`` always come from the arguments. ``seed`` drives the
     batch order of retraining.
+
+    Work shared between calls (see :func:`convergent.jobs.rotation_job`): ``original`` is
+    ``model``'s (test loss, test accuracy) when already known; ``cache`` the :func:`prefix`
+    of ``model`` below ``layer`` (default: none, every pass starts from the images);
+    ``eval_batch_size`` (default ``cfg``'s) only sets speed. With ``R = I`` the rotated
+    network computes the original function, so its evaluation is not repeated.
 
     Returns a flat dict: layer, layer_index (1-based depth, as in every summary table), width,
     arch, linear, retrain_epochs, lr,
@@ -211,17 +309,22 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
     base = dict(cfg.to_dict() if isinstance(cfg, TrainConfig) else (cfg or {}))
     base.pop("epochs", None), base.pop("lr", None)
     tcfg = TrainConfig.from_dict(base, epochs=int(retrain_epochs), lr=float(lr))
+    bs = int(eval_batch_size or tcfg.eval_batch_size)
+    cache = cache if cache is not None else Prefix(0, data.x_train, data.x_test)
+    if cache.start > idx:
+        raise ValueError(f"the cached prefix ends at layer {cache.start}, above {layer}'s site (layer {idx})")
+    above = Above(net, cache.start)
+    Rn = np.asarray(R.cpu() if isinstance(R, torch.Tensor) else R, dtype=float)
+    identity = bool(np.array_equal(Rn, np.eye(len(Rn))))
 
-    def metrics(m: nn.Module) -> tuple[float, float]:
-        return evaluate(m, data.x_test, data.y_test, tcfg.eval_batch_size)
-
-    orig_loss, orig_acc = metrics(model)
-    rot_loss, rot_acc = metrics(net)
-    with tempfile.TemporaryDirectory() as tmp:
-        res = train(net, data, tcfg, seed=seed, frozen_k=site.frozen_k,
-                    log_path=Path(tmp) / "retrain.csv", log=lambda s: None)
-    ret_loss, ret_acc = metrics(net)
-    Rn = np.asarray(R, dtype=float)
+    orig_loss, orig_acc = original if original is not None else evaluate(
+        Above(model, cache.start), cache.x_test, data.y_test, bs)
+    rot_loss, rot_acc = (orig_loss, orig_acc) if identity else evaluate(above, cache.x_test, data.y_test, bs)
+    retrain(net, above, cache.x_train, data.y_train, tcfg, seed, site.frozen_k)
+    ret_loss, ret_acc = evaluate(above, cache.x_test, data.y_test, bs)
+    if not math.isfinite(ret_loss):
+        raise FloatingPointError(f"non-finite test loss {ret_loss} after retraining")
+    _, ret_train_acc = evaluate(above, cache.x_train, data.y_train, bs)
     return {
         "arch": model.arch, "linear": bool(model.options.get("linear", False)), "layer": layer,
         "layer_index": idx + 1, "width": site.units, "retrain_epochs": int(retrain_epochs),
@@ -229,5 +332,5 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
         "original_test_acc": orig_acc, "original_test_loss": orig_loss,
         "rotated_test_acc": rot_acc, "rotated_test_loss": rot_loss,
         "retrained_test_acc": ret_acc, "retrained_test_loss": ret_loss,
-        "retrained_train_acc": float(res["train_acc"]),
+        "retrained_train_acc": float(ret_train_acc),
     }

@@ -60,7 +60,8 @@ def test_endpoints_reproduce_own_metrics(bn_pair, digits):
         for split in ("train", "test"):
             loss, acc = evaluate(model, *digits.split(split))
             row = curve[(curve.alpha == alpha) & (curve.split == split)].iloc[0]
-            assert row.loss == loss and row.acc == acc  # exact, not approximate
+            # the same network: per-image losses summed in float64 instead of per-batch float32 sums
+            assert row.loss == pytest.approx(loss, rel=1e-6) and row.acc == acc
     # permuted B computes B's function: its endpoint matches up to rounding
     pc = lmc_curve(model, sa, sb, digits, ALPHAS, "permuted_weight")
     end = pc[pc.alpha == 1.0].set_index("split")
@@ -186,3 +187,83 @@ def test_repair_self_pair_and_endpoints(digits, tmp_path):
     assert not np.allclose(rep[~ends].loss, naive[~ends].loss)
     _, bar, _ = lmc_pair(model, sa, sa, digits, ALPHAS, variants=("repair",))
     np.testing.assert_allclose(bar.loss_barrier, 0, atol=1e-5)
+
+
+# --- the cost options (EvalOptions): what each one changes, and what it must not ---------------
+
+from convergent.weights.lmc import EvalOptions, _barrier_se, coarse_grid, refine_grid  # noqa: E402
+
+
+def test_memo_shares_endpoints_without_changing_a_number(bn_pair, digits):
+    """Evaluating the endpoints once per job (memo) gives the same curve as evaluating them per
+    variant; the second pair reuses A's endpoint rows (keyed by name) exactly."""
+    model, sa, sb = bn_pair
+    variants = ("naive", "bn_reset", "permuted_weight")
+    alone = pd.concat([lmc_curve(model, sa, sb, digits, ALPHAS, v) for v in variants], ignore_index=True)
+    memo = {}
+    shared, _, _ = lmc_pair(model, sa, sb, digits, ALPHAS, variants, names=("a", "b"), memo=memo)
+    assert {k[:2] for k in memo} == {("a", "plain"), ("b", "plain"), ("a", "bn_reset"), ("b", "bn_reset")}
+    cols = ["loss", "acc"]
+    np.testing.assert_allclose(shared[cols].to_numpy(), alone[cols].to_numpy(), rtol=1e-5, atol=1e-7)
+    # A again against another network: its α = 0 rows come from the memo, identical to the first pair's
+    again, _, _ = lmc_pair(model, sa, sa, digits, ALPHAS, ("naive",), names=("a", "a2"), memo=memo)
+    first = shared[(shared.variant == "naive") & (shared.alpha == 0.0)].reset_index(drop=True)
+    second = again[again.alpha == 0.0].reset_index(drop=True)
+    assert (first[cols] == second[cols]).all().all()
+
+
+def test_subsets_set_n_images_and_the_full_options_are_the_default(bn_pair, digits):
+    model, sa, sb = bn_pair
+    full = lmc_curve(model, sa, sb, digits, ALPHAS, "bn_reset")
+    assert (full.n_images == np.where(full.split == "train", len(digits.y_train), len(digits.y_test))).all()
+    opts = EvalOptions(train_samples=100, test_samples=80, calib_samples=50)
+    sub = lmc_curve(model, sa, sb, digits, ALPHAS, "bn_reset", options=opts)
+    assert (sub.n_images == np.where(sub.split == "train", 100, 80)).all()
+    assert not np.allclose(sub.loss, full.loss)          # other images, other statistics
+    np.testing.assert_allclose(sub.loss, full.loss, atol=0.5)  # but the same networks
+
+
+def test_barrier_standard_error_is_that_of_the_paired_per_image_excess():
+    rng = np.random.default_rng(0)
+    f0, f1, fm = rng.random(50), rng.random(50), rng.random(50) + 0.5
+    e = fm - 0.5 * (f0 + f1)
+    assert _barrier_se({0.0: f0, 0.5: fm, 1.0: f1}, 0.5) == pytest.approx(e.std(ddof=1) / np.sqrt(50))
+    assert _barrier_se({0.0: f0, 1.0: f1}, 1.0) == 0.0        # at an endpoint the excess is 0
+    assert np.isnan(_barrier_se({0.0: f0}, 0.5))
+
+
+def test_barriers_report_se_from_lmc_pair(bn_pair, digits):
+    model, sa, sb = bn_pair
+    _, bar, _ = lmc_pair(model, sa, sb, digits, ALPHAS, ("naive",))
+    assert bar.loss_barrier_se.notna().all() and (bar.loss_barrier_se > 0).all()
+    assert (bar.n_images == [len(digits.y_train), len(digits.y_test)]).all()
+
+
+def test_coarse_grid_keeps_endpoints_and_midpoint():
+    assert coarse_grid(25, 7) == [0, 4, 8, 12, 16, 20, 24]
+    assert coarse_grid(11, 4) == [0, 3, 5, 7, 10]       # 0.5 is on the 11-point grid: kept
+    assert coarse_grid(5, 7) == [0, 1, 2, 3, 4] and coarse_grid(5, None) == [0, 1, 2, 3, 4]
+
+
+def test_refinement_finds_the_full_grid_maximum_of_a_single_peak():
+    alphas = np.linspace(0, 1, 25)
+    f = np.exp(-((alphas - 0.37) / 0.15) ** 2)           # peak between coarse points 8 (0.333) and 12 (0.5)
+    done = coarse_grid(25, 7)
+    add = refine_grid(alphas, done, {"x": f[done]})
+    assert add == [5, 6, 7, 9, 10, 11]                   # everything between the argmax's coarse neighbours
+    full = f - ((1 - alphas) * f[0] + alphas * f[-1])
+    both = sorted(done + add)
+    assert (f - ((1 - alphas) * f[0] + alphas * f[-1]))[both].max() == full.max()
+    assert refine_grid(alphas, done, {"flat": np.zeros(len(done))}) == []   # no excess, nothing to refine
+
+
+def test_coarse_alphas_in_lmc_curve_evaluate_fewer_points_and_find_the_barrier(bn_pair, digits):
+    model, sa, sb = bn_pair
+    grid = np.linspace(0, 1, 13)
+    full = barriers(lmc_curve(model, sa, sb, digits, grid, "naive"))
+    coarse = lmc_curve(model, sa, sb, digits, grid, "naive", options=EvalOptions(coarse_alphas=4))
+    bc = barriers(coarse)
+    assert (bc.n_alphas < len(grid)).all() and (bc.n_alphas >= 4).all()
+    assert set(coarse.alpha) <= set(grid)
+    # the naive curve of two trained nets has one hump: refinement reaches the full-grid barrier
+    np.testing.assert_allclose(bc.loss_barrier, full.loss_barrier, atol=1e-7)

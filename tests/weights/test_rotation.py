@@ -221,3 +221,60 @@ def test_rotation_job_runs_a_residual_arch_with_its_linear_control(tmp_path, mon
     assert np.isfinite(table[["original_test_acc", "rotated_test_loss", "retrained_test_loss"]].to_numpy()).all()
     relu_t0 = table[(~table["linear"]) & (table["strength"] == 0.0)].iloc[0]
     assert relu_t0["rotated_test_acc"] == relu_t0["original_test_acc"]  # R = I changes nothing
+
+
+# --- work shared between rotation tests (rotation_job): prefix cache, original, R = I -----------
+
+from convergent.weights.rotation import Above, prefix, retrain  # noqa: E402
+
+
+@pytest.mark.parametrize("arch,opts,width,layer", [("wrn", {"depth": 10}, 1, "block3.0"),
+                                                    ("resnet18", {}, 2, "stem"),
+                                                    ("cnn", {"depth": 3, "batchnorm": True}, 4, "conv3")])
+def test_cached_prefix_gives_the_uncached_result(arch, opts, width, layer, digits):
+    """Retraining on the frozen prefix's cached outputs is the same computation as from the
+    images (up to rounding); the original and R = I rows reuse what they may."""
+    torch.manual_seed(0)
+    model = build_model(arch, width, digits.input_shape, digits.num_classes, opts)
+    R = rotation_path(rotation_site_units(model, layer), 1.0, 0)
+    cfg = {"batch_size": 128}
+    plain = rotation_test(model, digits, layer, R, 1, 0.05, 0, cfg=cfg)
+    cache = prefix(model, digits, layer, 64, limit_bytes=None)
+    assert cache.start == model.layer_index(layer)
+    if cache.start:
+        assert cache.x_train.shape[0] == len(digits.y_train) and cache.x_train.shape[1:] != digits.x_train.shape[1:]
+    cached = rotation_test(model, digits, layer, R, 1, 0.05, 0, cfg=cfg, cache=cache, eval_batch_size=64)
+    for key in ("original_test_loss", "rotated_test_loss", "retrained_test_loss"):
+        assert cached[key] == pytest.approx(plain[key], rel=1e-4), key
+    for key in ("original_test_acc", "rotated_test_acc", "retrained_test_acc", "retrained_train_acc"):
+        assert abs(cached[key] - plain[key]) <= 2 / len(digits.y_test), key
+    # a prefix over the memory limit falls back to the images
+    assert prefix(model, digits, layer, 64, limit_bytes=1).start == 0
+    # a given original is used as is; R = I reuses it for the rotated network
+    row = rotation_test(model, digits, layer, np.eye(len(R)), 1, 0.05, 0, cfg=cfg, original=(9.0, 0.5))
+    assert (row["original_test_loss"], row["rotated_test_loss"], row["rotated_test_acc"]) == (9.0, 9.0, 0.5)
+
+
+def rotation_site_units(model, layer):
+    from convergent.weights.rotation import rotation_site
+
+    return rotation_site(model, layer).units
+
+
+def test_retrain_is_train_without_its_evaluations(digits, tmp_path):
+    """retrain() makes the same updates as convergent.train.train (same optimiser, schedule,
+    batch order): the weights agree to rounding, so leaving out train()'s passes changes nothing."""
+    set_determinism(0)
+    a = build_model("cnn", 4, digits.input_shape, digits.num_classes, {"depth": 2, "batchnorm": True})
+    b = build_model("cnn", 4, digits.input_shape, digits.num_classes, {"depth": 2, "batchnorm": True})
+    b.load_state_dict(a.state_dict())
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05)
+    train(a, digits, cfg, seed=3, frozen_k=1, log_path=tmp_path / "l.csv", log=lambda s: None)
+    retrain(b, Above(b, 0), digits.x_train, digits.y_train, cfg, seed=3, frozen_k=1)
+    moved = 0
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, rtol=1e-5, atol=1e-6, msg=k)
+    before = build_model("cnn", 4, digits.input_shape, digits.num_classes, {"depth": 2, "batchnorm": True})
+    moved = sum(not torch.equal(v, before.state_dict()[k]) for k, v in b.state_dict().items()
+                if k.startswith("layers.1") and k.endswith("weight"))
+    assert moved  # not vacuous: the trainable layer did change
