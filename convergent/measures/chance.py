@@ -196,6 +196,12 @@ class Replicates:
             self._null = [self.m.null_world(k, subsample=sub) for k in range(self.m.n_null)]
         return self._null
 
+    def has_null(self, family: str) -> bool:
+        """Whether ``family``'s rows get the null worlds: the families of ``measures.null_families``,
+        and on a dual view also the kernels on all rows, whose worlds are exact reindexings of the
+        Grams already in memory (the subsample's kernels stay out unless ``kernels`` is listed)."""
+        return family in self.p["null_families"] or (family == "kernels" and self.m.form == DUAL)
+
     @property
     def jackknife(self) -> list:
         if self._jk is None:
@@ -208,7 +214,7 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
                         reps: Replicates, p: dict[str, Any]) -> list[dict]:
     """``rows`` (one family's measures on ``reps.m``) with :data:`COLUMNS` and ``jk_*`` added."""
     m = reps.m
-    n_null = m.n_null if family in p["null_families"] else 0
+    n_null = m.n_null if reps.has_null(family) else 0
     n_blocks = m.n_blocks if family in p["se_families"] else 0
     why_none = m.meta.get("replicates_note", "")
     # rows that are counts get neither a chance level nor an SE: skip the costly ones in the replicates

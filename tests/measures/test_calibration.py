@@ -101,6 +101,21 @@ def test_dual_null_world_is_an_exact_reindexing(rng):
     assert table.loc[("cka_rbf", 0.4), "chance"] == pytest.approx(rbf, rel=1e-12)
 
 
+def test_dual_kernels_on_all_rows_get_a_chance_level_by_default(rng):
+    """A dual view's kernels on all rows are permuted by default (exact reindexings of Grams in
+    memory); the subsample's kernels, and a primal view's, only when kernels is listed."""
+    n = 40
+    X, Y = relu_features(rng, n, 30), relu_features(rng, n, 25)
+    dual = compute_measures(Moments.from_arrays(X, Y, form="dual", null_permutations=4, subsample_size=20),
+                            {"enabled": ["kernels"]}).set_index("measure")
+    assert (dual.loc["cka_rbf", "null_method"] == "permutations").all()
+    assert np.isfinite(dual.loc["mutual_knn", "chance"])
+    assert "null_families" in dual.loc["mutual_knn_subsample", "null_method"]
+    primal = compute_measures(Moments.from_arrays(X[:, :5], Y[:, :5], null_permutations=4, subsample_size=20),
+                              {"enabled": ["kernels"]}).set_index("measure")
+    assert "null_families" in primal.loc["mutual_knn_subsample", "null_method"]
+
+
 def test_null_worlds_are_the_same_for_every_pair(rng):
     """Null world k permutes the same images in every pair (seeded by the sweep, not the pair)."""
     a = image_permutations(100, 50, 3, 0)
