@@ -144,18 +144,28 @@ def compare_measures(cpu: Path, dev: Path) -> dict:
     return {"compared": n, "max_diff": worst, "problems": problems[:50], "n_problems": len(problems)}
 
 
-def compare_lmc(cpu: Path, dev: Path) -> dict:
-    a, b = read(cpu / "results" / "summary" / "lmc.csv"), read(dev / "results" / "summary" / "lmc.csv")
+def _matched(cpu: Path, dev: Path, name: str) -> tuple[list[tuple[dict, dict]], list[str], list[str]]:
+    """(CPU row, device row) pairs of summary table ``name`` matched on :data:`KEYS`, the rows without
+    a device twin as problems, and the keys used."""
+    a, b = read(cpu / "results" / "summary" / name), read(dev / "results" / "summary" / name)
     if not a:
-        return {"compared": 0, "problems": []}
+        return [], [], []
     keys = [k for k in KEYS if k in a[0]]
     ib = _index(b, keys)
-    problems, n, worst = [], 0, 0.0
+    pairs, problems = [], []
     for r in a:
         o = ib.get(tuple(r.get(k, "") for k in keys))
         if o is None:
-            problems.append(f"lmc.csv: no device row for {[r.get(k) for k in keys]}")
-            continue
+            problems.append(f"{name}: no device row for {[r.get(k) for k in keys]}")
+        else:
+            pairs.append((r, o))
+    return pairs, problems, keys
+
+
+def compare_lmc(cpu: Path, dev: Path) -> dict:
+    pairs, problems, keys = _matched(cpu, dev, "lmc.csv")
+    n, worst = 0, 0.0
+    for r, o in pairs:
         for q in ("loss", "error"):
             x, y = _num(r.get(f"{q}_barrier")), _num(o.get(f"{q}_barrier"))
             if math.isnan(x) and math.isnan(y):
@@ -170,17 +180,9 @@ def compare_lmc(cpu: Path, dev: Path) -> dict:
 
 
 def compare_rotation(cpu: Path, dev: Path) -> dict:
-    a, b = read(cpu / "results" / "summary" / "rotation.csv"), read(dev / "results" / "summary" / "rotation.csv")
-    if not a:
-        return {"compared": 0, "problems": []}
-    keys = [k for k in KEYS if k in a[0]]
-    ib = _index(b, keys)
-    problems, n, worst = [], 0, 0.0
-    for r in a:
-        o = ib.get(tuple(r.get(k, "") for k in keys))
-        if o is None:
-            problems.append(f"rotation.csv: no device row for {[r.get(k) for k in keys]}")
-            continue
+    pairs, problems, keys = _matched(cpu, dev, "rotation.csv")
+    n, worst = 0, 0.0
+    for r, o in pairs:
         for c in ("original_test_acc", "rotated_test_acc", "retrained_test_acc"):
             n += 1
             d = abs(_num(r.get(c)) - _num(o.get(c)))
