@@ -64,7 +64,8 @@ def main() -> None:
     for f in files:
         if done >= args.moments_pairs:
             break
-        meta = next(iter(load_moments(f).values())).meta if isinstance(load_moments(f), dict) else load_moments(f).meta
+        loaded = load_moments(f)
+        meta = (next(iter(loaded.values())) if isinstance(loaded, dict) else loaded).meta
         a, b = ActivationStore(meta["store_a"]), ActivationStore(meta["store_b"])
         layer = meta["layer"]
         m_off += _time(lambda: streaming_moments(a, b, layer, null_permutations=0, example_blocks=0, threads=1),

@@ -226,7 +226,7 @@ def uncertainty_columns(rows: list[dict], family: str, fn: Callable[[Any, dict],
         name, value, key = r["measure"], r["value"], _key(r)
         extra: dict[str, Any] = {c: np.nan for c in COLUMNS}
         extra["null_method"], extra["null_permutations"] = "", 0
-        for b in range(m.n_blocks if family in p["se_families"] else 0):
+        for b in range(n_blocks):
             extra[f"jk_{b}"] = jk.get(key, np.full(n_blocks, np.nan))[b]
         if name not in NOT_SIMILARITIES and np.isfinite(value):
             if n_blocks and key in jk:

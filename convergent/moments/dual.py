@@ -221,13 +221,13 @@ class GramMoments:
         (with ``subsample``; else the world has none)."""
         if not self.n_null:
             raise ValueError("no null worlds were requested for these moments (null_permutations 0)")
-        from convergent.moments.replicates import subsample_permutation
+        from convergent.moments.replicates import NO_MINIBATCHES, subsample_permutation
 
         seed = int(self.meta.get("null_seed", 0))
         pi, rho = self.null_permutation(k)
         out = dataclasses.replace(self, gram_x=self.gram_x[np.ix_(pi, pi)], xmu=self.xmu[pi],
                                   gram_y=self.gram_y[np.ix_(rho, rho)], ymu=self.ymu[rho],
-                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta),
+                                  **NO_MINIBATCHES, meta=dict(self.meta),
                                   sub_kx=self.sub_kx if subsample else None, sub_ky=None)
         if self.sub_ky is not None and subsample:
             sp = subsample_permutation(self.sub_ky.shape[0], seed, k)
@@ -239,7 +239,7 @@ class GramMoments:
         ``subsample`` the kernel subsample too (else it is dropped: the kernels are not replicated)."""
         if not self.n_blocks:
             raise ValueError("no example blocks were requested for these moments (example_blocks 0)")
-        from convergent.moments.replicates import recentre_gram
+        from convergent.moments.replicates import NO_MINIBATCHES, recentre_gram
 
         lo, hi = self.meta["example_block_rows"][b]
         keep = np.flatnonzero((self.rows < lo) | (self.rows >= hi))
@@ -254,7 +254,7 @@ class GramMoments:
             kw[f"mu2_{side}"] = mu2
         out = dataclasses.replace(self, n=m, labels=self.labels[keep], rows=self.rows[keep],
                                   n_rows=m if not self.subsampled else self.n_rows,
-                                  mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, meta=dict(self.meta),
+                                  **NO_MINIBATCHES, meta=dict(self.meta),
                                   sub_kx=None, sub_ky=None, sub_idx=None, sub_labels=None, **kw)
         if self.sub_kx is not None and subsample:
             sk = np.flatnonzero((self.sub_idx < lo) | (self.sub_idx >= hi))

@@ -202,13 +202,13 @@ class Moments:
         ``subsample``; else the world has none: the kernels are not replicated)."""
         if not self.n_null or self.folds is None:
             raise ValueError("these moments carry no null worlds")
-        from convergent.moments.replicates import subsample_permutation
+        from convergent.moments.replicates import NO_MINIBATCHES, subsample_permutation
 
         folds = []
         for i, f in enumerate(self.folds):
             kw: dict[str, Any] = {name: (float(arr[k, i]) if arr.ndim == 2 else arr[k, i])
                                   for name, arr in self.null.items()}
-            folds.append(dataclasses.replace(f, mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0, **kw))
+            folds.append(dataclasses.replace(f, **NO_MINIBATCHES, **kw))
         out = self._from_folds(folds)
         if self.sub_ky is not None and subsample:
             perm = subsample_permutation(self.sub_ky.shape[0], int(self.meta.get("null_seed", 0)), k)
@@ -223,7 +223,7 @@ class Moments:
         it is dropped: the kernels are not replicated)."""
         if not self.n_blocks or self.folds is None:
             raise ValueError("these moments carry no example blocks")
-        from convergent.moments.replicates import recentre_gram
+        from convergent.moments.replicates import NO_MINIBATCHES, recentre_gram
 
         i = int(self.blocks[b].meta["fold"])
         rest = [blk for j, blk in enumerate(self.blocks) if j != b and int(blk.meta["fold"]) == i]
@@ -233,7 +233,7 @@ class Moments:
         fold.meta = dict(self.folds[i].meta)
         folds = list(self.folds)
         folds[i] = fold
-        out = self._from_folds([dataclasses.replace(f, mb_count=0, mb_xy=0.0, mb_xx=0.0, mb_yy=0.0) for f in folds])
+        out = self._from_folds([dataclasses.replace(f, **NO_MINIBATCHES) for f in folds])
         if self.sub_kx is not None and subsample:
             lo, hi = self.meta["example_block_rows"][b]
             keep = np.flatnonzero((self.sub_idx < lo) | (self.sub_idx >= hi))

@@ -43,6 +43,10 @@ DEFAULT_REPLICATE_PARAMS = {k: DEFAULT_MOMENT_PARAMS[k]
                             for k in ("null_permutations", "null_seed", "example_blocks", "replicate_max_gib")}
 
 
+#: a replicate carries no minibatch HSIC: its minibatches would not be the streamed ones
+NO_MINIBATCHES = {"mb_count": 0, "mb_xy": 0.0, "mb_xx": 0.0, "mb_yy": 0.0}
+
+
 def image_blocks(n_images: int, fold_split: int, blocks: int) -> list[tuple[int, int]]:
     """``blocks`` contiguous image ranges ``[lo, hi)``, ``blocks // 2`` per fold, as equal as can be.
 
