@@ -1,7 +1,10 @@
-"""One function per pipeline stage, taking plain paths and dicts.
+"""One function per pipeline stage, taking paths, :class:`~convergent.sweep.Run` objects and
+settings objects (:mod:`convergent.settings`).
 
 The workflow's ``scripts/`` call these and nothing else, so each stage can be run
-and tested without Snakemake. Every output is written atomically.
+and tested without Snakemake. A settings argument may also be a mapping (a test's, or a
+caller's outside the pipeline): the section's ``coerce`` reads it, keys left out taking the
+section's defaults. Every output is written atomically.
 """
 
 from __future__ import annotations
@@ -14,17 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from convergent.io import read_json, read_table, write_digest, write_json, write_table
 from convergent.logs import get_logger, lap
+from convergent.settings import (ExtractSettings, LayersSettings, LMCSettings, MeasureSettings, MomentSettings,
+                                 RotationSettings, TrainingSettings)
+from convergent.sweep import Run
 
 if TYPE_CHECKING:   # pandas is imported where a job needs it: train and extract jobs never do
     import pandas as pd
-
-#: training settings used when the config leaves them out
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "epochs": 30, "batch_size": 64, "eval_batch_size": 1024, "optimizer": "sgd", "lr": 0.05,
-    "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine",
-}
-EXTRACT_DEFAULTS: dict[str, Any] = {"split": "test", "chunk_rows": 256, "max_samples": None,
-                                     "compression": "lz4", "chunk_features": 4096}
 
 
 def _prepend_columns(frame: pd.DataFrame, columns: Mapping[str, Any]) -> None:
@@ -47,31 +45,34 @@ def lr_hint(key: str, lr: float) -> str:
     return f"{key} = {lr:g}: lower it (config key {where}), e.g. to {lr / 10:g}"
 
 
-def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference: str | None,
+def train_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], reference: str | None,
               data_dir: str, download: bool, device: str, threads: int,
               out_model: str, out_init: str, out_log_csv: str, out_metrics: str) -> dict[str, Any]:
     """Train one run and write its checkpoints, per-epoch log and final metrics.
 
-    ``run`` holds dataset, arch, width, frozen_k, seed. A frozen run copies its first
+    ``run``: the :class:`~convergent.sweep.Run` (a mapping with its coordinates is read by
+    :meth:`Run.coerce`); ``settings["training"]``: :class:`~convergent.settings.TrainingSettings`
+    (or a mapping of its keys). A frozen run copies its first
     ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
     ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
     :func:`convergent.data.load_dataset`, as in every other job that loads the data.
-    ``settings["order_seed"]`` (a data-order run; default: the seed) seeds the minibatch
-    order and every other random draw of training; the initial weights come from ``seed``.
+    ``run.order_seed`` (a data-order run's; an ordinary run's is its seed) seeds the minibatch
+    order and every other random draw of training; the initial weights come from ``run.seed``.
     """
     from convergent.data import load_dataset
     from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
 
     lap("imports")
     log = get_logger()
-    seed, frozen_k = int(run["seed"]), int(run["frozen_k"])
-    order_seed = int(settings.get("order_seed", seed))
+    run = Run.coerce(run)
+    training = TrainingSettings.coerce(settings["training"])
+    seed, frozen_k, order_seed = run.seed, run.frozen_k, run.order_seed
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir, download=download, options=settings.get("data"))
+    data = load_dataset(run.dataset, data_dir=data_dir, download=download, options=settings.get("data"))
     lap("data")
     reference_state = load_state(reference) if frozen_k > 0 else None
-    model = init_model(run["arch"], int(run["width"]), data, settings["model"], seed,
+    model = init_model(run.arch, run.width, data, settings["model"], seed,
                        frozen_k=frozen_k, reference_state=reference_state)
     lap("model")
     save_state(model, out_init)
@@ -80,9 +81,9 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
         # everything random after the initial weights (the global RNG of dropout or augmentation,
         # should a model use them) follows the order seed; an ordinary run's stream is untouched
         set_determinism(order_seed, threads)
-    cfg = TrainConfig(**{**TRAINING_DEFAULTS, **settings["training"], "device": _device(device)})
+    cfg = TrainConfig(**training.as_dict(), device=_device(device))
     resume = Path(out_model).with_name("resume.pt")
-    log.info("training %s for %d epochs (frozen_k=%d, resume=%s)", dict(run), cfg.epochs, frozen_k,
+    log.info("training %s for %d epochs (frozen_k=%d, resume=%s)", run.coordinates(), cfg.epochs, frozen_k,
              resume.exists())
     try:
         metrics = train(model, data, cfg, seed=order_seed, frozen_k=frozen_k, log_path=Path(out_log_csv),
@@ -91,10 +92,10 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
         raise FloatingPointError(f"{err}. Training diverged at {lr_hint('training.lr', cfg.lr)}") from None
     lap("compute")
     save_state(model, out_model)
-    metrics = {**metrics, **dict(run), "order_seed": order_seed,
+    metrics = {**metrics, **run.coordinates(),
                "frozen_from": settings["frozen_from"] if frozen_k else None,
                "reference_seed": settings["reference_seed"] if frozen_k else None,
-               "training": {**TRAINING_DEFAULTS, **settings["training"]}, "model": settings["model"],
+               "training": training.as_dict(), "model": settings["model"],
                "num_classes": int(data.num_classes), "data": data.info}
     write_json(out_metrics, metrics)
     write_digest(out_metrics)
@@ -104,11 +105,12 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     return metrics
 
 
-def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], settings: Mapping[str, Any],
+def extract_job(*, run: Run | Mapping[str, Any], checkpoints: Mapping[str, str], settings: Mapping[str, Any],
                 data_dir: str, device: str, threads: int, out_stores: Mapping[str, str]) -> None:
     """Write the activations of each network state (``trained``, ``init``) on the evaluation split.
 
-    ``checkpoints`` and ``out_stores`` map a state name to its state-dict file and its Zarr store.
+    ``checkpoints`` and ``out_stores`` map a state name to its state-dict file and its Zarr store;
+    ``settings["extract"]``: :class:`~convergent.settings.ExtractSettings` (or a mapping of its keys).
     """
     import torch
 
@@ -119,40 +121,40 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
 
     lap("imports")
     log = get_logger()
-    set_determinism(int(run["seed"]), threads)
-    ex = {**EXTRACT_DEFAULTS, **settings["extract"]}
-    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
+    run = Run.coerce(run)
+    set_determinism(run.seed, threads)
+    ex = ExtractSettings.coerce(settings["extract"])
+    data = load_dataset(run.dataset, data_dir=data_dir, options=settings.get("data"))
     lap("data")
-    x, y = (data.x_test, data.y_test) if ex["split"] == "test" else (data.x_train, data.y_train)
-    if ex["max_samples"]:
-        x, y = x[: ex["max_samples"]], y[: ex["max_samples"]]
-    model = build_model(run["arch"], int(run["width"]), data.input_shape, data.num_classes, settings["model"])
+    x, y = (data.x_test, data.y_test) if ex.split == "test" else (data.x_train, data.y_train)
+    if ex.max_samples:
+        x, y = x[: ex.max_samples], y[: ex.max_samples]
+    model = build_model(run.arch, run.width, data.input_shape, data.num_classes, settings["model"])
     model.to(_device(device))
     for state, checkpoint in checkpoints.items():
         model.load_state_dict(load_state(checkpoint))
         lap("model")
-        attrs = {**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
-                 "state": state, "split": ex["split"], "n_samples": int(len(y))}
+        attrs = {**run.coordinates(), "state": state, "split": ex.split, "n_samples": int(len(y))}
         start = time.perf_counter()
         with torch.no_grad():
             extract_to_store(model, x, y, list(settings["layers"]), out_stores[state],
-                             chunk_rows=int(ex["chunk_rows"]), attrs=attrs, compression=ex["compression"],
-                             chunk_features=int(ex["chunk_features"]))
+                             chunk_rows=int(ex.chunk_rows), attrs=attrs, compression=ex.compression,
+                             chunk_features=int(ex.chunk_features))
         lap("compute")   # the forward pass and the store's writes are one streaming loop
         log.info("%s: extracted %d samples × %d layers in %.1f s", state, len(y), len(settings["layers"]),
                  time.perf_counter() - start)
 
 
-def moments_job(*, pairs: Mapping[str, Sequence[str]], layers: Sequence[str], params: Mapping[str, Any],
-                out_dir: str, threads: int = 1) -> None:
+def moments_job(*, pairs: Mapping[str, Sequence[str]], layers: Sequence[str],
+                params: MomentSettings | Mapping[str, Any], out_dir: str, threads: int = 1) -> None:
     """One streaming pass per (pair, layer) over the pair's two stores: ``out_dir/{key}/{layer}.npz``,
     the sufficient statistics of every measure. ``pairs`` maps a pair key (``{control}/{label}``,
     :attr:`convergent.sweep.Pair.key`) to its stores ``[a, b]``; each store is opened once. The
     directory appears only once every pair and layer is done. ``threads``: the job's cores; with 2
-    or more, each fold gets a thread (capped by ``params['threads']``)."""
+    or more, each fold gets a thread (capped by ``params.threads``, :class:`~convergent.settings.MomentSettings`)."""
     from convergent.activations import ActivationStore
     from convergent.io import atomic_directory
-    from convergent.moments import DEFAULT_MOMENT_PARAMS, save_moments, streaming_moments
+    from convergent.moments import save_moments, streaming_moments
 
     log = get_logger()
     lap("imports")
@@ -163,7 +165,8 @@ def moments_job(*, pairs: Mapping[str, Sequence[str]], layers: Sequence[str], pa
             opened[path] = ActivationStore(path)
         return opened[path]
 
-    kw = {**params, "threads": min(int(threads), int(params.get("threads", DEFAULT_MOMENT_PARAMS["threads"])))}
+    p = MomentSettings.coerce(params)
+    kw = {**p.as_dict(), "threads": min(int(threads), int(p.threads))}
     with atomic_directory(out_dir) as tmp:
         for key, (store_a, store_b) in pairs.items():
             a, b = store(store_a), store(store_b)
@@ -197,12 +200,14 @@ def _load_moments_checked(path: Path, moments_dir: str) -> Any:
 
 
 def measures_job(*, moments_dir: str, pairs: Mapping[str, Mapping[str, Any]], layers: Sequence[str],
-                 params: Mapping[str, Any], layer_index: Mapping[str, int], out_csv: str) -> pd.DataFrame:
+                 params: MeasureSettings | Mapping[str, Any], layer_index: Mapping[str, int],
+                 out_csv: str) -> pd.DataFrame:
     """Every enabled measure of every pair and layer from the moments files alone, as tidy rows.
 
     ``pairs`` maps a pair key (``{control}/{label}``, the pair's folder in ``moments_dir``) to its
     columns (dataset … order_seed_b); each layer's rows also get ``layer`` and ``layer_index``
-    (1-based depth in the architecture, from ``layer_index``).
+    (1-based depth in the architecture, from ``layer_index``). ``params``:
+    :class:`~convergent.settings.MeasureSettings`.
     """
     import pandas as pd
 
@@ -210,13 +215,14 @@ def measures_job(*, moments_dir: str, pairs: Mapping[str, Mapping[str, Any]], la
 
     log = get_logger()
     lap("imports")
+    params = MeasureSettings.coerce(params)
     tables = []
     for key, coordinates in pairs.items():
         for layer in layers:
             start = time.perf_counter()
             moments = _load_moments_checked(Path(moments_dir) / key / f"{layer}.npz", moments_dir)
             lap("data")
-            table = compute_measures(moments, dict(params))
+            table = compute_measures(moments, params)
             _prepend_columns(table, {**coordinates, "layer": layer, "layer_index": layer_index[layer]})
             tables.append(table)
             lap("compute")
@@ -305,27 +311,14 @@ def concat_tables(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-LMC_DEFAULTS: dict[str, Any] = {"enabled": True, "alphas": 11,
-                                "variants": ["naive", "bn_reset", "permuted_activation", "permuted_weight",
-                                             "permuted_activation_bn_reset", "permuted_weight_bn_reset",
-                                             "repair", "permuted_activation_repair", "permuted_weight_repair"],
-                                # how θ(α) is evaluated (convergent.weights.lmc.EvalOptions; README "LMC cost"):
-                                # null sample counts / coarse_alphas give the full computation
-                                "eval_batch_size": "auto", "calib_batch_size": 1024, "train_samples": 500,
-                                "test_samples": None, "calib_samples": 500, "coarse_alphas": 7, "subset_seed": 0}
-ROTATION_DEFAULTS: dict[str, Any] = {"enabled": True, "layers": "all", "strengths": [0.0, 0.25, 0.5, 1.0],
-                                     "retrain_epochs": 5, "lr": 0.01,
-                                     # only speed: eval batch (auto, see convergent.weights.evaluation) and the
-                                     # memory the frozen prefix's outputs may take (convergent.weights.rotation.prefix)
-                                     "eval_batch_size": "auto", "cache_mb": 2048}
-
-
-def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any], params: Mapping[str, Any],
+def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any],
+            params: LMCSettings | Mapping[str, Any],
             data_dir: str, device: str, threads: int, out_curve: str, out_barriers: str) -> None:
     """Linear mode connectivity of a group of pairs of one cell, each with its variants.
 
     ``pairs`` maps a pair key to ``{"checkpoints": [a, b], "variants": [...], "coordinates":
-    {...}}`` (the columns its rows get: dataset … order_seed_b, see rules/common.smk). The data
+    {...}}`` (the columns its rows get: :meth:`convergent.sweep.Pair.coordinates`); ``params``:
+    :class:`~convergent.settings.LMCSettings`. The data
     are loaded and the network built once; each pair starts from the same random state as a
     job of its own would (seeded by its ``seed_a``), so grouping changes no number.
 
@@ -343,11 +336,11 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
 
     log = get_logger()
     lap("imports")
-    p = {**LMC_DEFAULTS, **params}
+    p = LMCSettings.coerce(params)
     first = next(iter(pairs.values()))["coordinates"]
     data = load_dataset(first["dataset"], data_dir=data_dir, options=settings.get("data"))
     lap("data")
-    options = EvalOptions.from_params(p)
+    options = EvalOptions.from_params(p.as_dict())
     curves, barriers = [], []
     memo: dict = {}   # endpoint evaluations, shared by the group's pairs (keyed by checkpoint path)
     for key, pair in pairs.items():
@@ -359,7 +352,7 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
         model.to(_device(device))
         state_a, state_b = (load_state(c) for c in pair["checkpoints"])
         lap("model")
-        curve, bars, timings = lmc_pair(model, state_a, state_b, data, default_alphas(int(p["alphas"])),
+        curve, bars, timings = lmc_pair(model, state_a, state_b, data, default_alphas(int(p.alphas)),
                                         list(pair["variants"]), seed=int(coords["seed_a"]), options=options,
                                         names=tuple(str(c) for c in pair["checkpoints"]), memo=memo)
         lap("compute")
@@ -373,8 +366,9 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     lap("write")
 
 
-def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpoint: str,
-                 params: Mapping[str, Any], data_dir: str, device: str, threads: int, out_csv: str) -> pd.DataFrame:
+def rotation_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], checkpoint: str,
+                 params: RotationSettings | Mapping[str, Any], data_dir: str, device: str, threads: int,
+                 out_csv: str) -> pd.DataFrame:
     """Brown et al.'s privileged-basis test on one trained network, with its linear control.
 
     For every configured layer and rotation strength t (R = expm(t·A), A random
@@ -384,7 +378,9 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     identity, max-pool → average pool) trains the same architecture from the same seed
     with the sweep's training settings and applies the same test. ``rotation.layers``
     resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
-    without a site (wrn's stem) are named in the log with the reason.
+    without a site (wrn's stem) are named in the log with the reason. ``params``:
+    :class:`~convergent.settings.RotationSettings`; ``settings["training"]``: the sweep's
+    :class:`~convergent.settings.TrainingSettings`.
     """
     import pandas as pd
 
@@ -396,20 +392,21 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
 
     lap("imports")
     log = get_logger()
-    p = {**ROTATION_DEFAULTS, **params}
-    seed = int(run["seed"])
+    run = Run.coerce(run)
+    p = RotationSettings.coerce(params)
+    seed = run.seed
     set_determinism(seed, threads)
-    data = load_dataset(run["dataset"], data_dir=data_dir, options=settings.get("data"))
+    data = load_dataset(run.dataset, data_dir=data_dir, options=settings.get("data"))
     lap("data")
-    training = {**TRAINING_DEFAULTS, **settings["training"], "device": device}
-    relu = init_model(run["arch"], int(run["width"]), data, settings["model"], seed)
+    training = {**TrainingSettings.coerce(settings["training"]).as_dict(), "device": device}
+    relu = init_model(run.arch, run.width, data, settings["model"], seed)
     relu.load_state_dict(load_state(checkpoint))
-    linear = init_model(run["arch"], int(run["width"]), data, {**settings["model"], "linear": True}, seed)
+    linear = init_model(run.arch, run.width, data, {**settings["model"], "linear": True}, seed)
     on = _device(device)
     for net in (relu, linear):   # every tensor of the job follows the networks' device
         net.to(on)
-    batch = resolve_batch_size(p["eval_batch_size"], relu, tuple(relu.input_shape))
-    limit = None if p["cache_mb"] is None else int(p["cache_mb"]) << 20
+    batch = resolve_batch_size(p.eval_batch_size, relu, tuple(relu.input_shape))
+    limit = None if p.cache_mb is None else int(p.cache_mb) << 20
     lap("model")
     failed = None
     try:
@@ -422,7 +419,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
         failed = (f"linear control failed to train: {err}; it trains with the sweep's "
                   f"{lr_hint('training.lr', float(training['lr']))}")
         log.warning("%s", failed)
-    layers = rotation_layers(relu.arch, relu.options, p["layers"])
+    layers = rotation_layers(relu.arch, relu.options, p.layers)
     for name, reason in rotation_refusals(relu.arch, relu.options).items():
         log.info("rotation: %s layer %s has no rotation site and gets no rows: %s", relu.arch, name, reason)
     rows = []
@@ -432,15 +429,15 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
         for layer in layers:
             d = layer_width(model, layer)
             cache = prefix(model, data, layer, batch, limit)   # shared by every strength
-            for t in p["strengths"]:
+            for t in p.strengths:
                 R = rotation_path(d, float(t), seed)
                 try:
-                    row = rotation_test(model, data, layer, R, int(p["retrain_epochs"]), float(p["lr"]), seed,
+                    row = rotation_test(model, data, layer, R, int(p.retrain_epochs), float(p.lr), seed,
                                         cfg=training, original=original, cache=cache, eval_batch_size=batch)
                 except FloatingPointError as err:
                     raise FloatingPointError(f"{err}. Retraining a rotated network diverged at "
-                                             f"{lr_hint('rotation.lr', float(p['lr']))}") from None
-                rows.append({**{k: run[k] for k in ("dataset", "arch", "width", "frozen_k", "seed")},
+                                             f"{lr_hint('rotation.lr', float(p.lr))}") from None
+                rows.append({**run.coordinates(),
                              "strength": float(t), "rotation": "expm(t*A), A random skew-symmetric",
                              **{k: v for k, v in row.items() if k not in ("arch", "width", "seed")},
                              "units": d})
@@ -475,11 +472,6 @@ def failed_control_rows(relu_rows: Sequence[Mapping[str, Any]], reason: str) -> 
     return out
 
 
-CKA_LAYERS_DEFAULTS: dict[str, Any] = {"view": "flatten", "max_samples": 2000, "max_features": 4096,
-                                       "kernel_samples": 500, "rbf_sigma_scales": [0.2, 0.4, 0.8],
-                                       "svcca_variance_kept": 0.99, "match_max_features": 1024}
-
-
 def _centred_view(store: Any, layer: str, view: str, n: int):
     """The first ``n`` images of ``layer`` in ``view``, float64, columns centred."""
     import numpy as np
@@ -488,63 +480,58 @@ def _centred_view(store: Any, layer: str, view: str, n: int):
     return x - x.mean(axis=0)
 
 
-def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str], *, view: str = "flatten",
-                    max_samples: int | None = 2000, max_features: int = 4096,
-                    layer_index: Mapping[str, int] | None = None, kernel_samples: int = 500,
-                    rbf_sigma_scales: Sequence[float] = (0.2, 0.4, 0.8), svcca_variance_kept: float = 0.99,
-                    match_max_features: int = 1024) -> pd.DataFrame:
+def cross_layer_cka(store_a: Any, store_b: Any, layers: Sequence[str],
+                    settings: LayersSettings | Mapping[str, Any] | None = None, *,
+                    layer_index: Mapping[str, int] | None = None, **overrides: Any) -> pd.DataFrame:
     """Every measure of every layer of network A with every layer of network B (Kornblith et al.
     Fig. 2 and Table 2): linear CKA, RBF CKA, matched correlation and the classic measures
     (:mod:`convergent.measures.crosslayer` lists the columns).
 
-    Rows: one per (layer_a, layer_b). Both stores must hold the same images in the same order
-    (the extract stage guarantees it). Only the first ``max_samples`` images are used (None: all);
-    layers wider than ``max_features`` go through the n×n Gram matrices (the dual form: CCA and
-    matching are then unavailable, with the reason in ``note``); narrower layers through the
-    d×d moments. Both forms are exact. RBF CKA uses the first ``kernel_samples`` images.
-    ``layer_index``: each layer's 1-based depth in the architecture, as in the measures table
-    (default: its position in ``layers``).
+    ``settings``: :class:`~convergent.settings.LayersSettings` (config ``cka_layers``; default:
+    its defaults), with keyword ``overrides`` of its fields. Rows: one per (layer_a, layer_b).
+    Both stores must hold the same images in the same order (the extract stage guarantees it).
+    Only the first ``max_samples`` images are used (None: all); layers wider than
+    ``max_features`` go through the n×n Gram matrices (the dual form: CCA and matching are then
+    unavailable, with the reason in ``note``); narrower layers through the d×d moments. Both
+    forms are exact. RBF CKA uses the first ``kernel_samples`` images. ``layer_index``: each
+    layer's 1-based depth in the architecture, as in the measures table (default: its position
+    in ``layers``).
     """
+    import dataclasses
+
     import pandas as pd
 
     from convergent.measures.crosslayer import cross_layer_measures
 
+    s = dataclasses.replace(LayersSettings.coerce(settings), **overrides)
     n_a, n_b = store_a.n_images, store_b.n_images
     if n_a != n_b:
         raise ValueError(f"stores hold {n_a} and {n_b} images; cross-layer CKA needs the same samples")
-    n = n_a if not max_samples else min(n_a, int(max_samples))
-    xs_a = {layer: _centred_view(store_a, layer, view, n) for layer in layers}
-    xs_b = {layer: _centred_view(store_b, layer, view, n) for layer in layers}
+    n = n_a if not s.max_samples else min(n_a, int(s.max_samples))
+    xs_a = {layer: _centred_view(store_a, layer, s.view, n) for layer in layers}
+    xs_b = {layer: _centred_view(store_b, layer, s.view, n) for layer in layers}
     depth = dict(layer_index) if layer_index else {layer: i for i, layer in enumerate(layers, start=1)}
-    values = cross_layer_measures(xs_a, xs_b, {"max_features": max_features, "kernel_samples": kernel_samples,
-                                               "rbf_sigma_scales": list(rbf_sigma_scales),
-                                               "svcca_variance_kept": svcca_variance_kept,
-                                               "match_max_features": match_max_features})
+    values = cross_layer_measures(xs_a, xs_b, s)
     rows = [{"layer_a": v["layer_a"], "layer_index_a": depth[v["layer_a"]], "layer_b": v["layer_b"],
-             "layer_index_b": depth[v["layer_b"]], "view": view, "n_samples": n,
-             "kernel_samples": min(n, int(kernel_samples)),
+             "layer_index_b": depth[v["layer_b"]], "view": s.view, "n_samples": n,
+             "kernel_samples": min(n, int(s.kernel_samples)),
              **{k: x for k, x in v.items() if k not in ("layer_a", "layer_b")}} for v in values]
     return pd.DataFrame(rows)
 
 
 def cka_layers_job(*, store_a: str, store_b: str, layers: Sequence[str], coordinates: Mapping[str, Any],
-                   params: Mapping[str, Any], out_csv: str,
+                   params: LayersSettings | Mapping[str, Any], out_csv: str,
                    layer_index: Mapping[str, int] | None = None) -> pd.DataFrame:
-    """Cross-layer linear CKA of one cross-seed pair as a tidy table with the pair's coordinates."""
+    """Cross-layer measures of one cross-seed pair as a tidy table with the pair's coordinates
+    (:meth:`convergent.sweep.Pair.coordinates`); ``params``: :class:`~convergent.settings.LayersSettings`."""
     from convergent.activations import ActivationStore
 
     lap("imports")
     log = get_logger()
-    p = {**CKA_LAYERS_DEFAULTS, **params}
     start = time.perf_counter()
     stores = ActivationStore(store_a), ActivationStore(store_b)
     lap("model")
-    table = cross_layer_cka(*stores, list(layers), view=p["view"],
-                            max_samples=p["max_samples"], max_features=int(p["max_features"]),
-                            layer_index=layer_index, kernel_samples=int(p["kernel_samples"]),
-                            rbf_sigma_scales=[float(t) for t in p["rbf_sigma_scales"]],
-                            svcca_variance_kept=float(p["svcca_variance_kept"]),
-                            match_max_features=int(p["match_max_features"]))
+    table = cross_layer_cka(*stores, list(layers), LayersSettings.coerce(params), layer_index=layer_index)
     _prepend_columns(table, coordinates)
     lap("compute")
     write_table(out_csv, table)
