@@ -215,9 +215,13 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
 def fill_defaults(config: Any, schema: Mapping[str, Any], node: Any = None) -> None:
     """Put the schema's ``default`` of every absent key into ``config`` (in place, nested mappings
     too), as Snakemake's ``validate(set_default=True)`` would: the top-level keys (``device``,
-    ``threads``, ...) have their one default there. A section with a settings class
-    (:mod:`convergent.settings`) gets its defaults from the class; the schema states them for the
-    reader and ``tests/test_settings.py`` checks they agree."""
+    ``threads``, ...) have their one default there. The keys of a section with a settings class
+    (:data:`convergent.settings.SWEEP_SECTIONS`; ``sweep.training`` and ``sweep.extract`` state
+    none) are left out: the class's fields are their one definition, and the schema's ``default``
+    there is for the reader (``tests/test_settings.py`` checks they agree)."""
+    from convergent.settings import SWEEP_SECTIONS
+
+    top = node is None
     node = _resolve(schema if node is None else node, schema)
     if not isinstance(config, dict) or not isinstance(node, Mapping):
         return
@@ -225,7 +229,7 @@ def fill_defaults(config: Any, schema: Mapping[str, Any], node: Any = None) -> N
         sub = _resolve(sub, schema)
         if key not in config and isinstance(sub, Mapping) and "default" in sub:
             config[key] = copy.deepcopy(sub["default"])
-        if key in config:
+        if key in config and not (top and key in SWEEP_SECTIONS):
             fill_defaults(config[key], schema, sub)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from convergent.archspec import arch_options, layer_names, rotation_layers
 from convergent.config import ConfigError
 from convergent.dataspec import SHAPES32_LIMITS, dataset_options, split_sizes
-from convergent.settings import ExtractSettings, SweepSettings, TrainingSettings
+from convergent.settings import EXPERIMENT_SECTIONS, ExtractSettings, SweepSettings, TrainingSettings
 
 CONTROLS = ("cross", "floor", "ceiling", "data_order")
 #: which saved network state each control compares
@@ -240,6 +240,22 @@ class Experiment:
     def reference_run(self, run: Run) -> Run:
         """The frozen_k = 0 network whose first layers a frozen run copies."""
         return Run(self.dataset, self.arch, run.width, 0, self.reference_seed)
+
+    def data_settings(self) -> dict[str, Any]:
+        """The dataset's options for every job that loads it (train, extract, lmc, rotation), so
+        all stages see the same data; only when it has any, so other datasets' params stay as they were."""
+        return {"data": self.data} if self.data else {}
+
+    def train_params(self) -> dict[str, Any]:
+        """The settings a train (and rotation) job gets, as plain data (its Snakemake params:
+        a change, a default's included, reruns the job)."""
+        return {"model": self.model, "training": self.training.as_dict(), "frozen_from": self.frozen_from,
+                "reference_seed": self.reference_seed, **self.data_settings()}
+
+    def extract_params(self) -> dict[str, Any]:
+        """The settings an extract (and lmc) job gets, as plain data."""
+        return {"layers": self.layers, "model": self.model, "extract": self.extract.as_dict(),
+                **self.data_settings()}
 
 
 @dataclass
@@ -489,5 +505,5 @@ def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Ex
         layers = [name for name in all_layers if name in layers]  # keep depth order
     return Experiment(dataset=dataset, arch=arch, widths=list(s["widths"]), frozen_k=list(s["frozen_k"]),
                       seeds=seeds, reference_seed=int(reference_seed), frozen_from=s.get("frozen_from", "trained"),
-                      layers=layers, model=options, training=TrainingSettings.from_mapping(s.get("training")),
-                      extract=ExtractSettings.from_mapping(s.get("extract")), all_layers=all_layers)
+                      layers=layers, model=options, all_layers=all_layers,
+                      **{key: section.from_mapping(s.get(key)) for key, section in EXPERIMENT_SECTIONS.items()})

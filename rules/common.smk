@@ -43,26 +43,14 @@ def reference_checkpoint(wildcards):
     return f"results/{ref.path}/{name}"
 
 
-def data_settings(exp):
-    """The dataset's options (config ``data.<dataset>``) for every job that loads it, so all
-    stages see the same data; only when it has any, so other datasets' params stay as they were."""
-    return {"data": exp.data} if exp.data else {}
-
-
 def training_params(wildcards):
-    exp = experiment_of(wildcards)
-    return {
-        "model": exp.model,
-        "training": exp.training.as_dict(),
-        "frozen_from": exp.frozen_from,
-        "reference_seed": exp.reference_seed,
-        **data_settings(exp),
-    }
+    """The train and rotation jobs' settings (convergent.sweep.Experiment.train_params)."""
+    return experiment_of(wildcards).train_params()
 
 
 def extract_params(wildcards):
-    exp = experiment_of(wildcards)
-    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract.as_dict(), **data_settings(exp)}
+    """The extract and lmc jobs' settings (convergent.sweep.Experiment.extract_params)."""
+    return experiment_of(wildcards).extract_params()
 
 
 #: the comparison groups (one per cell and seed, see convergent.sweep.PairGroup), looked up by

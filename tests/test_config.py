@@ -7,18 +7,14 @@ import re
 
 import pytest
 import yaml
-from snakemake.utils import validate
-
+from convergent.config import load_sweep
 from convergent.sweep import ConfigError, plan_sweep
 from tests.workflow import REPO, run_snakemake, tiny_config, write_config
 
-SCHEMA = str(REPO / "schemas" / "config.schema.yaml")
-
 
 def check(config):
-    config = copy.deepcopy(config)
-    validate(config, SCHEMA)
-    return plan_sweep(config)
+    """The Snakefile's one validation path, on a copy."""
+    return load_sweep(copy.deepcopy(config))
 
 
 def test_embedded_default_is_valid_and_plans_the_documented_sweep():
@@ -142,13 +138,13 @@ def test_schema_knows_every_measure_and_moment_parameter():
 
 
 def test_schema_lists_exactly_the_lmc_variants_the_code_has():
-    from convergent.jobs import LMC_DEFAULTS
+    from convergent.settings import LMCSettings
     from convergent.weights.lmc import VARIANTS
 
     variants = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())["properties"]["lmc"][
         "properties"]["variants"]
     assert set(variants["items"]["enum"]) == set(VARIANTS)
-    assert set(variants["default"]) == set(LMC_DEFAULTS["variants"])
+    assert set(variants["default"]) == set(LMCSettings().variants) == set(VARIANTS)
 
 
 # --- architecture options and rotation layers (issue 12) -----------------------------------------
@@ -249,8 +245,8 @@ def test_shapes32_size_reaches_every_job_that_loads_data():
     sweep = check(config)
     assert sweep.experiment("shapes32", "mlp").data == {"n_train": 10000, "n_test": 300}
     assert sweep.experiment("digits", "mlp").data == {}   # digits takes no options; its params are unchanged
-    rules = (REPO / "rules" / "common.smk").read_text()
-    assert rules.count("**data_settings(exp)") == 2      # training_params and extract_params
+    for exp in sweep.experiments:                          # both kinds of job settings carry it
+        assert exp.train_params().get("data") == exp.extract_params().get("data") == (exp.data or None)
     for rule in ("train", "extract", "lmc", "rotation"):  # every job that loads a dataset gets one of them
         smk = next(p for p in (REPO / "rules").glob("*.smk") if f"rule {rule}:" in p.read_text()).read_text()
         body = smk.split(f"rule {rule}:")[1].split("\nrule ")[0]

@@ -146,7 +146,7 @@ def match(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b: Ma
 class EvalOptions:
     """How θ(α) is evaluated. The class defaults are the full computation (every image of both
     splits, BatchNorm reset and REPAIR calibrated on the whole training split, every α of the
-    grid); the pipeline's defaults (``lmc`` in config.yaml, :data:`convergent.jobs.LMC_DEFAULTS`)
+    grid); the pipeline's defaults (``lmc`` in config.yaml, :class:`convergent.settings.LMCSettings`)
     trade some of it for time, each choice measured in bench/bench_lmc_cost.py.
 
     * ``eval_batch_size``: images per eval-mode batch, ``"auto"`` (:func:`~convergent.weights.
