@@ -17,7 +17,7 @@ from convergent.activations import ActivationStore, ActivationStoreWriter
 from convergent.check import check, main, rebuild_command, scrub
 from convergent.io import (DamagedOutputError, read_json, snakemake_exe, verify_digest, write_csv, write_digest,
                            write_json)
-from convergent.moments import Moments, save_moments
+from convergent.moments import moments_from_arrays, save_moments
 from convergent.train import load_state, save_state
 from tests.workflow import REPO
 
@@ -51,7 +51,7 @@ def tree(tmp_path):
         for state in ("trained", "init"):
             _store(run / f"{state}.zarr", rng)
     X = rng.standard_normal((N, 4))
-    save_moments(root / PAIR / "fc1.npz", Moments.from_arrays(X, X @ rng.standard_normal((4, 4))))
+    save_moments(root / PAIR / "fc1.npz", moments_from_arrays(X, X @ rng.standard_normal((4, 4))))
     import pandas as pd
 
     write_csv(root / GROUP / "measures.csv", pd.DataFrame({"measure": ["cka_linear"], "value": [0.5]}))

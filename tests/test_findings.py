@@ -312,9 +312,9 @@ def _measured(X: np.ndarray, Y: np.ndarray, control: str, seed_a: int, seed_b: i
               width: int = 16, layer: int = 1) -> pd.DataFrame:
     """The measures rows of one planted pair, computed by the package from the two arrays."""
     from convergent.measures import compute_measures
-    from convergent.moments import Moments
+    from convergent.moments import moments_from_arrays
 
-    m = Moments.from_arrays(X, Y, alignment=False)
+    m = moments_from_arrays(X, Y, alignment=False)
     rows = compute_measures(m, {"enabled": ["matching", "sparse"], "lasso_alphas": [1e-4, 1e-3, 1e-2]})
     coords = {"dataset": "toy", "arch": "mlp", "width": width, "frozen_k": 0, "frozen_from": "trained",
               "control": control, "seed_a": seed_a, "seed_b": seed_b, "order_seed_a": seed_a,
