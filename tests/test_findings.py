@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from convergent import findings as F
-from convergent.figures.grounding import CCA_FAMILY
+from convergent.findings.layers import CCA_FAMILY
 from convergent.findings import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Estimate, Tables
 
 RANKS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
