@@ -147,3 +147,9 @@ def test_a_sweep_wide_default_changed_in_its_dataclass_reaches_the_params(monkey
     sweep = load_sweep(tiny_config())
     params = sweep.settings.cka_layers.as_dict()       # rule cka_layers' params
     assert S.LayersSettings.from_mapping(params).kernel_samples == 77
+
+
+def test_top_level_defaults_the_code_also_names_agree_with_the_schema():
+    from convergent.jobs import CHANCE_MARGIN
+
+    assert SCHEMA["properties"]["chance_margin"]["default"] == CHANCE_MARGIN
