@@ -268,6 +268,27 @@ def test_outputs_of_an_interrupted_job_are_not_damage(tree, capsys):
     assert run1 / "model.pt" in {d.path for d in check(tree).damage}
 
 
+def test_a_fresh_sweep_whose_first_jobs_have_not_finished_has_built_nothing(tree):
+    """The first trainings of a fresh sweep have written their checkpoints, and Snakemake has
+    recorded no finished job yet: the stores their runs still lack are not built yet, not damage."""
+    import shutil
+
+    run1 = tree / RUN.format(seed=1)
+    shutil.rmtree(tree / "pairs")
+    shutil.rmtree(tree / "summary", ignore_errors=True)
+    for state in ("trained", "init"):
+        shutil.rmtree(run1 / f"{state}.zarr")
+        shutil.rmtree(tree / RUN.format(seed=0) / f"{state}.zarr")
+    for name in ("model.pt", "init.pt", "metrics.json", "train_log.csv"):
+        _record(tree.parent, "incomplete", run1 / name)   # seed 1's training is finishing
+    result = check(tree)
+    assert result.damage == [], result.damage
+    assert run1 / "trained.zarr" in {d.path for d in result.not_built}
+    # without any record at all (a copied tree) the same missing stores are damage
+    shutil.rmtree(tree.parent / ".snakemake")
+    assert run1 / "trained.zarr" in {d.path for d in check(tree).damage}
+
+
 def test_a_held_lock_is_reported_as_a_sweep_in_progress(tree, capsys):
     _record_built(tree)
     locks = tree.parent / ".snakemake" / "locks"
