@@ -12,10 +12,9 @@
 
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from convergent.config import check_config, load_config_file
-from convergent.sweep import ConfigError
+from convergent.config import ConfigError, load_config_file, load_sweep
 
 min_version("9.0")
 
@@ -32,13 +31,14 @@ except ConfigError as err:
 configfile: "config.yaml"
 
 
-# Readable errors first (key path, value, allowed keys/values; numbers written 1e6 accepted);
-# Snakemake's validate then fills the schema's defaults.
+# The config's one validation path (convergent.config.load_sweep): the schema with readable
+# errors (key path, value, allowed keys/values; numbers written 1e6 accepted), its defaults
+# filled in, then the planned sweep with every section's settings (convergent.settings).
 try:
-    check_config(config)
+    SWEEP = load_sweep(config)
 except ConfigError as err:
-    raise WorkflowError(str(err)) from None
-validate(config, "schemas/config.schema.yaml")
+    text = str(err)   # a schema problem's paragraph already starts with "invalid config"
+    raise WorkflowError(text if text.startswith("invalid config") else f"invalid config: {text}") from None
 
 
 report: "report/workflow.rst"  # the report's front page; make report builds results/report.html

@@ -47,7 +47,7 @@ def one_file(d: int, n: int, repeats: int, workdir: Path) -> dict:
     from convergent.measures import compute_measures
     from convergent.measures.classic import (cca, linreg_r2, procrustes_angle, pwcca, rsa_sqeuclid, svcca)
     from convergent.measures.cka import linear_cka
-    from convergent.moments import Moments, load_moments, save_moments
+    from convergent.moments import load_moments, moments_from_arrays, save_moments
 
     rng = np.random.default_rng(1)
     k = 64
@@ -55,7 +55,7 @@ def one_file(d: int, n: int, repeats: int, workdir: Path) -> dict:
     X = np.maximum(Z @ rng.standard_normal((k, d)) + 0.5 * rng.standard_normal((n, d)), 0)
     Y = np.maximum(Z @ rng.standard_normal((k, d)) + 0.5 * rng.standard_normal((n, d)), 0)
     path = save_moments(workdir / f"classic_d{d}_n{n}.moments.npz",
-                        Moments.from_arrays(X, Y, alignment=False, meta={"view": "flatten", "layer": "bench"}))
+                        moments_from_arrays(X, Y, alignment=False, meta={"view": "flatten", "layer": "bench"}))
     m = load_moments(path)
     cxx = m.cxx
     floors = {"cka_linear": best_of(lambda: linear_cka(m), repeats),

@@ -6,7 +6,7 @@ config's variants under several :class:`~convergent.weights.lmc.EvalOptions`:
 
 * ``full``: every image, BatchNorm reset / REPAIR on the whole training split, every α;
 * ``calib``: only ``calib_samples`` from the defaults; ``train``: only ``train_samples``;
-* ``defaults``: the pipeline's defaults (:data:`convergent.jobs.LMC_DEFAULTS` under the config's ``lmc``);
+* ``defaults``: the pipeline's defaults (:class:`convergent.settings.LMCSettings` from the config's ``lmc``);
 * on a ``--fine`` grid (default 25 α, brown's): ``fine_full`` against ``fine_coarse``
   (``coarse_alphas`` only), since the config's own grid may be too small for it to act.
 
@@ -71,13 +71,13 @@ def main() -> None:
     import torch
 
     from convergent.data import load_dataset
-    from convergent.jobs import LMC_DEFAULTS
     from convergent.models import build_model
+    from convergent.settings import LMCSettings
     from convergent.train import load_state, set_determinism
     from convergent.weights.lmc import EvalOptions, default_alphas, lmc_pair
 
     config = yaml.safe_load(Path(args.config).read_text())
-    lmc = {**LMC_DEFAULTS, **config.get("lmc", {})}
+    lmc = LMCSettings.from_mapping(config.get("lmc")).as_dict()
     defaults = EvalOptions.from_params(lmc)
     full = EvalOptions(eval_batch_size=defaults.eval_batch_size, calib_batch_size=defaults.calib_batch_size)
     options = {"full": full,

@@ -253,7 +253,7 @@ def run_worker(*argv: str, timeout: float | None = None) -> dict:
 def measures_seconds(d: int, n: int, workdir: Path) -> dict:
     """All measures (default params) from a saved moments file of a d-unit pair."""
     from convergent.measures import DEFAULT_PARAMS, compute_measures
-    from convergent.moments import Moments, load_moments, save_moments
+    from convergent.moments import load_moments, moments_from_arrays, save_moments
 
     rng = np.random.default_rng(1)
     k = 64
@@ -262,7 +262,7 @@ def measures_seconds(d: int, n: int, workdir: Path) -> dict:
     Z[np.arange(n), t] += 2.0
     X = np.maximum(Z @ rng.standard_normal((k, d)) + 0.5 * rng.standard_normal((n, d)), 0)
     Y = np.maximum(Z @ rng.standard_normal((k, d)) + 0.5 * rng.standard_normal((n, d)), 0)
-    m = Moments.from_arrays(X, Y, t, n_classes=10, subsample_size=1000, minibatch_size=256,
+    m = moments_from_arrays(X, Y, t, n_classes=10, subsample_size=1000, minibatch_size=256,
                             meta={"view": "flatten", "layer": "bench"})
     path = save_moments(workdir / f"measures_d{d}.moments.npz", {"flatten": m, "positions": m})
     out = {"d": d, "n_rows_used_to_build": n, "file_mib": path.stat().st_size / 2**20, "families": {}}

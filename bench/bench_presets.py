@@ -16,7 +16,7 @@ depend on how many images there are; measured on a few hundred, stated as such) 
   (every epoch ends with a test pass, the job with a final pass over both splits);
 * extract job = 2 states × n_extract × extract_img;
 * lmc job (:func:`lmc_images`): the images pushed through a network by one cross pair with the
-  preset's ``lmc`` settings merged over :data:`convergent.jobs.LMC_DEFAULTS` — per variant, every
+  preset's ``lmc`` settings (:class:`convergent.settings.LMCSettings`) — per variant, every
   evaluated α (the coarse grid plus one refined bracket, :func:`evaluated_alphas`) that is not an
   endpoint over the evaluated train + test images; the endpoints once per treatment; one
   calibration pass over the calibration images per α of a BatchNorm-reset variant and per interior
@@ -104,10 +104,10 @@ def evaluated_alphas(alphas: int, coarse: int | None) -> int:
 
 def lmc_images(lmc: dict, n_train: int, n_test: int) -> float:
     """Images one cross pair's LMC pushes through a network (see the module docstring)."""
-    from convergent.jobs import LMC_DEFAULTS
+    from convergent.settings import LMCSettings
     from convergent.weights.lmc import _parse
 
-    p = {**LMC_DEFAULTS, **lmc}
+    p = LMCSettings.coerce(lmc).as_dict()
     n_alpha = evaluated_alphas(int(p["alphas"]), p["coarse_alphas"])
     n_tr = min(p["train_samples"] or n_train, n_train)
     n_te = min(p["test_samples"] or n_test, n_test)
@@ -146,22 +146,20 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
-    from convergent.sweep import plan_sweep
+    from convergent.config import load_sweep
 
     counts = job_counts()
     cache: dict[str, dict] = {}
     report = {}
     for preset in PRESETS:
         config = yaml.safe_load((REPO / "configs" / f"{preset}.yaml").read_text())
-        from snakemake.utils import validate
-        validate(config, str(REPO / "schemas" / "config.schema.yaml"))
-        sweep = plan_sweep(config)
+        sweep = load_sweep(config)   # fills the schema's defaults into config too
         sizes = dict(CIFAR) if config["sweep"]["datasets"] == ["cifar10"] else dict(config["data"]["shapes32"])
         rows, totals = [], {"train": 0.0, "extract": 0.0, "lmc": 0.0, "rotation": 0.0}
         for exp in sweep.experiments:
-            tr = exp.training
-            n_extract = min(exp.extract.get("max_samples") or 10**9,
-                            sizes["n_test"] if exp.extract.get("split", "test") == "test" else sizes["n_train"])
+            tr = exp.training.as_dict()
+            n_extract = min(exp.extract.max_samples or 10**9,
+                            sizes["n_test"] if exp.extract.split == "test" else sizes["n_train"])
             for width in exp.widths:
                 key = json.dumps([exp.arch, width, exp.model, tr.get("batch_size", 64)], sort_keys=True)
                 if key not in cache:

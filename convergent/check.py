@@ -105,8 +105,10 @@ class SnakemakeRecords:
         rec.locks = sorted((meta / "locks").glob("*.lock"))
         rec.incomplete = _decode_records(meta / "incomplete")
         # no record at all (a results tree copied next to a fresh .snakemake/ of a dry run) tells
-        # nothing about what was built: judged as without records
-        rec.built = _decode_records(meta / "metadata") or None
+        # nothing about what was built: judged as without records. But with incomplete markers a
+        # real run started here and none of its jobs has finished yet (a fresh sweep whose first
+        # jobs are writing their last outputs): nothing was built
+        rec.built = _decode_records(meta / "metadata") or (set() if rec.incomplete else None)
         return rec
 
     def key(self, path: Path) -> str:

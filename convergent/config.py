@@ -1,9 +1,10 @@
-"""Config errors a person can read: YAML syntax (file, line, column) and schema errors (key path,
+"""The config's one way in (:func:`load_sweep`: schema check, the schema's defaults, then
+:func:`convergent.sweep.plan_sweep`) and errors a person can read: YAML syntax (file, line, column) and schema errors (key path,
 offending value, allowed keys or values) in a short paragraph, plus numbers written like ``1e6``.
 
 Snakemake's own ``validate`` prints the whole jsonschema error (the schema and the config:
 hundreds of lines) and its config loader reports a YAML syntax error without a line. The
-Snakefile calls :func:`check_config` before ``validate``, so a bad config stops with a
+Snakefile calls :func:`load_sweep` instead (no ``validate``), so a bad config stops with a
 paragraph like::
 
     invalid config (1 problem):
@@ -30,7 +31,10 @@ from typing import Any
 
 import yaml
 
-from convergent.sweep import ConfigError
+
+class ConfigError(ValueError):
+    """A config value that is well-formed but not allowed; the message names the key."""
+
 
 SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
 #: a float as people write it: 1e6, 5e-4, 1.5E+3, .5, 3.
@@ -208,10 +212,32 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
     return [explain(e, schema) for e in errors]
 
 
+def fill_defaults(config: Any, schema: Mapping[str, Any], node: Any = None) -> None:
+    """Put the schema's ``default`` of every absent key into ``config`` (in place, nested mappings
+    too), as Snakemake's ``validate(set_default=True)`` would: the top-level keys (``device``,
+    ``threads``, ...) have their one default there. The keys of a section with a settings class
+    (:data:`convergent.settings.SWEEP_SECTIONS`; ``sweep.training`` and ``sweep.extract`` state
+    none) are left out: the class's fields are their one definition, and the schema's ``default``
+    there is for the reader (``tests/test_settings.py`` checks they agree)."""
+    from convergent.settings import SWEEP_SECTIONS
+
+    top = node is None
+    node = _resolve(schema if node is None else node, schema)
+    if not isinstance(config, dict) or not isinstance(node, Mapping):
+        return
+    for key, sub in (node.get("properties") or {}).items():
+        sub = _resolve(sub, schema)
+        if key not in config and isinstance(sub, Mapping) and "default" in sub:
+            config[key] = copy.deepcopy(sub["default"])
+        if key in config and not (top and key in SWEEP_SECTIONS):
+            fill_defaults(config[key], schema, sub)
+
+
 def check_config(config: dict[str, Any], schema: str | Path | Mapping[str, Any] = SCHEMA,
                  source: str = "") -> dict[str, Any]:
     """Coerce number-like strings in ``config`` (in place) and raise :class:`ConfigError` with a
-    short paragraph if it violates the schema. Returns ``config``."""
+    short paragraph if it violates the schema; then fill in the schema's defaults
+    (:func:`fill_defaults`). Returns ``config``."""
     schema = load_schema(schema) if not isinstance(schema, Mapping) else schema
     coerce_numbers(config, schema)
     problems = schema_problems(config, schema)
@@ -222,7 +248,19 @@ def check_config(config: dict[str, Any], schema: str | Path | Mapping[str, Any] 
         lines = [head] + [f"  - {p}" for p in shown] + ([f"  ... and {more} more"] if more else [])
         lines.append("Every key is documented in schemas/config.schema.yaml.")
         raise ConfigError("\n".join(lines))
+    fill_defaults(config, schema)
     return config
+
+
+def load_sweep(config: dict[str, Any], schema: str | Path | Mapping[str, Any] = SCHEMA, source: str = "") -> Any:
+    """The config's one validation path: :func:`check_config` (schema, number coercion, defaults;
+    ``config`` is completed in place) then :func:`convergent.sweep.plan_sweep` (what needs the
+    architectures, and every section's settings). Returns the :class:`~convergent.sweep.Sweep`;
+    raises :class:`ConfigError` naming the key."""
+    from convergent.sweep import plan_sweep
+
+    check_config(config, schema, source)
+    return plan_sweep(config)
 
 
 def check_files(paths: Sequence[str | Path], schema: str | Path = SCHEMA) -> dict[str, Any]:
@@ -244,10 +282,10 @@ def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv) or ["config.yaml"]
     try:
-        config = check_files(args)
-        from convergent.sweep import plan_sweep
-
-        plan_sweep(copy.deepcopy(config))
+        merged: dict[str, Any] = {}
+        for path in args:
+            _merge(merged, load_config_file(path))
+        load_sweep(merged, source=", ".join(args))
     except ConfigError as err:
         print(f"{err}", file=sys.stderr)
         return 1

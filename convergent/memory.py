@@ -42,6 +42,7 @@ from typing import Any
 
 from convergent.archspec import arch_options, wrn_blocks_per_stage
 from convergent.dataspec import DATASET_SHAPES, split_sizes
+from convergent.settings import ExtractSettings, TrainingSettings
 
 MB = 2**20
 #: resident memory of a job's process after its imports, before any data (MB). Measured by
@@ -60,9 +61,6 @@ OPTIMIZER_STATES = {"sgd": 1, "adam": 2}
 #: a dense/conv block keeps its pre-activation, normalised and activated maps; a residual
 #: block two convs, two BatchNorms, the sum and the shortcut
 SAVED_PER_LAYER = {"mlp": 4, "cnn": 5, "resnet18": 12, "wrn": 10}
-#: the training defaults a config may leave out (convergent.jobs.TRAINING_DEFAULTS)
-EVAL_BATCH_SIZE = 1024
-CHUNK_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -171,30 +169,32 @@ def _data_mb(dataset: str, data: Mapping[str, Any] | None) -> tuple[float, tuple
 
 
 def train_estimate(dataset: str, arch: str, width: int, model: Mapping[str, Any] | None,
-                   training: Mapping[str, Any] | None, data: Mapping[str, Any] | None = None) -> Estimate:
+                   training: TrainingSettings | Mapping[str, Any] | None,
+                   data: Mapping[str, Any] | None = None) -> Estimate:
     """Peak memory of a ``train`` job (also used for ``lmc`` and ``rotation``, which load the
     same data and network and train or evaluate it)."""
-    training = dict(training or {})
+    training = TrainingSettings.coerce(training)
     data_mb, shape, classes = _data_mb(dataset, data)
     g = geometry(arch, width, shape, classes, model)
-    states = OPTIMIZER_STATES.get(str(training.get("optimizer", "sgd")), 2)
+    states = OPTIMIZER_STATES.get(str(training.optimizer), 2)
     params_mb = 4 * g.params * (PARAM_COPIES + states) / MB
-    batch = int(training.get("batch_size", 64))
-    eval_batch = int(training.get("eval_batch_size", EVAL_BATCH_SIZE))
+    batch = int(training.batch_size)
+    eval_batch = int(training.eval_batch_size)
     train_acts = 4 * batch * sum(g.layer_elems) * SAVED_PER_LAYER[arch]
     eval_acts = 4 * eval_batch * max(g.layer_elems) * 3
     return Estimate("train", BASE_MB, data_mb, params_mb, max(train_acts, eval_acts) / MB, g.params)
 
 
 def extract_estimate(dataset: str, arch: str, width: int, model: Mapping[str, Any] | None,
-                     extract: Mapping[str, Any] | None, data: Mapping[str, Any] | None = None) -> Estimate:
+                     extract: ExtractSettings | Mapping[str, Any] | None,
+                     data: Mapping[str, Any] | None = None) -> Estimate:
     """Peak memory of an ``extract`` job: the data, the network twice (model and loaded state),
     every layer of one batch of ``chunk_rows`` samples three times (all layers: an upper bound
     when ``layers`` names fewer). ``max_samples`` does not enter: the loader holds both whole splits."""
-    extract = dict(extract or {})
+    extract = ExtractSettings.coerce(extract)
     data_mb, shape, classes = _data_mb(dataset, data)
     g = geometry(arch, width, shape, classes, model)
-    rows = int(extract.get("chunk_rows", CHUNK_ROWS))
+    rows = int(extract.chunk_rows)
     acts = 4 * rows * sum(g.layer_elems) * 3
     return Estimate("extract", BASE_MB, data_mb, 4 * g.params * 2 / MB, acts / MB, g.params)
 

@@ -17,10 +17,11 @@ compared layer by layer under one of three *controls*:
 Every run has an ``order_seed``; for an ordinary run it equals its seed and its path is
 unchanged (``.../s{seed}``). A data-order run lives at ``.../s{seed}o{order_seed}``.
 
-The config has already passed the JSON schema when it arrives here; this module adds
-the checks that need knowledge of the architectures (layer counts and names) and
-the defaults/overrides merge. It is pure Python and cheap, because the Snakefile
-calls it on every invocation, dry runs included.
+The config has already passed the JSON schema when it arrives here
+(:func:`convergent.config.load_sweep` is the one way in: schema, then this module); this module
+adds the checks that need knowledge of the architectures (layer counts and names), the
+overrides merge, and builds every section's settings (:mod:`convergent.settings`) once. It is
+pure Python and cheap, because the Snakefile calls it on every invocation, dry runs included.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convergent.archspec import arch_options, layer_names, rotation_layers
+from convergent.config import ConfigError
 from convergent.dataspec import SHAPES32_LIMITS, dataset_options, split_sizes
+from convergent.settings import EXPERIMENT_SECTIONS, ExtractSettings, SweepSettings, TrainingSettings
 
 CONTROLS = ("cross", "floor", "ceiling", "data_order")
 #: which saved network state each control compares
@@ -44,9 +47,12 @@ LMC_CONTROLS = ("cross", "data_order")
 EXPERIMENT_KEYS = ("widths", "frozen_k", "seeds", "reference_seed", "frozen_from", "layers",
                    "model", "training", "extract")
 
-
-class ConfigError(ValueError):
-    """A config value that is well-formed but not allowed; the message names the key."""
+#: the columns that place a run in the sweep, in the tables' order
+RUN_COLUMNS = ("dataset", "arch", "width", "frozen_k", "seed", "order_seed")
+#: the columns that place a pair in the sweep, in the tables' order (``frozen_from`` after
+#: ``frozen_k`` where a table has it: measures)
+PAIR_COLUMNS = ("dataset", "arch", "width", "frozen_k", "seed_a", "seed_b", "control", "order_seed_a",
+                "order_seed_b")
 
 
 def run_label(seed: int, order_seed: int | None = None) -> str:
@@ -81,6 +87,28 @@ class Run:
         """Directory of this run under ``results/``."""
         return (f"runs/{self.dataset}/{self.arch}/w{self.width}/f{self.frozen_k}/"
                 f"{run_label(self.seed, self.order_seed)}")
+
+    @classmethod
+    def from_wildcards(cls, wildcards: Any) -> Run:
+        """The run of a rule's wildcards ``dataset, arch, width, frozen, seed`` (and ``order`` for a
+        data-order run); ``frozen`` defaults to 0 for a rule without it (rotation: reference runs)."""
+        order = getattr(wildcards, "order", None)
+        return cls(wildcards.dataset, wildcards.arch, int(wildcards.width), int(getattr(wildcards, "frozen", 0)),
+                   int(wildcards.seed), None if order is None else int(order))
+
+    @classmethod
+    def coerce(cls, run: Run | Mapping[str, Any]) -> Run:
+        """``run`` itself, or the run of a mapping with the keys of :data:`RUN_COLUMNS`
+        (``order_seed`` optional)."""
+        if isinstance(run, cls):
+            return run
+        order = run.get("order_seed")
+        return cls(str(run["dataset"]), str(run["arch"]), int(run["width"]), int(run["frozen_k"]),
+                   int(run["seed"]), None if order is None else int(order))
+
+    def coordinates(self) -> dict[str, Any]:
+        """The run's columns of a table (:data:`RUN_COLUMNS`, in order)."""
+        return {key: getattr(self, key) for key in RUN_COLUMNS}
 
 
 @dataclass(frozen=True, order=True)
@@ -130,6 +158,14 @@ class Pair:
     def key(self) -> str:
         """``{control}/{label}``: the pair's place inside its group's outputs."""
         return f"{self.control}/{self.label}"
+
+    def coordinates(self, frozen_from: str | None = None) -> dict[str, Any]:
+        """The pair's columns of a table (:data:`PAIR_COLUMNS`, in order), with ``frozen_from``
+        after ``frozen_k`` when given (the measures tables carry it)."""
+        out = {key: getattr(self, key) for key in PAIR_COLUMNS[:4]}
+        if frozen_from is not None:
+            out["frozen_from"] = frozen_from
+        return {**out, **{key: getattr(self, key) for key in PAIR_COLUMNS[4:]}}
 
 
 @dataclass(frozen=True)
@@ -187,8 +223,8 @@ class Experiment:
     frozen_from: str
     layers: list[str]
     model: dict[str, Any]
-    training: dict[str, Any]
-    extract: dict[str, Any]
+    training: TrainingSettings
+    extract: ExtractSettings
     all_layers: list[str] = field(default_factory=list)
     #: the dataset's options (config ``data.<dataset>``, defaults filled in; {} for most)
     data: dict[str, Any] = field(default_factory=dict)
@@ -205,11 +241,29 @@ class Experiment:
         """The frozen_k = 0 network whose first layers a frozen run copies."""
         return Run(self.dataset, self.arch, run.width, 0, self.reference_seed)
 
+    def data_settings(self) -> dict[str, Any]:
+        """The dataset's options for every job that loads it (train, extract, lmc, rotation), so
+        all stages see the same data; only when it has any, so other datasets' params stay as they were."""
+        return {"data": self.data} if self.data else {}
+
+    def train_params(self) -> dict[str, Any]:
+        """The settings a train (and rotation) job gets, as plain data (its Snakemake params:
+        a change, a default's included, reruns the job)."""
+        return {"model": self.model, "training": self.training.as_dict(), "frozen_from": self.frozen_from,
+                "reference_seed": self.reference_seed, **self.data_settings()}
+
+    def extract_params(self) -> dict[str, Any]:
+        """The settings an extract (and lmc) job gets, as plain data."""
+        return {"layers": self.layers, "model": self.model, "extract": self.extract.as_dict(),
+                **self.data_settings()}
+
 
 @dataclass
 class Sweep:
     experiments: list[Experiment]
     controls: list[str]
+    #: the sweep-wide sections (moments, measures, lmc, rotation, cka_layers)
+    settings: SweepSettings = field(default_factory=SweepSettings)
 
     def experiment(self, dataset: str, arch: str) -> Experiment:
         for exp in self.experiments:
@@ -323,18 +377,19 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
             if key in ov and ov[key] not in allowed:
                 raise ConfigError(f"overrides[{i}].{key} = {ov[key]!r} matches no experiment; "
                                   f"allowed: {', '.join(allowed)} (sweep.{key}s)")
-    _check_rotation(config.get("rotation") or {}, experiments, sweep_cfg["archs"])
+    settings = SweepSettings.from_config(config)
+    _check_rotation(settings.rotation.as_dict(), experiments, sweep_cfg["archs"])
     controls = [c for c in CONTROLS if (config.get("controls") or {}).get(c, c not in OFF_BY_DEFAULT)]
     if "cross" not in controls:
         raise ConfigError("controls.cross must stay true: cross-seed pairs are what the sweep measures")
-    return Sweep(experiments, controls)
+    return Sweep(experiments, controls, settings)
 
 
 def _check_rotation(rotation: Mapping[str, Any], experiments: list[Experiment], archs: list[str]) -> None:
     """Every ``rotation.layers`` entry must be a rotatable layer of each architecture it applies to."""
-    if not rotation.get("enabled", True):
+    if not rotation["enabled"]:
         return
-    spec = rotation.get("layers", "all")
+    spec = rotation["layers"]
     if isinstance(spec, Mapping):
         extra = [arch for arch in spec if arch not in archs]
         if extra:
@@ -363,8 +418,8 @@ def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[st
 def _check_split_size(exp: Experiment) -> None:
     """``extract.max_samples`` must fit the split the extract stage reads (``extract.split``) of
     this dataset, at its configured size: otherwise the stores would silently hold fewer rows."""
-    wanted = exp.extract.get("max_samples")
-    split = exp.extract.get("split", "test")
+    wanted = exp.extract.max_samples
+    split = exp.extract.split
     have = split_sizes(exp.dataset, exp.data)[split]
     if not wanted or wanted <= have:
         return
@@ -450,5 +505,5 @@ def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Ex
         layers = [name for name in all_layers if name in layers]  # keep depth order
     return Experiment(dataset=dataset, arch=arch, widths=list(s["widths"]), frozen_k=list(s["frozen_k"]),
                       seeds=seeds, reference_seed=int(reference_seed), frozen_from=s.get("frozen_from", "trained"),
-                      layers=layers, model=options, training=dict(s.get("training") or {}),
-                      extract=dict(s.get("extract") or {}), all_layers=all_layers)
+                      layers=layers, model=options, all_layers=all_layers,
+                      **{key: section.from_mapping(s.get(key)) for key, section in EXPERIMENT_SECTIONS.items()})

@@ -37,6 +37,7 @@ from convergent.data import DatasetSplits
 from convergent.io import DamagedOutputError, naming_writes, rebuild_hint, verify_digest, write_digest
 from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
+from convergent.settings import TrainingSettings
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
 CHECKPOINT_FORMAT = 1
@@ -50,15 +51,16 @@ class TrainConfig:
     ``step`` (×``step_gamma`` at each fraction of ``epochs`` in ``step_fractions``).
     """
 
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
+    # the config keys' defaults are convergent.settings.TrainingSettings' (one definition)
+    epochs: int = TrainingSettings.epochs
+    batch_size: int = TrainingSettings.batch_size
+    optimizer: str = TrainingSettings.optimizer
+    lr: float = TrainingSettings.lr
+    momentum: float = TrainingSettings.momentum
+    weight_decay: float = TrainingSettings.weight_decay
+    schedule: str = TrainingSettings.schedule
     device: str = "cpu"
-    eval_batch_size: int = 1024
+    eval_batch_size: int = TrainingSettings.eval_batch_size
     step_fractions: tuple[float, ...] = (0.5, 0.75)
     step_gamma: float = 0.1
 

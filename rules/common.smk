@@ -1,13 +1,13 @@
-# Shared helpers: the planned sweep, wildcard constraints and path builders.
+# Shared helpers: wildcard constraints and path builders over SWEEP, the sweep the Snakefile
+# planned (convergent.config.load_sweep) with every section's settings (convergent.settings).
+# A job gets its settings as plain data (Section.as_dict(), every key: Snakemake reruns a job
+# whose settings changed, a default included); its script rebuilds the objects.
 import itertools
 
 from convergent.io import tree_bytes
-from convergent.sweep import ConfigError, Pair, Run, plan_sweep
+from convergent.sweep import Pair, Run
 
-try:
-    SWEEP = plan_sweep(config)
-except ConfigError as err:
-    raise WorkflowError(f"invalid config: {err}") from None
+SETTINGS = SWEEP.settings
 
 DATASETS = sorted({e.dataset for e in SWEEP.experiments})
 ARCHS = sorted({e.arch for e in SWEEP.experiments})
@@ -29,9 +29,7 @@ def experiment_of(wildcards):
 
 
 def run_of(wildcards):
-    order = getattr(wildcards, "order", None)
-    return Run(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen),
-               int(wildcards.seed), None if order is None else int(order))
+    return Run.from_wildcards(wildcards)
 
 
 def reference_checkpoint(wildcards):
@@ -45,31 +43,14 @@ def reference_checkpoint(wildcards):
     return f"results/{ref.path}/{name}"
 
 
-def data_settings(exp):
-    """The dataset's options (config ``data.<dataset>``) for every job that loads it, so all
-    stages see the same data; only when it has any, so other datasets' params stay as they were."""
-    return {"data": exp.data} if exp.data else {}
-
-
 def training_params(wildcards):
-    exp = experiment_of(wildcards)
-    return {
-        "model": exp.model,
-        "training": exp.training,
-        "frozen_from": exp.frozen_from,
-        "reference_seed": exp.reference_seed,
-        **data_settings(exp),
-    }
-
-
-def order_training_params(wildcards):
-    """Settings of a data-order run: an ordinary run's plus the seed of its minibatch order."""
-    return {**training_params(wildcards), "order_seed": int(wildcards.order)}
+    """The train and rotation jobs' settings (convergent.sweep.Experiment.train_params)."""
+    return experiment_of(wildcards).train_params()
 
 
 def extract_params(wildcards):
-    exp = experiment_of(wildcards)
-    return {"layers": exp.layers, "model": exp.model, "extract": exp.extract, **data_settings(exp)}
+    """The extract and lmc jobs' settings (convergent.sweep.Experiment.extract_params)."""
+    return experiment_of(wildcards).extract_params()
 
 
 #: the comparison groups (one per cell and seed, see convergent.sweep.PairGroup), looked up by
@@ -106,20 +87,14 @@ def moments_threads(wildcards, input):
     """Cores of a moments job: ``moments.threads`` (one thread per fold) for big stores, else 1.
     Evaluated when the job is ready, so the stores exist (a dry run sees 0 bytes); one store is
     measured, the cell's stores having the same layers and sample count."""
-    return config["moments"]["threads"] if tree_bytes(input[0]) >= MOMENTS_TWO_THREADS_MIN_BYTES else 1
-
-
-def coordinates_of(pair, exp):
-    """A pair's columns of the tidy measures and LMC tables (the layer columns are added per layer)."""
-    return {"dataset": pair.dataset, "arch": pair.arch, "width": pair.width, "frozen_k": pair.frozen_k,
-            "frozen_from": exp.frozen_from, "control": pair.control, "seed_a": pair.seed_a,
-            "seed_b": pair.seed_b, "order_seed_a": pair.order_seed_a, "order_seed_b": pair.order_seed_b}
+    return SETTINGS.moments.threads if tree_bytes(input[0]) >= MOMENTS_TWO_THREADS_MIN_BYTES else 1
 
 
 def group_coordinates(wildcards):
-    """{pair key: the pair's table columns} of the group."""
+    """{pair key: the pair's columns of the measures table} of the group (the layer columns are
+    added per layer)."""
     exp = experiment_of(wildcards)
-    return {p.key: coordinates_of(p, exp) for p in group_of(wildcards).pairs}
+    return {p.key: p.coordinates(exp.frozen_from) for p in group_of(wildcards).pairs}
 
 
 def group_checkpoints(wildcards):
@@ -132,16 +107,12 @@ def group_lmc_pairs(wildcards):
     """{pair key: {checkpoints, variants, coordinates}} of the group's LMC pairs. A data-order pair
     gets the plain interpolation only (Frankle et al.'s instability): aligning a same-init pair by
     permutation or repairing its statistics answers nothing the plain barrier does not."""
-    variants = list({**LMC_DEFAULTS, **config["lmc"]}["variants"])
+    variants = list(SETTINGS.lmc.variants)
     out = {}
     for p in group_of(wildcards).lmc_pairs():
-        # the LMC tables' column order: the cell, the seeds, then the control and order seeds
-        coords = {"dataset": p.dataset, "arch": p.arch, "width": p.width, "frozen_k": p.frozen_k,
-                  "seed_a": p.seed_a, "seed_b": p.seed_b, "control": p.control,
-                  "order_seed_a": p.order_seed_a, "order_seed_b": p.order_seed_b}
         out[p.key] = {"checkpoints": [f"results/{r.path}/model.pt" for r in p.runs()],
                       "variants": ["naive"] if p.control == "data_order" else variants,
-                      "coordinates": coords}
+                      "coordinates": p.coordinates()}
     return out
 
 
@@ -157,9 +128,6 @@ def pair_layer_index(wildcards):
 
 
 from convergent.figures.kinds import FIGURE_NAMES, figure_kind
-from convergent.jobs import CKA_LAYERS_DEFAULTS, LMC_DEFAULTS
-
-CKA_LAYERS_PARAMS = dict(CKA_LAYERS_DEFAULTS)
 
 
 def all_metrics(wildcards):
@@ -183,17 +151,13 @@ def figure_output(kind):
                   labels={"figure": figure_kind(kind).title, "experiment": "{dataset} / {arch}"})
 
 
-#: the layer × layer CKA compares every pair of the first this-many seeds of a cell: three seeds are
-#: the fewest an interval over seeds rests on (kornblith_grounding, kornblith_cca; docs/uncertainty.md)
-CKA_LAYERS_SEEDS = 3
-
-
 def cka_layers_pairs():
     """The cross-seed pairs per (dataset, arch, width, frozen_k) for the layer × layer CKA: every
-    pair of the first :data:`CKA_LAYERS_SEEDS` seeds. Cells with a single seed have none."""
+    pair of the first ``cka_layers.seeds`` seeds (three by default: the fewest an interval over
+    seeds rests on, kornblith_grounding and kornblith_cca; docs/uncertainty.md)."""
     pairs = []
     for exp in SWEEP.experiments:
-        seeds = sorted(exp.seeds)[:CKA_LAYERS_SEEDS]
+        seeds = sorted(exp.seeds)[:SETTINGS.cka_layers.seeds]
         pairs += [Pair(exp.dataset, exp.arch, w, f, "cross", a, b)
                   for w in exp.widths for f in exp.frozen_k for a, b in itertools.combinations(seeds, 2)]
     return pairs
@@ -210,8 +174,8 @@ def cka_layers_targets():
 
 
 def cka_layers_coordinates(wildcards):
-    return {"dataset": wildcards.dataset, "arch": wildcards.arch, "width": int(wildcards.width),
-            "frozen_k": int(wildcards.frozen), "seed_a": int(wildcards.seed_a), "seed_b": int(wildcards.seed_b)}
+    return Pair(wildcards.dataset, wildcards.arch, int(wildcards.width), int(wildcards.frozen), "cross",
+                int(wildcards.seed_a), int(wildcards.seed_b)).coordinates()
 
 
 def figure_inputs(wildcards):
@@ -219,11 +183,11 @@ def figure_inputs(wildcards):
     config produces them (the figures then say "not available" instead)."""
     exp = experiment_of(wildcards)
     inputs = {"measures": "results/summary/measures.csv", "runs": "results/summary/runs.csv"}
-    if config["lmc"]["enabled"]:
+    if SETTINGS.lmc.enabled:
         inputs["lmc"] = "results/summary/lmc.csv"
         inputs["lmc_curves"] = [f"results/{g.lmc_path}/curve.csv" for g in LMC_GROUPS
                                 if (g.dataset, g.arch) == (exp.dataset, exp.arch)]
-    if config["rotation"]["enabled"]:
+    if SETTINGS.rotation.enabled:
         inputs["rotation"] = "results/summary/rotation.csv"
     if cka_layers_pairs():
         inputs["cka_layers"] = "results/summary/cka_layers.csv"
@@ -245,9 +209,9 @@ def all_rotation_tables(wildcards):
 
 def weight_space_targets():
     targets = []
-    if config["lmc"]["enabled"]:
+    if SETTINGS.lmc.enabled:
         targets.append("results/summary/lmc.csv")
-    if config["rotation"]["enabled"]:
+    if SETTINGS.rotation.enabled:
         targets.append("results/summary/rotation.csv")
     return targets
 
@@ -261,11 +225,11 @@ from convergent.memory import extract_estimate, request_mb, train_estimate
 
 def train_mem_mb(wildcards):
     exp = experiment_of(wildcards)
-    return request_mb(train_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model, exp.training,
-                                     exp.data))
+    return request_mb(train_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model,
+                                     exp.training, exp.data))
 
 
 def extract_mem_mb(wildcards):
     exp = experiment_of(wildcards)
-    return request_mb(extract_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model, exp.extract,
-                                       exp.data))
+    return request_mb(extract_estimate(exp.dataset, exp.arch, int(wildcards.width), exp.model,
+                                       exp.extract, exp.data))

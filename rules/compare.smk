@@ -17,7 +17,7 @@ rule moments:
     output:
         directory("results/pairs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/moments"),
     params:
-        moments=config["moments"],
+        moments=SETTINGS.moments.as_dict(),
         layers=pair_layers,
         pairs=group_pair_stores,
     threads: moments_threads
@@ -40,7 +40,7 @@ rule measures:
     output:
         "results/pairs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/measures.csv",
     params:
-        measures=config["measures"],
+        measures=SETTINGS.measures.as_dict(),
         layers=pair_layers,
         layer_index=pair_layer_index,
         pairs=group_coordinates,

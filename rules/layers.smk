@@ -13,7 +13,7 @@ rule cka_layers:
         layers=pair_layers,
         layer_index=pair_layer_index,
         coordinates=cka_layers_coordinates,
-        cka_layers=CKA_LAYERS_PARAMS,
+        cka_layers=SETTINGS.cka_layers.as_dict(),
     resources:
         mem_mb=2000,
         runtime=30,

@@ -29,18 +29,14 @@ rule train:
 
 
 # train_order: a data-order run (controls.data_order): the initial weights of seed {seed},
-# the minibatch order of seed {order}; the same job as `train` otherwise.
+# the minibatch order of seed {order} (the script's Run.from_wildcards reads it); the same job
+# as `train` otherwise.
 use rule train as train_order with:
     output:
         model="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/model.pt",
         init="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/init.pt",
         log_csv="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/train_log.csv",
         metrics="results/runs/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}/metrics.json",
-    params:
-        settings=order_training_params,
-        data_dir=config["data_dir"],
-        download=config["download"],
-        device=config["device"],
     log:
         "results/logs/train/{dataset}/{arch}/w{width}/f{frozen}/s{seed}o{order}.log",
     benchmark:

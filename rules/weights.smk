@@ -12,7 +12,7 @@ rule lmc:
         barriers="results/lmc/{dataset}/{arch}/w{width}/f{frozen}/s{seed}/barriers.csv",
     params:
         settings=extract_params,
-        lmc=config["lmc"],
+        lmc=SETTINGS.lmc.as_dict(),
         pairs=group_lmc_pairs,
         data_dir=config["data_dir"],
         device=config["device"],
@@ -37,7 +37,7 @@ rule rotation:
         "results/rotation/{dataset}/{arch}/w{width}/s{seed}.csv",
     params:
         settings=training_params,
-        rotation=config["rotation"],
+        rotation=SETTINGS.rotation.as_dict(),
         data_dir=config["data_dir"],
         device=config["device"],
     threads: config["threads"]

@@ -1,6 +1,6 @@
-"""Snakemake entry point of rule `layer_identification` (see convergent.figures.grounding.identification_table)."""
+"""Snakemake entry point of rule `layer_identification` (see convergent.findings.layers.identification_table)."""
 
-from convergent.figures.grounding import identification_table
+from convergent.findings.layers import identification_table
 from convergent.io import read_table, write_table
 from convergent.logs import finish_job, lap, setup_job_logging
 

@@ -2,15 +2,16 @@
 
 from convergent.jobs import rotation_job
 from convergent.logs import finish_job, setup_job_logging
+from convergent.settings import RotationSettings
+from convergent.sweep import Run
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-w = sm.wildcards
 rotation_job(
-    run={"dataset": w.dataset, "arch": w.arch, "width": int(w.width), "frozen_k": 0, "seed": int(w.seed)},
+    run=Run.from_wildcards(sm.wildcards),   # a reference run: no frozen wildcard, frozen_k 0
     settings=sm.params.settings,
     checkpoint=sm.input.model,
-    params=sm.params.rotation,
+    params=RotationSettings.from_mapping(sm.params.rotation),
     data_dir=sm.params.data_dir,
     device=sm.params.device,
     threads=sm.threads,

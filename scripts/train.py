@@ -2,13 +2,12 @@
 
 from convergent.jobs import train_job
 from convergent.logs import finish_job, setup_job_logging
+from convergent.sweep import Run
 
 sm = snakemake  # noqa: F821  (injected by Snakemake's script: directive)
 setup_job_logging(sm.log[0])
-w = sm.wildcards
 train_job(
-    run={"dataset": w.dataset, "arch": w.arch, "width": int(w.width), "frozen_k": int(w.frozen),
-         "seed": int(w.seed)},
+    run=Run.from_wildcards(sm.wildcards),
     settings=sm.params.settings,
     reference=sm.input.reference or None,
     data_dir=sm.params.data_dir,

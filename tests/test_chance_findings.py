@@ -11,7 +11,7 @@ import pandas as pd
 
 from convergent.findings import NOT_SUPPORTED, SUPPORTED, Tables, findings_table
 from convergent.measures import compute_measures
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 N_IMAGES = 360          # the digits test split's size
 
@@ -31,7 +31,7 @@ def planted_sweep(shared_by_width: dict[int, float], seeds=(0, 1, 2, 3), layers=
     frames = []
     labels = rng.integers(0, 10, N_IMAGES)
     for (sa, sb), w, li in itertools.product(itertools.combinations(seeds, 2), shared_by_width, layers):
-        m = Moments.from_arrays(nets[sa, w, li], nets[sb, w, li], labels, 10, null_permutations=10,
+        m = moments_from_arrays(nets[sa, w, li], nets[sb, w, li], labels, 10, null_permutations=10,
                                 example_blocks=8)
         rows = compute_measures(m, {"enabled": ["cka"]})
         frames.append(rows.assign(dataset="toy", arch="mlp", width=w, frozen_k=0, frozen_from="trained",

@@ -17,7 +17,7 @@ from convergent.activations import ActivationStore, ActivationStoreWriter
 from convergent.check import check, main, rebuild_command, scrub
 from convergent.io import (DamagedOutputError, read_json, snakemake_exe, verify_digest, write_csv, write_digest,
                            write_json)
-from convergent.moments import Moments, save_moments
+from convergent.moments import moments_from_arrays, save_moments
 from convergent.train import load_state, save_state
 from tests.workflow import REPO
 
@@ -51,7 +51,7 @@ def tree(tmp_path):
         for state in ("trained", "init"):
             _store(run / f"{state}.zarr", rng)
     X = rng.standard_normal((N, 4))
-    save_moments(root / PAIR / "fc1.npz", Moments.from_arrays(X, X @ rng.standard_normal((4, 4))))
+    save_moments(root / PAIR / "fc1.npz", moments_from_arrays(X, X @ rng.standard_normal((4, 4))))
     import pandas as pd
 
     write_csv(root / GROUP / "measures.csv", pd.DataFrame({"measure": ["cka_linear"], "value": [0.5]}))
@@ -266,6 +266,27 @@ def test_outputs_of_an_interrupted_job_are_not_damage(tree, capsys):
     # the same torn checkpoint with no job to redo it is damage
     __import__("shutil").rmtree(tree.parent / ".snakemake" / "incomplete")
     assert run1 / "model.pt" in {d.path for d in check(tree).damage}
+
+
+def test_a_fresh_sweep_whose_first_jobs_have_not_finished_has_built_nothing(tree):
+    """The first trainings of a fresh sweep have written their checkpoints, and Snakemake has
+    recorded no finished job yet: the stores their runs still lack are not built yet, not damage."""
+    import shutil
+
+    run1 = tree / RUN.format(seed=1)
+    shutil.rmtree(tree / "pairs")
+    shutil.rmtree(tree / "summary", ignore_errors=True)
+    for state in ("trained", "init"):
+        shutil.rmtree(run1 / f"{state}.zarr")
+        shutil.rmtree(tree / RUN.format(seed=0) / f"{state}.zarr")
+    for name in ("model.pt", "init.pt", "metrics.json", "train_log.csv"):
+        _record(tree.parent, "incomplete", run1 / name)   # seed 1's training is finishing
+    result = check(tree)
+    assert result.damage == [], result.damage
+    assert run1 / "trained.zarr" in {d.path for d in result.not_built}
+    # without any record at all (a copied tree) the same missing stores are damage
+    shutil.rmtree(tree.parent / ".snakemake")
+    assert run1 / "trained.zarr" in {d.path for d in check(tree).damage}
 
 
 def test_a_held_lock_is_reported_as_a_sweep_in_progress(tree, capsys):

@@ -31,7 +31,7 @@ def test_unknown_top_level_key_lists_the_allowed_keys():
     config["foo"] = 1
     text = _error(config)
     assert "the top level: unknown key 'foo'" in text
-    assert "Allowed keys here: chance_margin, controls, data, data_dir, device, download, lmc, max_mem_mb, measures" in text
+    assert "Allowed keys here: chance_margin, cka_layers, controls, data, data_dir, device, download, lmc, max_mem_mb, measures" in text
 
 
 def test_unknown_nested_key_names_its_path_and_siblings():

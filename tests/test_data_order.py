@@ -15,10 +15,8 @@ from convergent.sweep import Pair, Run, parse_run_label, plan_sweep
 def _train(tmp: Path, tag: str, seed: int, order_seed: int | None) -> dict[str, Path]:
     settings = {"model": {"depth": 2}, "training": {"epochs": 2, "batch_size": 64},
                 "frozen_from": "trained", "reference_seed": 0}
-    if order_seed is not None:
-        settings["order_seed"] = order_seed
     out = {name: tmp / tag / f"{name}" for name in ("model.pt", "init.pt", "log.csv", "metrics.json")}
-    train_job(run={"dataset": "digits", "arch": "mlp", "width": 8, "frozen_k": 0, "seed": seed},
+    train_job(run=Run("digits", "mlp", 8, 0, seed, order_seed),
               settings=settings, reference=None, data_dir=str(tmp / "data"), download=False, device="cpu",
               threads=1,
               out_model=str(out["model.pt"]), out_init=str(out["init.pt"]), out_log_csv=str(out["log.csv"]),

@@ -11,7 +11,7 @@ import pytest
 
 from convergent.findings import FINDINGS
 from convergent.measures import DEFAULT_PARAMS, compute_measures
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -50,7 +50,7 @@ def emitted_measures(form: str) -> tuple[set[str], list[str]]:
     enabled on one pair in ``form`` (``"primal"`` or ``"dual"``), with the kernel subsample,
     minibatch CKA and the replicates turned on."""
     X, Y, labels = _pair(np.random.default_rng(7))
-    m = Moments.from_arrays(X, Y, labels=labels, n_classes=3, subsample_size=60, minibatch_size=40,
+    m = moments_from_arrays(X, Y, labels=labels, n_classes=3, subsample_size=60, minibatch_size=40,
                             form=form, null_permutations=2, example_blocks=4)
     families = list(DEFAULT_PARAMS["views"])
     df = compute_measures(m, {"enabled": families, "null_families": families, "se_families": families,

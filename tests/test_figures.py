@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from convergent.activations import ActivationStoreWriter
-from convergent.figures import FIGURE_NAMES, grounded_layers, grounding_fraction, grounding_table
+from convergent.figures import FIGURE_NAMES
+from convergent.findings.layers import grounded_layers, grounding_fraction, grounding_table
 from convergent.figures import layers as layer_figs
 from convergent.figures import measures as measure_figs
 from convergent.figures import weights as weight_figs
@@ -420,7 +421,7 @@ def test_identification_table_planted():
     """Per measure: a similarity identifying every layer, a distance (smaller = closer) identifying
     every layer, a symmetrised asymmetric measure whose halves each point elsewhere, and a measure
     undefined on one layer."""
-    from convergent.figures.grounding import identification_table
+    from convergent.findings.layers import identification_table
 
     rows = []
     L = 4

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from convergent import findings as F
-from convergent.figures.grounding import CCA_FAMILY
+from convergent.findings.layers import CCA_FAMILY
 from convergent.findings import NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Estimate, Tables
 
 RANKS = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
@@ -312,9 +312,9 @@ def _measured(X: np.ndarray, Y: np.ndarray, control: str, seed_a: int, seed_b: i
               width: int = 16, layer: int = 1) -> pd.DataFrame:
     """The measures rows of one planted pair, computed by the package from the two arrays."""
     from convergent.measures import compute_measures
-    from convergent.moments import Moments
+    from convergent.moments import moments_from_arrays
 
-    m = Moments.from_arrays(X, Y, alignment=False)
+    m = moments_from_arrays(X, Y, alignment=False)
     rows = compute_measures(m, {"enabled": ["matching", "sparse"], "lasso_alphas": [1e-4, 1e-3, 1e-2]})
     coords = {"dataset": "toy", "arch": "mlp", "width": width, "frozen_k": 0, "frozen_from": "trained",
               "control": control, "seed_a": seed_a, "seed_b": seed_b, "order_seed_a": seed_a,

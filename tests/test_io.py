@@ -145,14 +145,14 @@ def test_full_disk_names_the_store_the_array_and_the_path(tmp_path, monkeypatch)
 def test_full_disk_names_the_moments_file(tmp_path, monkeypatch):
     import numpy as np
 
-    from convergent.moments import Moments, save_moments
+    from convergent.moments import moments_from_arrays, save_moments
 
     monkeypatch.setattr("convergent.moments.storage.np.savez", _disk_full)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((20, 3))
     target = tmp_path / "moments" / "cross" / "s0-s1" / "fc1.npz"
     with pytest.raises(OSError) as err:
-        save_moments(target, Moments.from_arrays(x, x))
+        save_moments(target, moments_from_arrays(x, x))
     _assert_names(err, target, "moments file")
     assert list(target.parent.iterdir()) == []
 

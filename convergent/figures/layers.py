@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from convergent.figures.grounding import grounded_layers, layer_matrix
 from convergent.figures.style import Palette, panels, unavailable
+from convergent.findings.layers import grounded_layers, layer_matrix
 
 HEATMAP_CMAP = "magma"
 MAX_ANNOTATED = 8   # print the value in each cell up to this many layers
@@ -80,7 +80,7 @@ def layer_identification(cka: pd.DataFrame | None, palette: Palette,
     (each layer of one seed against every layer of the other, both directions) that pick the
     same layer; one bar per width, one panel per frozen_k. Black diamonds: the paper's numbers
     (CIFAR-10 CNNs), for comparison, not targets. A measure undefined in every layer says why."""
-    from convergent.figures.grounding import identification_table
+    from convergent.findings.layers import identification_table
 
     if cka is None or cka.empty:
         p = panels(1)

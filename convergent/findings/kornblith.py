@@ -54,7 +54,7 @@ def kornblith_cka_over_cca(tables: Tables, dataset: str, arch: str) -> Outcome:
     family (CCA ρ̄, R²_CCA, SVCCA, PWCCA: 1–15 % against 99.3 %).
 
     From ``cka_layers.csv`` (cross-seed, frozen_k = 0): per seed pair (averaged over widths), the fraction of
-    layer identifications (both directions, :func:`convergent.figures.grounding.identified`)
+    layer identifications (both directions, :func:`convergent.findings.layers.identified`)
     that linear CKA gets right minus the mean of the four CCA measures' fractions, **among the
     layers every one of the five measures can compare** (candidates and queries alike). The
     confound this guards against: CCA is unavailable (NaN) where a layer has more units than
@@ -62,7 +62,7 @@ def kornblith_cka_over_cca(tables: Tables, dataset: str, arch: str) -> Outcome:
     would credit CKA with CCA's missing values.
     Rule: :func:`verdict_above` 0.
     """
-    from convergent.figures.grounding import CCA_FAMILY, comparable_layers, identification_matrix, identified
+    from convergent.findings.layers import CCA_FAMILY, comparable_layers, identification_matrix, identified
 
     c = _cell(tables.require("cka_layers"), dataset, arch)
     missing = [m for m in ("cka_linear", *CCA_FAMILY) if m not in c.columns]

@@ -8,7 +8,6 @@ or on Moments, with identical results.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +30,9 @@ from convergent.measures.matching import (_hungarian, _semi, correlation_matrix,
 from convergent.measures.sparse import heldout_r2, sparse_prediction
 from convergent.measures.spectral import spectral_groups
 from convergent.measures.subspace import max_match, minimal_matches
+from convergent.config import ConfigError
 from convergent.moments import DUAL, GramMoments, Moments
+from convergent.settings import MeasureSettings
 
 __all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve", "cca", "cca_mean", "cca_r2",
            "compute_measures", "correlation_matrix", "linreg_r2", "procrustes_angle", "procrustes_distance",
@@ -43,55 +44,18 @@ __all__ = ["COLUMNS", "DEFAULT_PARAMS", "MeasureUnavailable", "alignment_curve",
 #: moments carry example blocks).
 COLUMNS = ["measure", "view", "parameter", "parameter_value", "value", "note", *UNCERTAINTY_COLUMNS]
 
-#: Parameters of :func:`compute_measures` (the pipeline's ``config["measures"]`` overrides keys).
-DEFAULT_PARAMS: dict[str, Any] = {
-    "enabled": ["cka", "matching", "kernels", "sparse", "spectral", "subspace", "alignment",
-                "cca", "shape", "linreg", "rsa"],
-    # which view each family uses for conv layers (dense layers look the same in every view)
-    "views": {"cka": "flatten", "kernels": "flatten", "alignment": "flatten", "matching": "positions",
-              "sparse": "positions", "spectral": "positions", "subspace": "positions",
-              "cca": "flatten", "shape": "flatten", "linreg": "flatten", "rsa": "flatten"},
-    "dead_tol": 1e-8,            # dead if variance <= dead_tol * max variance in the layer ...
-    "dead_atol": 0.0,            # ... or <= dead_atol
-    "sorted_grid": [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0],   # rank fractions of matched_corr_sorted
-    "rbf_sigma_scales": [0.2, 0.4, 0.8],   # σ = t × median pairwise distance (subsample)
-    "knn_k": [10],                         # mutual k-NN (subsample)
-    "lasso_alphas": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
-    "lasso_max_targets": 64,     # B units predicted (evenly spaced alive units); null = all
-    "lasso_max_iter": 1000,
-    "lasso_tol": 1e-4,           # sklearn's duality-gap tolerance (targets are standardised)
-    "spectral_k": [2, 8, 32],
-    "spectral_seed": 0,
-    "subspace_eps": [0.15, 0.2, 0.25, 0.3, 0.5],
-    "subspace_rank_tol": None,   # pivoted-Cholesky stop (squared relative residual of a spanning neuron);
-                                 # None: 1e-10 for float64 moments, 1e-6 for mixed-precision ones
-    "subspace_norm_tol": 1e-16,  # neurons with ‖z‖ <= this are unmatched
-    "minimal_eps": [0.25],       # ε values for which minimal matches are computed (costly)
-    "minimal_max_neurons": 8,    # neurons whose minimal match is computed, per ε
-    "alignment_rank_tol": 1e-10, # directions with s² <= tol · s₁² are dropped
-    "alignment_fraction": 0.9,   # alignment_k_a/b = smallest k with A(k) >= this
-    "cca_ridge": 0.0,            # > 0: regularised CCA/PWCCA, Σ + ridge·(mean variance)·I; 0: plain CCA,
-                                 # unavailable when a covariance is singular or d1 + d2 > n - 1
-    "cca_singular_tol": None,    # covariance singular if smallest eigenvalue <= tol × largest (also the
-                                 # linear-regression rank cutoff); None: 1e-10 float64, 1e-6 mixed moments
-    "svcca_variance_kept": [0.99],   # SVCCA keeps the top principal directions explaining this fraction
-    "blas_threads": 1,           # BLAS threads while computing (null: leave as is); small dense problems
-                                 # run far slower multi-threaded on an oversubscribed machine
-    # families whose rows get a chance level from the null worlds / an SE from the example blocks
-    # (convergent.measures.chance); sparse and spectral cost tens of times the rest per replicate
-    "null_families": list(NULL_FAMILIES),
-    "se_families": list(SE_FAMILIES),
-}
+#: Parameters of :func:`compute_measures`, as a plain dict; defined by
+#: :class:`convergent.settings.MeasureSettings` (the pipeline's ``measures`` section)
+DEFAULT_PARAMS: dict[str, Any] = MeasureSettings().as_dict()
 
-def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    p = copy.deepcopy(DEFAULT_PARAMS)
-    for k, v in (params or {}).items():
-        if k == "views":
-            p["views"].update(v or {})
-        elif k not in p:
-            raise ValueError(f"unknown measures parameter {k!r}; known: {', '.join(sorted(p))}")
-        else:
-            p[k] = v
+
+def _params(params: MeasureSettings | Mapping[str, Any] | None) -> dict[str, Any]:
+    """The complete parameters as a plain dict: a :class:`MeasureSettings`, or a mapping of its
+    keys (the others keep their defaults; ``views`` replaces only the families it names)."""
+    try:
+        p = MeasureSettings.coerce(params).as_dict()
+    except ConfigError as err:
+        raise ValueError(f"unknown measures parameter: {err}") from None
     for key in ("enabled", "null_families", "se_families"):
         unknown = set(p[key]) - set(_FAMILIES)
         if unknown:

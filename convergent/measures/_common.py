@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convergent.moments import FormUnavailable, GramMoments, MeasureUnavailable, Moments
+from convergent.moments import FormUnavailable, GramMoments, MeasureUnavailable, Moments, moments_from_arrays
 
 __all__ = ["DEFAULT_DEAD_TOL", "DeadUnits", "FormUnavailable", "MeasureUnavailable", "as_moments", "dead_mask",
            "dead_units", "is_moments"]
@@ -36,7 +36,7 @@ def as_moments(X: np.ndarray | Moments | GramMoments, Y: np.ndarray | None = Non
         return X
     if Y is None:
         raise TypeError("second array Y is missing")
-    return Moments.from_arrays(X, Y, labels, **kw)
+    return moments_from_arrays(X, Y, labels, **kw)
 
 
 @dataclass(frozen=True)

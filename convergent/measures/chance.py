@@ -46,10 +46,12 @@ from scipy.stats import norm
 
 from convergent.measures._common import MeasureUnavailable
 from convergent.moments import DUAL, GramMoments, Moments
+from convergent.settings import REPLICATE_FAMILIES
 
-#: measure families whose rows get a permutation null and jackknife SE (the rest: see module doc)
-NULL_FAMILIES = ("cka", "matching", "subspace", "alignment", "cca", "shape", "linreg", "rsa")
-SE_FAMILIES = NULL_FAMILIES
+#: measure families whose rows get a permutation null and jackknife SE by default (the rest: see
+#: module doc; the config's measures.null_families / se_families, convergent.settings.MeasureSettings)
+NULL_FAMILIES = REPLICATE_FAMILIES
+SE_FAMILIES = REPLICATE_FAMILIES
 
 #: distances: 0 for identical representations, larger is less similar
 DISTANCES = frozenset({"procrustes_angle", "procrustes_distance", "sparse_val_mse"})

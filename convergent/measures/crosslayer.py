@@ -27,17 +27,7 @@ from convergent.measures.classic import (CentredStats, cca, gram_eig, linreg_r2,
                                          procrustes_angle, procrustes_distance, procrustes_from_eigs, pwcca,
                                          rsa_sqeuclid, rsa_sqeuclid_from_grams, svcca, svcca_from_eigs)
 from convergent.measures.kernels import _dist_and_median, cka_from_kernels
-
-#: defaults of :func:`cross_layer_measures` (the pipeline's ``cka_layers`` settings)
-CROSS_LAYER_DEFAULTS: dict[str, Any] = {
-    "max_features": 4096,        # wider layers use the n × n Gram (CCA and matching: unavailable)
-    "kernel_samples": 500,       # rows of the RBF kernels
-    "rbf_sigma_scales": [0.2, 0.4, 0.8],
-    "svcca_variance_kept": 0.99,
-    "match_max_features": 1024,  # the Hungarian matching is O(d³): unavailable above this width
-    "dead_tol": 1e-8,
-}
-
+from convergent.settings import LayersSettings
 
 def pair_measure_names(sigma_scales: Sequence[float]) -> list[str]:
     """The value columns, in order."""
@@ -161,12 +151,14 @@ def _hungarian_mean(s: CentredStats, tol: float, max_features: int) -> float:
 
 
 def cross_layer_measures(xs_a: Mapping[str, np.ndarray], xs_b: Mapping[str, np.ndarray],
-                         params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+                         params: LayersSettings | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Rows ``{"layer_a", "layer_b", <measures>, "note"}`` for every layer of A × every layer of B.
 
-    ``xs_a``/``xs_b``: {layer: column-centred float64 activations (n, d)} of the same n samples.
+    ``xs_a``/``xs_b``: {layer: column-centred float64 activations (n, d)} of the same n samples;
+    ``params``: :class:`~convergent.settings.LayersSettings` (the pipeline's ``cka_layers``; a
+    mapping of its keys, or None, gets its defaults for the rest).
     """
-    p = {**CROSS_LAYER_DEFAULTS, **(params or {})}
+    p = LayersSettings.coerce(params).measure_params()
     ks = int(p["kernel_samples"])
     if ks < 3:
         raise ValueError(f"kernel_samples must be >= 3, got {ks}")

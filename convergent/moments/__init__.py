@@ -7,7 +7,8 @@
   inner products between samples, exact for views of any width, accumulated over
   feature blocks.
 * :mod:`~convergent.moments.streaming` — the pass over two activation stores that
-  picks the form per view (:func:`streaming_moments`).
+  picks the form per view (:func:`streaming_moments`); :mod:`~convergent.moments.arrays` —
+  the same choice for arrays in memory (:func:`moments_from_arrays`).
 * :mod:`~convergent.moments.storage` — the ``.npz`` files (:func:`save_moments`,
   :func:`load_moments`).
 
@@ -18,6 +19,7 @@ other form raises :class:`FormUnavailable`, which the measures table reports as
 
 from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, DUAL, PRIMAL, FormUnavailable, MeasureUnavailable,
                                      choose_form, subsample_indices)
+from convergent.moments.arrays import moments_from_arrays
 from convergent.moments.dual import GramAccumulator, GramMoments, gram_from_arrays, gram_memory_gib
 from convergent.moments.primal import MomentAccumulator, Moments, accumulate, moments_memory_gib
 from convergent.moments.storage import FORMAT_VERSION, load_moments, save_moments
@@ -25,5 +27,5 @@ from convergent.moments.streaming import streaming_moments
 
 __all__ = ["DEFAULT_MOMENT_PARAMS", "DUAL", "FORMAT_VERSION", "FormUnavailable", "GramAccumulator", "GramMoments",
            "MeasureUnavailable", "MomentAccumulator", "Moments", "PRIMAL", "accumulate", "choose_form",
-           "gram_from_arrays", "gram_memory_gib", "load_moments", "moments_memory_gib", "save_moments",
-           "streaming_moments", "subsample_indices"]
+           "gram_from_arrays", "gram_memory_gib", "load_moments", "moments_from_arrays", "moments_memory_gib",
+           "save_moments", "streaming_moments", "subsample_indices"]

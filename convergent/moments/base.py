@@ -10,28 +10,12 @@ from typing import Any
 
 import numpy as np
 
-#: Defaults of the moments pass (the pipeline's ``config["moments"]`` overrides them).
-DEFAULT_MOMENT_PARAMS: dict[str, Any] = {
-    "views": ["positions", "flatten", "pool"],  # conv views computed in the one pass
-    "max_features": 4096,        # wider views use the dual (n × n Gram) form (d×d float64 sums: ~3.5 GB at 4096)
-    "max_gram_rows": 20000,      # dual form: more rows than this -> a declared, seeded row subsample of this size
-    "subsample_size": 1000,      # rows kept (as Gram matrices) for kernel measures
-    "subsample_seed": 0,
-    "minibatch_size": 256,       # Nguyen et al. minibatch CKA; 0 disables
-    "minibatch_max": 64,         # per fold: at most this many evenly spaced minibatches get HSIC; null = all
-    "minibatch_views": ["flatten"],   # conv views that get minibatch HSIC (dense layers: always)
-    "alignment": True,           # accumulate row-normalised [x,1] moments (Imani et al.)
-    "alignment_views": ["flatten"],   # conv views that get them (dense layers: always)
-    "precision": "mixed",        # float32 block products + float64 accumulation; or "float64"
-    "images_per_chunk": None,    # default: the stores' Zarr chunking
-    "blas_threads": 1,           # BLAS threads during the pass (null: leave as is); see streaming_moments
-    "threads": 2,                # 2: the two folds are read and accumulated in two threads; 1: one thread
-    # replicates (convergent.moments.replicates): chance levels and the SE over examples
-    "null_permutations": 10,     # null worlds per (pair, layer, view); 0: no permutation nulls
-    "null_seed": 0,
-    "example_blocks": 8,         # blocks of test images, half per fold (even, >= 4); 0: no SE over examples
-    "replicate_max_gib": 2.0,    # memory a view may use to keep its rows for the replicates
-}
+from convergent.settings import MomentSettings
+
+#: Defaults of the moments pass as keyword arguments of
+#: :func:`~convergent.moments.streaming_moments`; defined by
+#: :class:`convergent.settings.MomentSettings` (the pipeline's ``moments`` section)
+DEFAULT_MOMENT_PARAMS: dict[str, Any] = MomentSettings().as_dict()
 
 #: the two forms a view's moments can take
 PRIMAL, DUAL = "primal", "dual"

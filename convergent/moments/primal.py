@@ -66,8 +66,8 @@ Precision: ``precision="float64"`` multiplies in float64. ``"mixed"`` (the defau
 of the streaming pass, :data:`DEFAULT_MOMENT_PARAMS`) forms each ≤ 4096-row block's
 products in float32 — on shifted, hence roughly centred, rows — and accumulates the
 block results in float64; entries are then accurate to ~1e-6 relative to the
-spread of the data (not to its offset). :meth:`Moments.from_arrays` defaults to
-float64.
+spread of the data (not to its offset). :meth:`Moments.from_arrays` (and
+:func:`~convergent.moments.arrays.moments_from_arrays`) default to float64.
 
 Views too wide for d × d matrices (more than ``max_features`` features, e.g. ``flatten`` of
 early conv layers) take the dual form instead, :mod:`convergent.moments.dual`: each network's
@@ -395,22 +395,15 @@ class Moments:
                     subsample_size: int = 0, subsample_seed: int = 0, minibatch_size: int = 0,
                     minibatch_max: int | None = None, alignment: bool = True, precision: str = "float64",
                     chunk_rows: int | None = None, meta: dict[str, Any] | None = None,
-                    form: str = "auto", max_features: int = DEFAULT_MOMENT_PARAMS["max_features"],
-                    max_gram_rows: int | None = DEFAULT_MOMENT_PARAMS["max_gram_rows"],
-                    chunk_features: int | None = None, null_permutations: int = 0, null_seed: int = 0,
-                    example_blocks: int = 0, replicate_max_gib: float | None = None) -> "Moments":
-        """Moments of in-memory X (n, d1), Y (n, d2); rows are samples.
+                    null_permutations: int = 0, null_seed: int = 0, example_blocks: int = 0,
+                    replicate_max_gib: float | None = None) -> "Moments":
+        """The primal form (d × d sums) of in-memory X (n, d1), Y (n, d2); rows are samples.
 
         ``labels``: int classes (n,) or None (then a single class 0). ``fold_split``:
         first row of fold 1 (default n // 2). ``chunk_rows`` feeds the rows in
-        blocks (for testing that blocking does not change anything).
-
-        ``form``: ``"auto"`` (default) picks the form the streaming pass would pick
-        (:func:`~convergent.moments.base.choose_form`: the dual n × n Gram form,
-        :class:`~convergent.moments.dual.GramMoments`, when a width exceeds
-        ``max_features``), or force ``"primal"``/``"dual"``. The dual form is fed in
-        blocks of ``chunk_features`` columns (default: its own block size) and, above
-        ``max_gram_rows`` rows, keeps a declared row subsample.
+        blocks (for testing that blocking does not change anything). Which form a pair
+        of arrays should take is not this class's choice:
+        :func:`convergent.moments.arrays.moments_from_arrays` makes it.
 
         ``null_permutations``, ``null_seed``, ``example_blocks``, ``replicate_max_gib``: the
         replicates (:mod:`convergent.moments.replicates`; off by default here, on in the pipeline).
@@ -423,28 +416,11 @@ class Moments:
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
         n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
-        if form not in ("auto", "primal", "dual"):
-            raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
-        if form == "auto":
-            from convergent.moments.base import choose_form
-
-            form = choose_form(X.shape[1], Y.shape[1], max_features)
         info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
                 "minibatch_size": int(minibatch_size), "minibatch_max": minibatch_max}
-        if form == "dual":
-            from convergent.moments.dual import gram_from_arrays
-
-            return gram_from_arrays(X, Y, labels, n_classes, n // 2 if fold_split is None else int(fold_split),
-                                    subsample_size=subsample_size, subsample_seed=subsample_seed,
-                                    minibatch_size=minibatch_size, minibatch_max=minibatch_max,
-                                    alignment=alignment, precision=precision, max_gram_rows=max_gram_rows,
-                                    max_features=max_features, chunk_features=chunk_features,
-                                    null_permutations=null_permutations, null_seed=null_seed,
-                                    example_blocks=example_blocks,
-                                    meta={**info, **(meta or {})})
         check_memory(moments_memory_gib(X.shape[1], Y.shape[1], n_classes, alignment),
                      f"the primal form's d × d sums (d = {X.shape[1]}, {Y.shape[1]})",
-                     "use form='auto' or 'dual' (n × n Grams)")
+                     "use moments_from_arrays with form='auto' or 'dual' (n × n Grams)")
         acc = MomentAccumulator(X.shape[1], Y.shape[1], n_classes, n_rows=n,
                                 fold_split=n // 2 if fold_split is None else int(fold_split),
                                 subsample=subsample_indices(n, subsample_size, subsample_seed),

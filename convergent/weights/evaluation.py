@@ -33,6 +33,23 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def forward_batches(model: nn.Module, x: torch.Tensor, batch_size: int, *, single_first: bool = False) -> None:
+    """Run ``model`` on ``x`` in consecutive batches of ``batch_size`` rows, each moved to the
+    model's device, for what the pass leaves behind (BatchNorm running statistics, forward hooks'
+    sums); the outputs are dropped. The caller sets the train/eval mode and ``no_grad``.
+
+    A batch of one row ends the pass: a batch of one has no variance (BatchNorm in train mode
+    refuses it, and it would weigh one image like a whole batch in a per-batch average). With
+    ``single_first`` a first batch of one row still runs (REPAIR's statistics of a one-image
+    input, in eval mode)."""
+    device = model_device(model)
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        if len(xb) < 2 and not (single_first and start == 0):
+            break
+        model(xb.to(device))
+
+
 @torch.no_grad()
 def largest_activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Bytes of the largest output of any leaf module for one input of ``input_shape``

@@ -44,7 +44,7 @@ from torch import nn
 from convergent.data import DatasetSplits
 from convergent.logs import get_logger
 from convergent.models import ConvergentNet, is_batchnorm
-from convergent.weights.evaluation import per_image, resolve_batch_size, subset_indices, take
+from convergent.weights.evaluation import forward_batches, per_image, resolve_batch_size, subset_indices, take
 from convergent.weights.permute import Perms, activation_matching, apply_permutation, weight_matching
 from convergent.weights.repair import endpoint_stats, interpolate_stats, repaired
 
@@ -100,13 +100,8 @@ def reset_bn_stats(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) ->
     model.train()  # ConvergentNet.train keeps frozen layers in eval; BN must update here
     for m in bns:
         m.train()
-    device = next(model.parameters()).device
     try:
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
-            if len(xb) < 2:
-                break  # a batch of one has no variance
-            model(xb.to(device))
+        forward_batches(model, x, batch_size)
     finally:
         for m in bns:
             m.momentum = momenta[m]
@@ -146,7 +141,7 @@ def match(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b: Ma
 class EvalOptions:
     """How θ(α) is evaluated. The class defaults are the full computation (every image of both
     splits, BatchNorm reset and REPAIR calibrated on the whole training split, every α of the
-    grid); the pipeline's defaults (``lmc`` in config.yaml, :data:`convergent.jobs.LMC_DEFAULTS`)
+    grid); the pipeline's defaults (``lmc`` in config.yaml, :class:`convergent.settings.LMCSettings`)
     trade some of it for time, each choice measured in bench/bench_lmc_cost.py.
 
     * ``eval_batch_size``: images per eval-mode batch, ``"auto"`` (:func:`~convergent.weights.

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock, is_batchnorm
+from convergent.weights.evaluation import forward_batches
 
 #: repair point (module path) → (mean, std) per channel, float64 (c,)
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -98,13 +99,8 @@ def _run(model: ConvergentNet, x: torch.Tensor, batch_size: int) -> None:
     """Forward passes over ``x`` in eval mode (the train/eval mode is restored)."""
     was = model.training
     model.eval()
-    device = next(model.parameters()).device
     try:
-        for start in range(0, len(x), batch_size):
-            xb = x[start:start + batch_size]
-            if len(xb) < 2 and start:
-                break  # a batch of one has no variance (as in lmc.reset_bn_stats)
-            model(xb.to(device))
+        forward_batches(model, x, batch_size, single_first=True)
     finally:
         model.train(was)
 

@@ -11,7 +11,7 @@ import pytest
 from convergent.measures import compute_measures, linear_cka
 from convergent.measures.chance import (calibrate, jackknife_se, linear_cka_chance, permutation_p,
                                         rv_permutation_moments)
-from convergent.moments import Moments, load_moments, save_moments
+from convergent.moments import load_moments, moments_from_arrays, save_moments
 from convergent.moments.replicates import image_permutations
 from tests.measures import naive
 
@@ -46,7 +46,7 @@ def test_rv_closed_form_equals_every_permutation_enumerated(rng):
     assert var == pytest.approx(vals.var(), rel=1e-10)
     # the moments carry the same terms: the primal and the dual form give the same chance level
     for form in ("primal", "dual"):
-        m = Moments.from_arrays(X, Y, form=form)
+        m = moments_from_arrays(X, Y, form=form)
         got_mean, got_sd = linear_cka_chance(m)
         assert got_mean == pytest.approx(vals.mean(), rel=1e-10)
         assert got_sd == pytest.approx(vals.std(), rel=1e-8)
@@ -56,7 +56,7 @@ def test_rv_closed_form_p_value_near_brute_force_permutations(rng):
     n = 60
     shared = rng.standard_normal((n, 2))
     X, Y = relu_features(rng, n, 6, shared, 0.3), relu_features(rng, n, 5, shared, 0.3)
-    m = Moments.from_arrays(X, Y)
+    m = moments_from_arrays(X, Y)
     df = compute_measures(m, {"enabled": ["cka"]})
     row = df[df["measure"] == "cka_linear"].iloc[0]
     value = naive.cka_linear(naive.centre(X), naive.centre(Y))
@@ -71,10 +71,10 @@ def test_rv_closed_form_p_value_near_brute_force_permutations(rng):
 def test_primal_null_world_is_the_moments_of_permuted_rows(rng):
     n, k = 64, 3
     X, Y, lab = relu_features(rng, n, 5), relu_features(rng, n, 4), rng.integers(0, 3, n)
-    m = Moments.from_arrays(X, Y, lab, 3, null_permutations=5, null_seed=7)
+    m = moments_from_arrays(X, Y, lab, 3, null_permutations=5, null_seed=7)
     pi, rho = image_permutations(n, n // 2, 5, 7)[k]
     assert set(pi[: n // 2]) == set(range(n // 2)) and set(rho[n // 2:]) == set(range(n // 2, n))  # within folds
-    want = compute_measures(Moments.from_arrays(X[pi], Y[rho], lab, 3), {"enabled": FAMILIES})
+    want = compute_measures(moments_from_arrays(X[pi], Y[rho], lab, 3), {"enabled": FAMILIES})
     got = compute_measures(m.null_world(k), {"enabled": FAMILIES})
     np.testing.assert_allclose(got["value"].to_numpy(float), want["value"].to_numpy(float), rtol=1e-9, atol=1e-11)
 
@@ -82,10 +82,10 @@ def test_primal_null_world_is_the_moments_of_permuted_rows(rng):
 def test_dual_null_world_is_an_exact_reindexing(rng):
     n = 40
     X, Y, lab = relu_features(rng, n, 30), relu_features(rng, n, 25), rng.integers(0, 3, n)
-    m = Moments.from_arrays(X, Y, lab, 3, form="dual", null_permutations=4)
+    m = moments_from_arrays(X, Y, lab, 3, form="dual", null_permutations=4)
     assert m.n_null == 4
     pi, rho = m.null_permutation(2)
-    want = Moments.from_arrays(X[pi], Y[rho], lab, 3, form="dual")
+    want = moments_from_arrays(X[pi], Y[rho], lab, 3, form="dual")
     got = m.null_world(2)
     for debiased in (False, True):
         assert linear_cka(got, debiased=debiased) == pytest.approx(linear_cka(want, debiased=debiased), rel=1e-10)
@@ -106,12 +106,12 @@ def test_dual_kernels_on_all_rows_get_a_chance_level_by_default(rng):
     memory); the subsample's kernels, and a primal view's, only when kernels is listed."""
     n = 40
     X, Y = relu_features(rng, n, 30), relu_features(rng, n, 25)
-    dual = compute_measures(Moments.from_arrays(X, Y, form="dual", null_permutations=4, subsample_size=20),
+    dual = compute_measures(moments_from_arrays(X, Y, form="dual", null_permutations=4, subsample_size=20),
                             {"enabled": ["kernels"]}).set_index("measure")
     assert (dual.loc["cka_rbf", "null_method"] == "permutations").all()
     assert np.isfinite(dual.loc["mutual_knn", "chance"])
     assert "null_families" in dual.loc["mutual_knn_subsample", "null_method"]
-    primal = compute_measures(Moments.from_arrays(X[:, :5], Y[:, :5], null_permutations=4, subsample_size=20),
+    primal = compute_measures(moments_from_arrays(X[:, :5], Y[:, :5], null_permutations=4, subsample_size=20),
                               {"enabled": ["kernels"]}).set_index("measure")
     assert "null_families" in primal.loc["mutual_knn_subsample", "null_method"]
 
@@ -130,11 +130,11 @@ def test_null_worlds_are_the_same_for_every_pair(rng):
 def test_jackknife_replicate_is_the_moments_without_the_block(rng, form):
     n = 80
     X, Y, lab = relu_features(rng, n, 6), relu_features(rng, n, 5), rng.integers(0, 3, n)
-    m = Moments.from_arrays(X, Y, lab, 3, form=form, example_blocks=8, subsample_size=30)
+    m = moments_from_arrays(X, Y, lab, 3, form=form, example_blocks=8, subsample_size=30)
     lo, hi = m.meta["example_block_rows"][5]
     assert (lo, hi) == (50, 60)     # 4 blocks of 10 images per fold of 40
     keep = np.r_[0:lo, hi:n]
-    want = Moments.from_arrays(X[keep], Y[keep], lab[keep], 3, form=form, fold_split=n // 2)
+    want = moments_from_arrays(X[keep], Y[keep], lab[keep], 3, form=form, fold_split=n // 2)
     got = m.jackknife(5)
     fams = FAMILIES if form == "primal" else ["cka", "shape", "rsa", "linreg", "alignment"]
     w, g = (compute_measures(x, {"enabled": fams}) for x in (want, got))
@@ -155,7 +155,7 @@ def test_se_examples_agrees_with_a_bootstrap_over_images(rng):
     n = 600
     shared = rng.standard_normal((n, 4))
     X, Y = relu_features(rng, n, 8, shared, 0.6), relu_features(rng, n, 7, shared, 0.6)
-    m = Moments.from_arrays(X, Y, example_blocks=20)
+    m = moments_from_arrays(X, Y, example_blocks=20)
     df = compute_measures(m, {"enabled": ["cka", "cca", "shape"]}).set_index("measure")
     boot = {"cka_linear": [], "cca_mean": [], "procrustes_distance": []}
     for _ in range(400):
@@ -183,7 +183,7 @@ def test_calibrated_cka_is_zero_for_independent_networks_at_every_width(rng):
     for d in (16, 64, 128):
         vals = []
         for _ in range(3):
-            m = Moments.from_arrays(relu_features(rng, n, d), relu_features(rng, n, d), null_permutations=10)
+            m = moments_from_arrays(relu_features(rng, n, d), relu_features(rng, n, d), null_permutations=10)
             df = compute_measures(m, {"enabled": ["cka", "matching", "cca"]}).set_index("measure")
             vals.append(df.loc[["cka_linear", "svcca", "hungarian_mean_corr"], ["value", "calibrated"]])
         mean = sum(vals) / len(vals)
@@ -200,12 +200,12 @@ def test_calibration_has_the_invariances_of_its_measure(rng):
     shared = rng.standard_normal((n, 3))
     X, Y = relu_features(rng, n, 6, shared, 0.5), relu_features(rng, n, 6, shared, 0.5)
     Q = np.linalg.qr(rng.standard_normal((6, 6)))[0]
-    base = compute_measures(Moments.from_arrays(X, Y, null_permutations=6), {"enabled": ["cka"]}).set_index("measure")
-    moved = compute_measures(Moments.from_arrays(X, 3.0 * Y @ Q + 5.0, null_permutations=6),
+    base = compute_measures(moments_from_arrays(X, Y, null_permutations=6), {"enabled": ["cka"]}).set_index("measure")
+    moved = compute_measures(moments_from_arrays(X, 3.0 * Y @ Q + 5.0, null_permutations=6),
                              {"enabled": ["cka"]}).set_index("measure")
     for col in ("chance", "calibrated", "p_value"):
         assert moved.loc["cka_linear", col] == pytest.approx(base.loc["cka_linear", col], rel=1e-9)
-    same = compute_measures(Moments.from_arrays(X, X, null_permutations=6), {"enabled": ["cka", "shape"]})
+    same = compute_measures(moments_from_arrays(X, X, null_permutations=6), {"enabled": ["cka", "shape"]})
     same = same.set_index("measure")
     assert same.loc["cka_linear", "calibrated"] == pytest.approx(1.0)
     assert same.loc["procrustes_distance", "calibrated"] == pytest.approx(1.0, abs=1e-6)   # a distance: 0 → 1
@@ -224,18 +224,18 @@ def test_calibrate_and_p_value_conventions():
 
 def test_rows_without_a_null_say_why(rng):
     n = 60
-    m = Moments.from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5), null_permutations=4)
+    m = moments_from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5), null_permutations=4)
     df = compute_measures(m, {"enabled": ["cka", "spectral"], "spectral_k": [2]}).set_index("measure")
     assert "not in measures.null_families" in df.loc["spectral_mixing", "null_method"]
     assert np.isnan(df.loc["spectral_mixing", "chance"])
-    none = compute_measures(Moments.from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5)),
+    none = compute_measures(moments_from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5)),
                             {"enabled": ["matching"]}).set_index("measure")
     assert "null_permutations is 0" in none.loc["hungarian_mean_corr", "null_method"]
 
 
 def test_rows_above_the_memory_limit_say_why(rng):
     n = 60
-    m = Moments.from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5), null_permutations=4,
+    m = moments_from_arrays(relu_features(rng, n, 5), relu_features(rng, n, 5), null_permutations=4,
                             example_blocks=4, replicate_max_gib=1e-9)
     assert m.n_null == 0 and m.n_blocks == 0
     df = compute_measures(m, {"enabled": ["matching"]}).set_index("measure")
@@ -245,7 +245,7 @@ def test_rows_above_the_memory_limit_say_why(rng):
 def test_replicates_survive_the_moments_file(rng, tmp_path):
     n = 50
     X, Y, lab = relu_features(rng, n, 4), relu_features(rng, n, 3), rng.integers(0, 2, n)
-    m = Moments.from_arrays(X, Y, lab, 2, null_permutations=3, example_blocks=4, subsample_size=20)
+    m = moments_from_arrays(X, Y, lab, 2, null_permutations=3, example_blocks=4, subsample_size=20)
     back = load_moments(save_moments(tmp_path / "m.npz", m))
     assert (back.n_null, back.n_blocks) == (3, 4)
     a, b = (compute_measures(x, {"enabled": FAMILIES}) for x in (m, back))
@@ -262,7 +262,7 @@ def test_chance_of_matching_and_cca_is_the_mean_of_naive_measures_on_permuted_im
     n, P = 48, 6
     shared = rng.standard_normal((n, 2))
     X, Y = relu_features(rng, n, 4, shared, 0.5), relu_features(rng, n, 4, shared, 0.5)
-    m = Moments.from_arrays(X, Y, null_permutations=P, null_seed=3)
+    m = moments_from_arrays(X, Y, null_permutations=P, null_seed=3)
     df = compute_measures(m, {"enabled": ["matching", "cca"]}).set_index("measure")
     match, cca = [], []
     for pi, rho in image_permutations(n, n // 2, P, 3):

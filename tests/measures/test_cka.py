@@ -4,7 +4,7 @@ from scipy.stats import ortho_group
 
 import naive
 from convergent.measures import MeasureUnavailable, linear_cka, minibatch_cka
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 
 def _pair(rng, n=60, d1=6, d2=5, noise=0.5):
@@ -17,7 +17,7 @@ def test_linear_cka_vs_naive(rng):
     X, Y = _pair(rng)
     ref = naive.cka_linear(naive.centre(X), naive.centre(Y))
     assert linear_cka(X, Y) == pytest.approx(ref, rel=1e-10)
-    assert linear_cka(Moments.from_arrays(X, Y)) == pytest.approx(ref, rel=1e-10)
+    assert linear_cka(moments_from_arrays(X, Y)) == pytest.approx(ref, rel=1e-10)
 
 
 @pytest.mark.parametrize("centred", [True, False])
@@ -44,7 +44,7 @@ def test_debiased_cka_can_be_negative(rng):
 
 def test_minibatch_cka_vs_naive(rng):
     X, Y = _pair(rng, n=70)
-    m = Moments.from_arrays(X, Y, minibatch_size=16, fold_split=32)
+    m = moments_from_arrays(X, Y, minibatch_size=16, fold_split=32)
     # batches restart at the fold boundary: fold 0 = rows 0..31 (2 batches), fold 1 = rows 32..69 (2 batches)
     ref_rows = np.r_[0:32, 32:64]
     ref = naive.cka_minibatch(X[ref_rows], Y[ref_rows], 16)
@@ -56,7 +56,7 @@ def test_self_pair_is_one(rng):
     X, _ = _pair(rng)
     assert linear_cka(X, X) == pytest.approx(1.0, abs=1e-12)
     assert linear_cka(X, X, debiased=True) == pytest.approx(1.0, abs=1e-12)
-    assert minibatch_cka(Moments.from_arrays(X, X, minibatch_size=10)) == pytest.approx(1.0, abs=1e-12)
+    assert minibatch_cka(moments_from_arrays(X, X, minibatch_size=10)) == pytest.approx(1.0, abs=1e-12)
 
 
 # invariance table (repsim style): transform of Y -> must CKA stay equal?
@@ -97,7 +97,7 @@ def test_constant_representation_unavailable(rng):
 @pytest.mark.parametrize("chunk", [None, 13, 64])
 def test_minibatch_subset_of_batches(rng, chunk):
     X, Y = _pair(rng, n=200)
-    m = Moments.from_arrays(X, Y, minibatch_size=8, minibatch_max=5, chunk_rows=chunk)
+    m = moments_from_arrays(X, Y, minibatch_size=8, minibatch_max=5, chunk_rows=chunk)
     # 12 complete batches per fold of 100 rows (4 rows dropped); stride 12 // 5 = 2 -> batches 0, 2, 4, 6, 8
     rows = np.concatenate([np.arange(f * 100 + k * 8, f * 100 + k * 8 + 8) for f in (0, 1) for k in (0, 2, 4, 6, 8)])
     assert m.mb_count == 10 and m.mb_dropped == 8

@@ -2,14 +2,14 @@ import numpy as np
 import pytest
 
 from convergent.measures import COLUMNS, compute_measures
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 
 def _views(rng):
     X = rng.standard_normal((300, 6))
     Y = X @ rng.standard_normal((6, 7))
     Y[:, 2] = 0.0
-    m = Moments.from_arrays(X, Y, rng.integers(0, 3, 300), minibatch_size=32)
+    m = moments_from_arrays(X, Y, rng.integers(0, 3, 300), minibatch_size=32)
     return {"positions": m, "flatten": m}
 
 
@@ -27,7 +27,7 @@ def test_columns_and_rows(rng):
 
 def test_self_pair_ceiling(rng):
     X = rng.standard_normal((300, 6))
-    df = compute_measures(Moments.from_arrays(X, X, rng.integers(0, 3, 300), subsample_size=50,
+    df = compute_measures(moments_from_arrays(X, X, rng.integers(0, 3, 300), subsample_size=50,
                                               minibatch_size=32), {"lasso_alphas": [0.0, 1e-4], "spectral_k": [2, 4]})
     noted = df[df.note != ""]
     assert set(noted.measure) <= {"alignment_k_a", "alignment_k_b", "minimal_match_neurons",
@@ -45,7 +45,7 @@ def test_self_pair_ceiling(rng):
 
 def test_unavailable_gives_note_not_silent_nan(rng):
     X = rng.standard_normal((50, 4))
-    m = Moments.from_arrays(X, np.zeros((50, 3)))     # B entirely dead, no subsample
+    m = moments_from_arrays(X, np.zeros((50, 3)))     # B entirely dead, no subsample
     df = compute_measures({"positions": m, "flatten": m}, {})
     bad = df[df.value.isna()]
     assert len(bad) and bad["note"].str.startswith("unavailable").all()
@@ -86,7 +86,7 @@ def test_streaming_equals_in_memory_for_every_family(tmp_path, rng):
     for v in views:
         X, Y = apply_view(a, v).astype(np.float64), apply_view(b, v).astype(np.float64)
         r = X.shape[0] // n
-        memory[v] = Moments.from_arrays(X, Y, np.repeat(t, r), n_classes=3, fold_split=(n // 2) * r, **kw,
+        memory[v] = moments_from_arrays(X, Y, np.repeat(t, r), n_classes=3, fold_split=(n // 2) * r, **kw,
                                         meta={"minibatch_size": 8, "precision": "float64"})
     params = {"lasso_alphas": [0.0, 1e-2], "spectral_k": [2, 4], "minimal_max_neurons": 3}
     for view_choice in views:

@@ -12,7 +12,7 @@ import pytest
 
 from convergent.measures import DEFAULT_PARAMS, MeasureUnavailable, compute_measures, mutual_knn
 from convergent.measures.kernels import knn_weights
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 #: rows that describe the data (counts), not a comparison: they stay numbers
 DESCRIPTIVE = {"dead_units_a", "dead_units_b", "subsample_rows"}
@@ -20,7 +20,7 @@ N = 120
 
 
 def _measures(X, Y, rng):
-    m = Moments.from_arrays(X, Y, rng.integers(0, 3, N), subsample_size=50, minibatch_size=32)
+    m = moments_from_arrays(X, Y, rng.integers(0, 3, N), subsample_size=50, minibatch_size=32)
     params = {"lasso_alphas": [0.0, 1e-3], "spectral_k": [2], "minimal_max_neurons": 3}
     return compute_measures({"positions": m, "flatten": m}, params)
 

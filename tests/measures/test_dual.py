@@ -7,7 +7,7 @@ import naive
 from convergent.activations import ActivationStore, apply_view
 from convergent.measures import MeasureUnavailable, alignment_curve, compute_measures, linear_cka, minibatch_cka
 from convergent.measures.kernels import mutual_knn_all_rows, rbf_cka_all_rows
-from convergent.moments import (FORMAT_VERSION, GramMoments, Moments, load_moments, save_moments,
+from convergent.moments import (FORMAT_VERSION, GramMoments, load_moments, moments_from_arrays, save_moments,
                                 streaming_moments, subsample_indices)
 from measures_helpers import write_store
 
@@ -26,7 +26,7 @@ def _wide(rng, n=64, d1=300, d2=180, offset=2.0):
 @pytest.mark.parametrize("chunk_features", [None, 1, 37])
 def test_dual_measures_match_naive_when_d_far_above_n(rng, chunk_features):
     X, Y, t = _wide(rng)
-    m = Moments.from_arrays(X, Y, t, n_classes=4, minibatch_size=8, max_features=100,
+    m = moments_from_arrays(X, Y, t, n_classes=4, minibatch_size=8, max_features=100,
                             chunk_features=chunk_features)
     assert isinstance(m, GramMoments) and m.form == "dual" and (m.n, m.d1, m.d2) == (64, 300, 180)
     assert linear_cka(m) == pytest.approx(naive.cka_linear(X, Y), **TOL)
@@ -53,8 +53,8 @@ def test_dual_and_primal_agree_on_every_shared_measure(rng):
     """Same data, both forms: every measure both can give is the same number; the rest say why."""
     X, Y, t = _wide(rng, n=90, d1=30, d2=25)
     kw = dict(n_classes=4, subsample_size=40, subsample_seed=3, minibatch_size=16)
-    primal = Moments.from_arrays(X, Y, t, form="primal", **kw)
-    dual = Moments.from_arrays(X, Y, t, form="dual", chunk_features=7, **kw)
+    primal = moments_from_arrays(X, Y, t, form="primal", **kw)
+    dual = moments_from_arrays(X, Y, t, form="dual", chunk_features=7, **kw)
     np.testing.assert_allclose(dual.sub_kx, primal.sub_kx, rtol=1e-10, atol=1e-10)
     np.testing.assert_array_equal(dual.sub_idx, primal.sub_idx)
     np.testing.assert_array_equal(dual.sub_labels, primal.sub_labels)
@@ -77,7 +77,7 @@ def test_dual_and_primal_agree_on_every_shared_measure(rng):
 
 def test_gram_row_subsample_is_declared_and_exact(rng):
     X, Y, t = _wide(rng, n=80, d1=120, d2=90)
-    m = Moments.from_arrays(X, Y, t, n_classes=4, max_features=50, max_gram_rows=50, subsample_seed=5,
+    m = moments_from_arrays(X, Y, t, n_classes=4, max_features=50, max_gram_rows=50, subsample_seed=5,
                             minibatch_size=8)
     rows = subsample_indices(80, 50, 5)
     np.testing.assert_array_equal(m.rows, rows)
@@ -93,21 +93,21 @@ def test_gram_row_subsample_is_declared_and_exact(rng):
 
 def test_dual_refuses_what_it_cannot_do(rng):
     X, Y, t = _wide(rng, n=20, d1=60, d2=50)
-    m = Moments.from_arrays(X, Y, t, max_features=10)
+    m = moments_from_arrays(X, Y, t, max_features=10)
     with pytest.raises(MeasureUnavailable, match=r"needs the d × d feature-space sums \(cxy\).*d=60"):
         _ = m.cxy
     with pytest.raises(MeasureUnavailable, match="per-fold"):
         m.fold(0)
     with pytest.raises(AttributeError):
         _ = m.no_such_thing
-    p = Moments.from_arrays(X[:, :5], Y[:, :5], t)
+    p = moments_from_arrays(X[:, :5], Y[:, :5], t)
     with pytest.raises(MeasureUnavailable, match="needs the n × n Gram.*primal"):
         p.gram("a")
     with pytest.raises(ValueError, match="form must be"):
-        Moments.from_arrays(X, Y, t, form="gram")
+        moments_from_arrays(X, Y, t, form="gram")
     X[3, 7] = np.nan
     with pytest.raises(ValueError, match=r"X \(network A\).*non-finite.*row 3"):
-        Moments.from_arrays(X, Y, t, max_features=10)
+        moments_from_arrays(X, Y, t, max_features=10)
 
 
 def test_wide_pair_in_memory_stays_far_below_d_squared():
@@ -119,7 +119,7 @@ def test_wide_pair_in_memory_stays_far_below_d_squared():
     X = rng.standard_normal((n, d), dtype=np.float32)
     Y = (X + rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
     tracemalloc.start()
-    m = Moments.from_arrays(X, Y, rng.integers(0, 10, n), precision="mixed")
+    m = moments_from_arrays(X, Y, rng.integers(0, 10, n), precision="mixed")
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert m.form == "dual"
@@ -166,7 +166,7 @@ def test_streaming_dual_equals_in_memory(wide_stores, layer, ipc):
     if layer == "conv":
         assert out["positions"].form == out["pool"].form == "primal"
     X, Y = apply_view(a, view).astype(np.float64), apply_view(b, view).astype(np.float64)
-    ref = Moments.from_arrays(X, Y, t, n_classes=3, form="dual", **kw)
+    ref = moments_from_arrays(X, Y, t, n_classes=3, form="dual", **kw)
     for f in ("gram_x", "gram_y", "xmu", "var_y", "sub_kx", "sub_ky", "labels", "sub_labels"):
         np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-10, atol=1e-9, err_msg=f)
     assert (m.mb_count, m.mb_xy) == pytest.approx((ref.mb_count, ref.mb_xy), rel=1e-10)
@@ -240,9 +240,9 @@ def test_too_big_is_a_clear_error_not_a_crash(rng, monkeypatch):
     monkeypatch.setattr(base, "available_memory_gib", lambda: 1e-6)
     X, Y, t = _wide(rng, n=30, d1=50, d2=40)
     with pytest.raises(MemoryError, match="dual form's two 30 × 30 Grams.*max_gram_rows"):
-        Moments.from_arrays(X, Y, t, max_features=10)
+        moments_from_arrays(X, Y, t, max_features=10)
     with pytest.raises(MemoryError, match="primal form's d × d sums.*form='auto'"):
-        Moments.from_arrays(X, Y, t, form="primal")
+        moments_from_arrays(X, Y, t, form="primal")
 
 
 def test_pipeline_jobs_carry_a_dual_view_through(wide_stores, tmp_path, caplog):
@@ -278,8 +278,8 @@ def test_mixed_precision_dual_is_close_to_float64(rng):
     X, Y, t = _wide(rng, n=80, d1=400, d2=300, offset=100.0)
     X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
     kw = dict(n_classes=4, max_features=50, chunk_features=64)
-    a = Moments.from_arrays(X32, Y32, t, precision="mixed", **kw)
-    b = Moments.from_arrays(X32, Y32, t, precision="float64", **kw)
+    a = moments_from_arrays(X32, Y32, t, precision="mixed", **kw)
+    b = moments_from_arrays(X32, Y32, t, precision="float64", **kw)
     assert a.meta["precision"] == "mixed"
     for debiased in (False, True):
         assert linear_cka(a, debiased=debiased) == pytest.approx(linear_cka(b, debiased=debiased), abs=1e-5)

@@ -4,7 +4,7 @@ from scipy.stats import ortho_group
 
 import naive
 from convergent.measures import MeasureUnavailable, linear_cka_subsample, mutual_knn, rbf_cka
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 
 def _pair(rng, n=60):
@@ -21,7 +21,7 @@ def test_rbf_cka_vs_naive(rng, t):
 
 def test_subsample_measures_from_moments(rng):
     X, Y = _pair(rng, n=150)
-    m = Moments.from_arrays(X, Y, subsample_size=40, subsample_seed=7, chunk_rows=33)
+    m = moments_from_arrays(X, Y, subsample_size=40, subsample_seed=7, chunk_rows=33)
     idx = m.sub_idx
     Xs, Ys = X[idx], Y[idx]
     assert rbf_cka(m, sigma_scale=0.4) == pytest.approx(naive.rbf_cka(Xs, Ys, 0.4), rel=1e-9)
@@ -60,6 +60,6 @@ def test_kernel_invariances(rng, name, invariant):
 def test_no_subsample_unavailable(rng):
     X, Y = _pair(rng)
     with pytest.raises(MeasureUnavailable, match="no subsample"):
-        rbf_cka(Moments.from_arrays(X, Y))
+        rbf_cka(moments_from_arrays(X, Y))
     with pytest.raises(MeasureUnavailable):
         mutual_knn(X, Y, k=len(X))

@@ -5,7 +5,7 @@ from scipy.stats import ortho_group
 import naive
 from convergent.measures import MeasureUnavailable, correlation_matrix, hungarian_match, semi_match
 from convergent.measures.matching import cross_validated_match, semi_equals_hungarian, sorted_curve
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 
 def test_correlation_vs_naive(rng):
@@ -13,7 +13,7 @@ def test_correlation_vs_naive(rng):
     Y[:, 0] += 2 * X[:, 1]
     c = correlation_matrix(X, Y)
     np.testing.assert_allclose(c.r, naive.corr(X, Y), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(correlation_matrix(Moments.from_arrays(X, Y)).r, c.r, rtol=0, atol=0)
+    np.testing.assert_allclose(correlation_matrix(moments_from_arrays(X, Y)).r, c.r, rtol=0, atol=0)
 
 
 def test_hungarian_vs_bruteforce(rng):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from convergent.activations import ActivationStore, apply_view
-from convergent.moments import Moments, accumulate, load_moments, save_moments, streaming_moments
+from convergent.moments import accumulate, load_moments, moments_from_arrays, save_moments, streaming_moments
 from measures_helpers import write_store
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
@@ -17,7 +17,7 @@ def _data(rng, n=97, d1=5, d2=4, offset=0.0):
 
 def test_raw_and_centred_moments(rng):
     X, Y, t = _data(rng)
-    m = Moments.from_arrays(X, Y, t, n_classes=4)
+    m = moments_from_arrays(X, Y, t, n_classes=4)
     T = np.eye(4)[t]
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     np.testing.assert_allclose(m.xx, X.T @ X, **TIGHT)
@@ -40,18 +40,18 @@ def test_raw_and_centred_moments(rng):
 
 def test_folds_partition_rows(rng):
     X, Y, t = _data(rng, n=50)
-    m = Moments.from_arrays(X, Y, t, fold_split=20)
-    f0 = Moments.from_arrays(X[:20], Y[:20], t[:20], n_classes=3)
+    m = moments_from_arrays(X, Y, t, fold_split=20)
+    f0 = moments_from_arrays(X[:20], Y[:20], t[:20], n_classes=3)
     assert (m.fold(0).n, m.fold(1).n, m.n) == (20, 30, 50)
     np.testing.assert_allclose(m.fold(0).cxy, f0.cxy, **TIGHT)
     np.testing.assert_allclose(m.fold(1).xx, X[20:].T @ X[20:], **TIGHT)
     assert m.total() is m
-    assert Moments.from_arrays(X, Y, t).fold(0).n == 25      # default split n // 2
+    assert moments_from_arrays(X, Y, t).fold(0).n == 25      # default split n // 2
 
 
 def test_large_offset_does_not_cancel(rng):
     X, Y, t = _data(rng, n=400, offset=1e7)
-    m = Moments.from_arrays(X, Y, t, chunk_rows=64)
+    m = moments_from_arrays(X, Y, t, chunk_rows=64)
     Xc, Yc = X - X.mean(0), Y - Y.mean(0)
     # a naive raw-moment formula would lose ~all digits at offset 1e7 (1e14 vs O(1) variances)
     np.testing.assert_allclose(m.cxy, Xc.T @ Yc, rtol=1e-6, atol=1e-6 * np.abs(Xc.T @ Yc).max())
@@ -61,8 +61,8 @@ def test_large_offset_does_not_cancel(rng):
 @pytest.mark.parametrize("chunk", [1, 7, 32, 97])
 def test_chunking_is_invisible(rng, chunk):
     X, Y, t = _data(rng)
-    ref = Moments.from_arrays(X, Y, t, subsample_size=30, minibatch_size=8)
-    m = Moments.from_arrays(X, Y, t, subsample_size=30, minibatch_size=8, chunk_rows=chunk)
+    ref = moments_from_arrays(X, Y, t, subsample_size=30, minibatch_size=8)
+    m = moments_from_arrays(X, Y, t, subsample_size=30, minibatch_size=8, chunk_rows=chunk)
     # the shift (first block's mean) depends on the blocking; shift-free quantities must not
     for f in ("cxx", "cxy", "cyy", "xx", "xy", "cxt", "ax", "ayt", "mb_xy", "mb_yy", "sub_kx", "sub_ky"):
         np.testing.assert_allclose(getattr(m, f), getattr(ref, f), rtol=1e-9, atol=1e-9, err_msg=f)
@@ -74,7 +74,7 @@ def test_chunking_is_invisible(rng, chunk):
 
 def test_alignment_terms_are_row_normalised(rng):
     X, Y, t = _data(rng)
-    m = Moments.from_arrays(X, Y, t)
+    m = moments_from_arrays(X, Y, t)
     P = np.hstack([X, np.ones((len(X), 1))])
     P /= np.linalg.norm(P, axis=1, keepdims=True)
     np.testing.assert_allclose(m.ax, P.T @ P, **TIGHT)
@@ -83,7 +83,7 @@ def test_alignment_terms_are_row_normalised(rng):
 
 def test_subsample_gram(rng):
     X, Y, t = _data(rng)
-    m = Moments.from_arrays(X, Y, t, subsample_size=20, subsample_seed=3)
+    m = moments_from_arrays(X, Y, t, subsample_size=20, subsample_seed=3)
     idx = np.sort(np.random.default_rng(3).choice(len(X), 20, replace=False))
     np.testing.assert_array_equal(m.sub_idx, idx)
     Xs = X[idx] - X[idx].mean(0)
@@ -94,8 +94,8 @@ def test_subsample_gram(rng):
 def test_mixed_precision_close(rng):
     X, Y, t = _data(rng, n=300, offset=3.0)
     X, Y = X.astype(np.float32), Y.astype(np.float32)
-    a = Moments.from_arrays(X, Y, t, precision="mixed", chunk_rows=50)
-    b = Moments.from_arrays(X, Y, t)
+    a = moments_from_arrays(X, Y, t, precision="mixed", chunk_rows=50)
+    b = moments_from_arrays(X, Y, t)
     np.testing.assert_allclose(a.cxy, b.cxy, rtol=1e-4, atol=1e-4 * np.abs(b.cxy).max())
     np.testing.assert_allclose(a.ax, b.ax, rtol=1e-5, atol=1e-5)
 
@@ -103,7 +103,7 @@ def test_mixed_precision_close(rng):
 def test_accumulate_matches_from_arrays(rng):
     X, Y, t = _data(rng)
     m = accumulate(((X[s:s + 10], Y[s:s + 10], t[s:s + 10]) for s in range(0, 97, 10)), n_rows=97, n_classes=3)
-    np.testing.assert_allclose(m.cxy, Moments.from_arrays(X, Y, t).cxy, **TIGHT)
+    np.testing.assert_allclose(m.cxy, moments_from_arrays(X, Y, t).cxy, **TIGHT)
 
 
 # ----------------------------------------------------------------------------- degenerate
@@ -112,18 +112,18 @@ def test_nonfinite_rejected(rng):
     X, Y, t = _data(rng)
     X[40, 2] = np.nan
     with pytest.raises(ValueError, match="non-finite.*row 40"):
-        Moments.from_arrays(X, Y, t, chunk_rows=16)
+        moments_from_arrays(X, Y, t, chunk_rows=16)
     X[40, 2] = np.inf
     with pytest.raises(ValueError, match="non-finite"):
-        Moments.from_arrays(X, Y, t)
+        moments_from_arrays(X, Y, t)
 
 
 def test_mismatched_rows_rejected(rng):
     X, Y, t = _data(rng)
     with pytest.raises(ValueError, match="rows"):
-        Moments.from_arrays(X, Y[:-1], t)
+        moments_from_arrays(X, Y[:-1], t)
     with pytest.raises(ValueError, match="2-D"):
-        Moments.from_arrays(X[:, 0], Y, t)
+        moments_from_arrays(X[:, 0], Y, t)
 
 
 # ----------------------------------------------------------------------------- Zarr streaming
@@ -156,7 +156,7 @@ def test_streaming_equals_in_memory(stores, ipc, layer, threads):
         X, Y = apply_view(a, view).astype(np.float64), apply_view(b, view).astype(np.float64)
         rows_per_image = X.shape[0] // len(t)
         labels = np.repeat(t, rows_per_image)
-        ref = Moments.from_arrays(X, Y, labels, n_classes=4, fold_split=(len(t) // 2) * rows_per_image,
+        ref = moments_from_arrays(X, Y, labels, n_classes=4, fold_split=(len(t) // 2) * rows_per_image,
                                   subsample_size=10, minibatch_size=4)
         assert m.n == ref.n and m.fold(0).n == ref.fold(0).n
         for f in ("cxx", "cxy", "cyy", "xy", "xt", "ax", "ayt"):
@@ -269,7 +269,7 @@ def test_streaming_defaults_mixed_precision(stores):
     assert out["positions"].ax is None and out["flatten"].ax is not None      # alignment only where asked
     assert out["positions"].meta["minibatch_size"] == 0
     X, Y = (apply_view(a, "positions").astype(np.float64) for a in raw["conv"])
-    ref = Moments.from_arrays(X, Y)
+    ref = moments_from_arrays(X, Y)
     np.testing.assert_allclose(out["positions"].cxy, ref.cxy, rtol=1e-5, atol=1e-5 * np.abs(ref.cxy).max())
 
 

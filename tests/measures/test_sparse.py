@@ -3,7 +3,7 @@ import pytest
 from sklearn.linear_model import Lasso
 
 from convergent.measures import MeasureUnavailable, sparse_prediction
-from convergent.moments import Moments
+from convergent.moments import moments_from_arrays
 
 
 def _pair(rng, n=300, d1=6, d2=4):
@@ -45,7 +45,7 @@ def test_path_and_moments_equal_arrays(rng):
     X, Y = _pair(rng)
     alphas = [0.0, 1e-5, 1e-3, 1e-1]
     a = sparse_prediction(X, Y, alphas=alphas, tol=1e-12, max_iter=100000)
-    b = sparse_prediction(Moments.from_arrays(X, Y, chunk_rows=41), alphas=alphas, tol=1e-12, max_iter=100000)
+    b = sparse_prediction(moments_from_arrays(X, Y, chunk_rows=41), alphas=alphas, tol=1e-12, max_iter=100000)
     np.testing.assert_allclose(a.r2, b.r2, rtol=1e-8)
     assert np.all(np.diff(a.nonzero.mean(1)) <= 0)        # more penalty, fewer weights
 

@@ -91,7 +91,7 @@ def test_rotation_prefix_and_retraining_follow_the_model_device():
 def test_jobs_move_every_network_to_the_configured_device(monkeypatch, tmp_path):
     """rotation_job puts both networks on ``_device(device)``; a stand-in device proves it."""
     import convergent.data
-    import convergent.jobs as jobs
+    import convergent.jobs.weights as jobs   # rotation_job and the _device it calls live there
     from convergent.train import init_model, save_state
 
     data = load_dataset("digits", max_train=64, max_test=32)

@@ -59,3 +59,24 @@ def test_subsets_are_fixed_sorted_and_distinct_per_seed():
     assert take(x, None) is x and take(x, a).tolist() == a.tolist()
     with pytest.raises(ValueError, match="at least 2"):
         subset_indices(100, 1, 0)
+
+
+@pytest.mark.parametrize("n, batch, single_first, sizes", [
+    (10, 4, False, [4, 4, 2]),   # a trailing batch of two runs
+    (9, 4, False, [4, 4]),       # a trailing batch of one ends the pass
+    (9, 4, True, [4, 4]),        # ... whatever single_first says
+    (1, 4, False, []),           # BatchNorm's reset: one image is no batch
+    (1, 4, True, [1]),           # REPAIR's statistics: a one-image input still runs
+    (3, 1, True, [1]),
+])
+def test_forward_batches_pushes_consecutive_batches_and_drops_a_batch_of_one(n, batch, single_first, sizes):
+    from convergent.weights.evaluation import forward_batches
+
+    seen = []
+    model = torch.nn.Linear(2, 1)
+    model.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0].clone()))
+    x = torch.arange(2 * n, dtype=torch.float32).reshape(n, 2)
+    forward_batches(model, x, batch, single_first=single_first)
+    assert [len(b) for b in seen] == sizes
+    if seen:   # consecutive rows, in order, unchanged
+        assert torch.equal(torch.cat(seen), x[: sum(sizes)])

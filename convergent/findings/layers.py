@@ -1,4 +1,7 @@
-"""Kornblith et al.'s grounding test on a cross-layer similarity matrix (no plotting imports).
+"""Layer identification: Kornblith et al.'s grounding test on a cross-layer similarity matrix,
+and the identification table per measure (``layer_identification.csv``). An analysis, read by
+the findings (:mod:`convergent.findings.kornblith`) and drawn by the figures
+(:mod:`convergent.figures.layers`).
 
 For each layer of network A, the most similar layer of network B should be the same layer;
 linear CKA passed this test 99.3 % of the time across ten CIFAR-10 CNNs.
