@@ -28,7 +28,6 @@ import importlib.metadata
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Mapping
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.io import naming_writes
+from convergent.io import atomic_file
 from convergent.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
                                   SHAPES32_LIMITS, dataset_options)
 
@@ -260,16 +259,8 @@ def _generated_or_cached(data_dir: str | os.PathLike | None, name: str, settings
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with naming_writes(f"data cache {path}"):
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, f"data cache {path}") as f:
+        np.savez(f, **arrays)
 
 
 # --- CIFAR --------------------------------------------------------------------------------

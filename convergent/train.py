@@ -21,7 +21,6 @@ import csv
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -34,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from convergent.data import DatasetSplits
-from convergent.io import DamagedOutputError, naming_writes, rebuild_hint, verify_digest, write_digest
+from convergent.io import DamagedOutputError, atomic_file, rebuild_hint, verify_digest, write_digest
 from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
 
@@ -169,23 +168,15 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # save through a file object: torch then names the zip's root folder "archive"
-        # instead of after the (random) temp file name, so equal states give equal bytes
-        with naming_writes(f"checkpoint {path}"):
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    torch.save(obj, f)
-                except RuntimeError as err:   # torch reports a failed write (a full disk) this way
-                    if "writ" not in str(err).lower():
-                        raise
-                    raise OSError(f"{err}".splitlines()[0]) from err
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # save through a file object: torch then names the zip's root folder "archive"
+    # instead of after the (random) temp file name, so equal states give equal bytes
+    with atomic_file(path, f"checkpoint {path}") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:   # torch reports a failed write (a full disk) this way
+            if "writ" not in str(err).lower():
+                raise
+            raise OSError(f"{err}".splitlines()[0]) from err
     return path
 
 
