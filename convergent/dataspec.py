@@ -48,11 +48,29 @@ def shapes32_options(options: Mapping[str, Any] | None = None) -> dict[str, int]
     return opts
 
 
+def is_imported(name: str) -> bool:
+    """Whether dataset ``name`` is an import path ``package.module:loader`` (not a built-in)."""
+    from convergent.registry import is_import_path
+
+    return name not in DATASETS and is_import_path(name)
+
+
 def dataset_options(name: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The options of dataset ``name`` with defaults filled in and checked ({} for datasets
-    without options, which refuse any). Raises ValueError naming the key."""
+    without options, which refuse any). Raises ValueError naming the key.
+
+    A dataset by import path takes any options (its loader's keyword arguments) and
+    ``num_classes`` (a positive integer; default: from the labels)."""
+    if is_imported(name):
+        opts = dict(options or {})
+        classes = opts.get("num_classes")
+        if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int) or classes < 2):
+            raise ValueError(f"data.{name}.num_classes = {classes!r}; allowed: an integer ≥ 2, or leave it "
+                             f"out to count the labels")
+        return opts
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)} "
+                         f"or an import path package.module:loader")
     if name == "shapes32":
         return shapes32_options(options)
     if options:
@@ -75,8 +93,24 @@ FIXED_SPLIT_SIZES: dict[str, dict[str, int]] = {
 
 
 def split_sizes(name: str, options: Mapping[str, Any] | None = None) -> dict[str, int]:
-    """``{"train": rows, "test": rows}`` of dataset ``name`` with its options (shapes32: its size)."""
+    """``{"train": rows, "test": rows}`` of dataset ``name`` with its options (shapes32: its size;
+    a dataset by import path: its loader's, which this calls, :func:`convergent.data.imported_summary`)."""
+    if is_imported(name):
+        from convergent.data import imported_summary
+
+        return dict(imported_summary(name, options)[2])
     if name == "shapes32":
         opts = shapes32_options(options)
         return {"train": opts["n_train"], "test": opts["n_test"]}
     return dict(FIXED_SPLIT_SIZES[name])
+
+
+def dataset_shape(name: str, options: Mapping[str, Any] | None = None) -> tuple[tuple[int, ...], int]:
+    """(input shape, number of classes) of dataset ``name`` (:data:`DATASET_SHAPES` for the
+    built-ins; a dataset by import path: from its loader, :func:`convergent.data.imported_summary`)."""
+    if is_imported(name):
+        from convergent.data import imported_summary
+
+        shape, classes, _ = imported_summary(name, options)
+        return shape, classes
+    return DATASET_SHAPES[name]

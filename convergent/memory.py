@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convergent.archspec import arch_options, wrn_blocks_per_stage
-from convergent.dataspec import DATASET_SHAPES, split_sizes
+from convergent.archspec import arch_options, is_imported, wrn_blocks_per_stage
+from convergent.dataspec import dataset_shape, split_sizes
 
 MB = 2**20
 #: resident memory of a job's process after its imports, before any data (MB). Measured by
@@ -60,6 +60,9 @@ OPTIMIZER_STATES = {"sgd": 1, "adam": 2}
 #: a dense/conv block keeps its pre-activation, normalised and activated maps; a residual
 #: block two convs, two BatchNorms, the sum and the shortcut
 SAVED_PER_LAYER = {"mlp": 4, "cnn": 5, "resnet18": 12, "wrn": 10}
+#: the same for an imported architecture, whose layers are not known to this module: a
+#: transformer block keeps about this many (norms, attention's projections, its MLP)
+IMPORTED_SAVED_PER_LAYER = 16
 #: the training defaults a config may leave out (convergent.jobs.TRAINING_DEFAULTS)
 EVAL_BATCH_SIZE = 1024
 CHUNK_ROWS = 256
@@ -85,6 +88,11 @@ def geometry(arch: str, width: int, input_shape: Sequence[int], num_classes: int
     :mod:`convergent.models`) on inputs of ``input_shape`` (c, l) or (c, h, w)."""
     opts = arch_options(arch, options)
     shape = tuple(int(s) for s in input_shape)
+    if is_imported(arch):   # built once (torch) by convergent.models.probe; a built-in is counted here
+        from convergent.models import probe
+
+        p = probe(arch, width, shape, num_classes, opts)
+        return Geometry(p.params, tuple(math.prod(s) for s in p.layer_shapes))
     if arch == "mlp":
         fan_in = math.prod(shape)
         depth = int(opts["depth"])
@@ -165,7 +173,7 @@ class Estimate:
 
 
 def _data_mb(dataset: str, data: Mapping[str, Any] | None) -> tuple[float, tuple[int, ...], int]:
-    shape, classes = DATASET_SHAPES[dataset]
+    shape, classes = dataset_shape(dataset, data)
     sizes = split_sizes(dataset, data)
     return DATA_COPIES * 4 * (sizes["train"] + sizes["test"]) * math.prod(shape) / MB, shape, classes
 
@@ -181,7 +189,7 @@ def train_estimate(dataset: str, arch: str, width: int, model: Mapping[str, Any]
     params_mb = 4 * g.params * (PARAM_COPIES + states) / MB
     batch = int(training.get("batch_size", 64))
     eval_batch = int(training.get("eval_batch_size", EVAL_BATCH_SIZE))
-    train_acts = 4 * batch * sum(g.layer_elems) * SAVED_PER_LAYER[arch]
+    train_acts = 4 * batch * sum(g.layer_elems) * SAVED_PER_LAYER.get(arch, IMPORTED_SAVED_PER_LAYER)
     eval_acts = 4 * eval_batch * max(g.layer_elems) * 3
     return Estimate("train", BASE_MB, data_mb, params_mb, max(train_acts, eval_acts) / MB, g.params)
 
