@@ -569,7 +569,12 @@ def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: 
     if arch in archspec.ARCHS:
         return factory(int(width), int(num_classes), input_shape, **dict(options or {}))
     opts = archspec.arch_options(arch, options)
-    net = factory(int(width), int(num_classes), input_shape, **archspec.factory_options(opts))
+    try:
+        net = factory(int(width), int(num_classes), input_shape, **archspec.factory_options(opts))
+    except Exception as err:   # the user's code: say which call failed and where its options come from
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"sweep.archs: {arch}(width={width}, num_classes={num_classes}, input_shape={input_shape}, "
+                         f"**sweep.model.{arch}) raised {type(err).__name__}: {first}") from err
     if not isinstance(net, nn.Module):
         raise TypeError(f"sweep.archs: factory {arch!r} returned a {type(net).__name__}, not a torch nn.Module")
     return ImportedNet(arch, width, input_shape, num_classes, opts, net)

@@ -487,5 +487,6 @@ def _imported_layers(dataset: str, arch: str, width: int, options: Mapping[str, 
         raise ConfigError(f"{where}: {err}") from None
     except Exception as err:   # the user's factory raised: say which call failed
         first = str(err).splitlines()[0] if str(err) else ""
-        raise ConfigError(f"{where}: sweep.archs: {arch}(width={width}, num_classes={classes}, "
-                          f"input_shape={shape}, **sweep.model.{arch}) raised {type(err).__name__}: {first}") from None
+        raise ConfigError(f"{where}: sweep.archs: {arch} built with width={width}, num_classes={classes}, "
+                          f"input_shape={shape}, **sweep.model.{arch} failed on a probe forward pass of zeros: "
+                          f"{type(err).__name__}: {first}") from None
