@@ -253,3 +253,15 @@ def test_rotation_leaves_out_an_imported_arch_beside_a_builtin():
     sweep = check(config)
     rot = {e.arch: e.rotation_layers for e in sweep.experiments}
     assert rot == {"mlp": ["fc1", "fc2"], VIT: []}
+
+
+def test_a_name_that_is_neither_builtin_nor_import_path_is_refused_readably():
+    from convergent.config import check_config
+
+    config = tiny_config(datasets=["imagenet"], archs=["transformer", "tests/models_vit.py:tiny_vit"])
+    with pytest.raises(ConfigError) as err:
+        check_config(config)
+    text = str(err.value)
+    for words in ("sweep.archs[0] = 'transformer'", "sweep.archs[1]", "sweep.datasets[0] = 'imagenet'",
+                  "mlp, cnn, resnet18, wrn or package.module:name", "Allowed: digits, mnist1d", "shapes32 or package.module:name"):
+        assert words in text, text
