@@ -251,7 +251,8 @@ def train(model: ConvergentNet, data: DatasetSplits, cfg: TrainConfig, seed: int
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     model.to(device)
-    freeze_first_layers(model, frozen_k)  # idempotent; guarantees the contract
+    if getattr(model, "frozen_k", None) != frozen_k:   # frozen once (init_model) and recorded on the model
+        freeze_first_layers(model, frozen_k)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
