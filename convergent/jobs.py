@@ -34,8 +34,8 @@ def _prepend_columns(frame: pd.DataFrame, columns: Mapping[str, Any]) -> None:
 
 
 def _device(requested: str) -> str:
-    """The config's ``device`` resolved by :func:`convergent.train.resolve_device`, as a string."""
-    from convergent.train import resolve_device
+    """The config's ``device`` resolved by :func:`convergent.nets.train.resolve_device`, as a string."""
+    from convergent.nets.train import resolve_device
 
     return str(resolve_device(requested))
 
@@ -56,12 +56,12 @@ def train_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], reference:
     ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
     ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
-    :func:`convergent.data.load_dataset`, as in every other job that loads the data.
+    :func:`convergent.nets.data.load_dataset`, as in every other job that loads the data.
     ``settings["order_seed"]`` (a data-order run; default: the seed) seeds the minibatch
     order and every other random draw of training; the initial weights come from ``seed``.
     """
-    from convergent.data import load_dataset
-    from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
+    from convergent.nets.data import load_dataset
+    from convergent.nets.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
 
     lap("imports")
     log = get_logger()
@@ -112,10 +112,10 @@ def extract_job(*, run: Mapping[str, Any], checkpoints: Mapping[str, str], setti
     """
     import torch
 
-    from convergent.data import load_dataset
-    from convergent.extract import extract_to_store
-    from convergent.models import build_model
-    from convergent.train import load_state, set_determinism
+    from convergent.nets.data import load_dataset
+    from convergent.nets.extract import extract_to_store
+    from convergent.nets.models import build_model
+    from convergent.nets.train import load_state, set_determinism
 
     lap("imports")
     log = get_logger()
@@ -336,9 +336,9 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     """
     import pandas as pd
 
-    from convergent.data import load_dataset
-    from convergent.models import build_model
-    from convergent.train import load_state, set_determinism
+    from convergent.nets.data import load_dataset
+    from convergent.nets.models import build_model
+    from convergent.nets.train import load_state, set_determinism
     from convergent.weights.lmc import EvalOptions, default_alphas, lmc_pair
 
     log = get_logger()
@@ -383,14 +383,14 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
     everything above R, and record accuracy. The linear control (option ``linear``: ReLU →
     identity, max-pool → average pool) trains the same architecture from the same seed
     with the sweep's training settings and applies the same test. ``rotation.layers``
-    resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
+    resolves through :func:`convergent.nets.archspec.rotation_layers`; with ``all``, layers
     without a site (wrn's stem) are named in the log with the reason.
     """
     import pandas as pd
 
-    from convergent.archspec import rotation_layers, rotation_refusals
-    from convergent.data import load_dataset
-    from convergent.train import TrainConfig, init_model, load_state, set_determinism
+    from convergent.nets.archspec import rotation_layers, rotation_refusals
+    from convergent.nets.data import load_dataset
+    from convergent.nets.train import TrainConfig, init_model, load_state, set_determinism
     from convergent.weights.evaluation import resolve_batch_size
     from convergent.weights.rotation import layer_width, prefix, retrain, rotation_path, rotation_test
 
@@ -460,7 +460,7 @@ def rotation_job(*, run: Mapping[str, Any], settings: Mapping[str, Any], checkpo
 
 def evaluate_test(model: Any, data: Any, batch_size: int) -> tuple[float, float]:
     """(test loss, test accuracy) of ``model`` in eval mode."""
-    from convergent.train import evaluate
+    from convergent.nets.train import evaluate
 
     return evaluate(model, data.x_test, data.y_test, batch_size)
 

@@ -1,7 +1,7 @@
 """How much memory a job needs, estimated from the config before any job runs.
 
 Pure Python (no torch): the Snakefile plans with it on every invocation, dry runs included.
-From the architecture, width, input shape (:data:`convergent.dataspec.DATASET_SHAPES`),
+From the architecture, width, input shape (:data:`convergent.nets.dataspec.DATASET_SHAPES`),
 batch sizes and ``extract.max_samples`` it counts
 
 * **parameters** ``P`` of the network (tested equal to the built torch model's count), and
@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convergent.archspec import arch_options, is_imported, wrn_blocks_per_stage
-from convergent.dataspec import dataset_shape, split_sizes
+from convergent.nets.archspec import arch_options, is_imported, wrn_blocks_per_stage
+from convergent.nets.dataspec import dataset_shape, split_sizes
 
 MB = 2**20
 #: resident memory of a job's process after its imports, before any data (MB). Measured by
@@ -85,11 +85,11 @@ def _half(n: int) -> int:
 def geometry(arch: str, width: int, input_shape: Sequence[int], num_classes: int,
              options: Mapping[str, Any] | None = None) -> Geometry:
     """Parameter count and per-layer output sizes of ``arch`` at ``width`` (see
-    :mod:`convergent.models`) on inputs of ``input_shape`` (c, l) or (c, h, w)."""
+    :mod:`convergent.nets.models`) on inputs of ``input_shape`` (c, l) or (c, h, w)."""
     opts = arch_options(arch, options)
     shape = tuple(int(s) for s in input_shape)
-    if is_imported(arch):   # built once (torch) by convergent.models.probe; a built-in is counted here
-        from convergent.models import probe
+    if is_imported(arch):   # built once (torch) by convergent.nets.models.probe; a built-in is counted here
+        from convergent.nets.models import probe
 
         p = probe(arch, width, shape, num_classes, opts)
         return Geometry(p.params, tuple(math.prod(s) for s in p.layer_shapes))

@@ -31,9 +31,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convergent.archspec import IMPORTED_ROTATION_REFUSAL, arch_options, is_imported, layer_names, rotation_layers
-from convergent.dataspec import SHAPES32_LIMITS, dataset_options, dataset_shape, split_sizes
-from convergent.dataspec import is_imported as is_imported_dataset
+from convergent.nets.archspec import IMPORTED_ROTATION_REFUSAL, arch_options, is_imported, layer_names, rotation_layers
+from convergent.nets.dataspec import SHAPES32_LIMITS, dataset_options, dataset_shape, split_sizes
+from convergent.nets.dataspec import is_imported as is_imported_dataset
 
 CONTROLS = ("cross", "floor", "ceiling", "data_order")
 #: which saved network state each control compares
@@ -473,13 +473,13 @@ def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str,
 def _imported_layers(dataset: str, arch: str, width: int, options: Mapping[str, Any], data: Mapping[str, Any],
                      where: str) -> list[str]:
     """The layers of an imported architecture, from building it once on ``dataset``'s shape
-    (:func:`convergent.models.probe`); whatever fails (the import, the factory, a layer name)
+    (:func:`convergent.nets.models.probe`); whatever fails (the import, the factory, a layer name)
     becomes one :class:`ConfigError` line naming the config key."""
     try:
         shape, classes = dataset_shape(dataset, data)
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
-    from convergent.models import probe   # torch: only a sweep with an imported architecture pays it
+    from convergent.nets.models import probe   # torch: only a sweep with an imported architecture pays it
 
     try:
         return list(probe(arch, width, shape, classes, options).layer_names)

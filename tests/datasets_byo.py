@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 def small_shapes(n_train: int = 200, n_test: int = 100) -> tuple[TensorDataset, TensorDataset]:
     """shapes32 (3 × 32 × 32, ten shape classes) re-exported at a small size, pixels in [0, 1]."""
-    from convergent.data import generate_shapes32
+    from convergent.nets.data import generate_shapes32
 
     arrays = generate_shapes32(n_train, n_test)
 

@@ -114,9 +114,9 @@ def test_full_disk_names_the_file_of_an_atomic_write(tmp_path, monkeypatch):
 def test_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from convergent.train import save_state
+    from convergent.nets.train import save_state
 
-    monkeypatch.setattr("convergent.train.os.fdopen", _FullDiskFile)
+    monkeypatch.setattr("convergent.nets.train.os.fdopen", _FullDiskFile)
     target = tmp_path / "model.pt"
     with pytest.raises(OSError) as err:
         save_state(torch.nn.Linear(2, 2), target)
@@ -194,9 +194,9 @@ def test_every_writer_respects_the_umask(tmp_path, umask, mask):
     import numpy as np
     import torch
 
-    from convergent.data import _atomic_savez
+    from convergent.nets.data import _atomic_savez
     from convergent.io import umask_mode, write_json
-    from convergent.train import save_state
+    from convergent.nets.train import save_state
 
     umask(mask)
     want = 0o666 & ~mask

@@ -91,7 +91,7 @@ def test_tokens_layers_are_stored_units_by_tokens(finished):
 
 
 def test_frozen_run_keeps_the_reference_prefix(finished):
-    from convergent.train import load_state
+    from convergent.nets.train import load_state
 
     workdir, _, _ = finished
     base = workdir / "results/runs" / DATA / ARCH / "w8"

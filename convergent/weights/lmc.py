@@ -43,9 +43,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from convergent.data import DatasetSplits
+from convergent.nets.data import DatasetSplits
 from convergent.logs import get_logger
-from convergent.models import ConvergentNet, is_batchnorm
+from convergent.nets.models import ConvergentNet, is_batchnorm
 from convergent.weights.evaluation import per_image, resolve_batch_size, subset_indices, take
 from convergent.weights.permute import Perms, activation_matching, apply_permutation, weight_matching
 from convergent.weights.repair import endpoint_stats, interpolate_stats, repaired
@@ -127,7 +127,7 @@ def _parse(variant: str) -> tuple[str | None, str | None]:
 
 def _applicable(treat: str | None, model: nn.Module, method: str | None = None) -> bool:
     """bn_reset needs BatchNorm; permuting and REPAIR need a permutation spec and REPAIR rule,
-    which an imported network (``permutable = False``, :class:`convergent.models.ImportedNet`) lacks."""
+    which an imported network (``permutable = False``, :class:`convergent.nets.models.ImportedNet`) lacks."""
     if (method is not None or treat == "repair") and not getattr(model, "permutable", True):
         return False
     return treat != "bn_reset" or has_batchnorm(model)

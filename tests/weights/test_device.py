@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from convergent.data import load_dataset
-from convergent.models import build_model
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
 
 PACKAGE = Path(__file__).resolve().parents[2] / "convergent"
 #: (file, source line fragment) → why it is the CPU on every device
@@ -90,12 +90,12 @@ def test_rotation_prefix_and_retraining_follow_the_model_device():
 
 def test_jobs_move_every_network_to_the_configured_device(monkeypatch, tmp_path):
     """rotation_job puts both networks on ``_device(device)``; a stand-in device proves it."""
-    import convergent.data
+    import convergent.nets.data
     import convergent.jobs as jobs
-    from convergent.train import init_model, save_state
+    from convergent.nets.train import init_model, save_state
 
     data = load_dataset("digits", max_train=64, max_test=32)
-    monkeypatch.setattr(convergent.data, "load_dataset", lambda *a, **k: data)
+    monkeypatch.setattr(convergent.nets.data, "load_dataset", lambda *a, **k: data)
     model = init_model("cnn", 4, data, {"depth": 2, "batchnorm": True}, seed=0)
     save_state(model, tmp_path / "model.pt")
     monkeypatch.setattr(jobs, "_device", lambda requested: "meta")

@@ -19,7 +19,7 @@ BLOCKS = ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1"]
 
 
 def vit(width=8, layers=None, container=None, **options):
-    from convergent.models import build_model
+    from convergent.nets.models import build_model
 
     opts = {**options, **({"layers": layers} if layers else {}), **({"container": container} if container else {})}
     return build_model(VIT, width, (3, 32, 32), 10, opts)
@@ -46,13 +46,13 @@ def check(config):
 # --- the registry ---------------------------------------------------------------------------
 
 def test_builtins_are_registry_entries_called_like_an_import_path():
-    from convergent import models
-    from convergent.registry import ARCH_REGISTRY, arch_factory
+    from convergent.nets import models
+    from convergent.nets.registry import ARCH_REGISTRY, arch_factory
 
     assert set(ARCH_REGISTRY) == {"mlp", "cnn", "resnet18", "wrn"}
     assert arch_factory("cnn") is models.cnn
     torch.manual_seed(0)
-    a = arch_factory("convergent.models:mlp")(4, 3, (1, 8, 8), depth=2)
+    a = arch_factory("convergent.nets.models:mlp")(4, 3, (1, 8, 8), depth=2)
     torch.manual_seed(0)
     b = models.build_model("mlp", 4, (1, 8, 8), 3, {"depth": 2})
     assert a.layer_names == b.layer_names == ["fc1", "fc2"]
@@ -62,7 +62,7 @@ def test_builtins_are_registry_entries_called_like_an_import_path():
 def test_schema_pattern_is_the_code_s():
     import yaml
 
-    from convergent.registry import IMPORT_PATH_PATTERN, is_import_path
+    from convergent.nets.registry import IMPORT_PATH_PATTERN, is_import_path
 
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     assert schema["$defs"]["import_path"]["pattern"] == IMPORT_PATH_PATTERN
@@ -128,8 +128,8 @@ def test_freezing_k_layers_freezes_what_computes_them_including_container_parame
 
 
 def test_init_model_copies_and_freezes_the_reference_prefix():
-    from convergent.data import load_dataset
-    from convergent.train import init_model
+    from convergent.nets.data import load_dataset
+    from convergent.nets.train import init_model
 
     data = load_dataset(SHAPES, options={"n_train": 20, "n_test": 10})
     opts = {"layers": ["conv_proj", *BLOCKS]}
@@ -148,7 +148,7 @@ def test_init_model_copies_and_freezes_the_reference_prefix():
 
 def test_tokens_layers_are_stored_units_by_tokens(tmp_path):
     from convergent.activations import ActivationStore
-    from convergent.extract import extract_to_store
+    from convergent.nets.extract import extract_to_store
 
     net = vit(layers=["conv_proj", *BLOCKS]).eval()
     x, y = torch.randn(10, 3, 32, 32), torch.arange(10) % 3
@@ -169,7 +169,7 @@ def test_tokens_layers_are_stored_units_by_tokens(tmp_path):
 
 def test_memory_estimate_counts_the_built_network():
     from convergent.memory import geometry
-    from convergent.models import count_parameters
+    from convergent.nets.models import count_parameters
 
     net = vit(layers=["conv_proj", *BLOCKS])
     g = geometry(VIT, 8, (3, 32, 32), 10, {"layers": ["conv_proj", *BLOCKS]})
@@ -180,7 +180,7 @@ def test_memory_estimate_counts_the_built_network():
 # --- datasets by import path ----------------------------------------------------------------
 
 def test_dataset_by_import_path_counts_classes_and_fingerprints():
-    from convergent.data import load_dataset
+    from convergent.nets.data import load_dataset
 
     a = load_dataset("tests.datasets_byo:counting")
     assert a.num_classes == 3 and a.input_shape == (3,) and a.x_train.dtype == torch.float32
@@ -199,7 +199,7 @@ def test_dataset_by_import_path_counts_classes_and_fingerprints():
     ("tests.datasets_byo:nothing", None, ["sweep.datasets", "has no 'nothing'", "counting"]),
 ])
 def test_bad_dataset_errors_name_the_key(name, options, words):
-    from convergent.data import load_dataset
+    from convergent.nets.data import load_dataset
 
     with pytest.raises(ValueError) as err:
         load_dataset(name, options=options)

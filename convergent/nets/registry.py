@@ -3,7 +3,7 @@
 ``sweep.archs`` and ``sweep.datasets`` take a built-in name or an *import path*
 ``package.module:attribute`` (the module must be importable by the Python that runs
 Snakemake and its jobs: installed, or on ``PYTHONPATH``). One registry maps every built-in
-architecture to its factory in :mod:`convergent.models`; an import path extends it, and both
+architecture to its factory in :mod:`convergent.nets.models`; an import path extends it, and both
 are called the same way (:func:`arch_factory`)::
 
     factory(width: int, num_classes: int, input_shape: tuple[int, ...], **options) -> nn.Module
@@ -13,8 +13,8 @@ options (less ``num_classes``)::
 
     loader(**options) -> (train, test)   # two torch Datasets of (x, y), y an integer label
 
-(the built-in datasets keep their own loaders in :mod:`convergent.data`, because they read
-``data_dir``, cache what they generate and standardise; see :func:`convergent.data.load_dataset`).
+(the built-in datasets keep their own loaders in :mod:`convergent.nets.data`, because they read
+``data_dir``, cache what they generate and standardise; see :func:`convergent.nets.data.load_dataset`).
 
 This module imports nothing heavy itself; resolving an import path imports the user's module.
 """
@@ -33,10 +33,10 @@ IMPORT_PATH_PATTERN = IMPORT_PATH.pattern
 
 #: the built-in architectures: their factories, as an import path would name them
 ARCH_REGISTRY: dict[str, str] = {
-    "mlp": "convergent.models:mlp",
-    "cnn": "convergent.models:cnn",
-    "resnet18": "convergent.models:resnet18",
-    "wrn": "convergent.models:wrn",
+    "mlp": "convergent.nets.models:mlp",
+    "cnn": "convergent.nets.models:cnn",
+    "resnet18": "convergent.nets.models:resnet18",
+    "wrn": "convergent.nets.models:wrn",
 }
 
 

@@ -1,13 +1,13 @@
 """Layer activations of a trained network, batch by batch, into an activation store.
 
 Representations are captured with forward hooks on the layer modules of
-:class:`~convergent.models.ConvergentNet` (see :func:`convergent.models.record_layers`),
+:class:`~convergent.nets.models.ConvergentNet` (see :func:`convergent.nets.models.record_layers`),
 in eval mode and without gradients. The forward pass stops after the deepest
 requested layer, so extracting early layers does not pay for the rest of the network.
 
 Shapes: rows are samples, in input order; dense layers give (b, d), conv layers keep
 their spatial axes, (b, c, l) or (b, c, h, w). A *tokens* layer of an imported network
-(output (b, t, d), :class:`~convergent.models.ImportedNet`) is stored transposed, (b, d, t),
+(output (b, t, d), :class:`~convergent.nets.models.ImportedNet`) is stored transposed, (b, d, t),
 with axes ``sample, unit, token``: the units take the channels' place, so the conv views
 apply unchanged (``positions`` is the tokens view, every token of every sample a row;
 ``pool`` the mean over tokens; ``flatten`` all t·d values). Values are float32.
@@ -25,7 +25,7 @@ import torch
 
 from convergent.activations import CHUNK_FEATURES, TARGETS, TOKEN_ATTRS, ActivationStoreWriter
 from convergent.logs import progress
-from convergent.models import ConvergentNet, ImportedNet, record_layers
+from convergent.nets.models import ConvergentNet, ImportedNet, record_layers
 
 
 def iter_layer_activations(model: ConvergentNet | ImportedNet, x: torch.Tensor, layers: Sequence[str],

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from convergent.io import atomic_file
-from convergent.registry import is_import_path
-from convergent.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
+from convergent.nets.registry import is_import_path
+from convergent.nets.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
                                   SHAPES32_LIMITS, dataset_options)
 
 #: MNIST-1D generator settings: the package defaults (4,000 train / 1,000 test, seed 42)
@@ -94,7 +94,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     ship their own split; ``info`` says which). ``data_dir`` is where CIFAR lives
     (torchvision layout) and, if given, where the generated MNIST-1D and shapes32 and
     the digits split are cached. ``options``: per-dataset options (the config's ``data.<name>``); only
-    ``shapes32`` has any (its size, :data:`convergent.dataspec.SHAPES32_DEFAULTS`), the
+    ``shapes32`` has any (its size, :data:`convergent.nets.dataspec.SHAPES32_DEFAULTS`), the
     others refuse them.
     """
     opts = dataset_options(name, options)
@@ -160,7 +160,7 @@ def imported_arrays(name: str, options: Mapping[str, Any] | None = None
     Inputs are kept as the loader gives them (float32, not standardised). Every problem raises
     ``ValueError`` naming the config key ``sweep.datasets`` or ``data.<name>``.
     """
-    from convergent.registry import resolve
+    from convergent.nets.registry import resolve
 
     opts = dict(options or {})
     classes = opts.pop("num_classes", None)
@@ -522,7 +522,7 @@ def _shapes32(data_dir: str | os.PathLike | None, opts: Mapping[str, int]):
                 "classes": list(SHAPES32_CLASSES)}
     arrays, source = _generated_or_cached(data_dir, "shapes32", settings,
                                           lambda: generate_shapes32(settings["n_train"], settings["n_test"]))
-    info = {"source": f"convergent.data.generate_shapes32 ({source})", "generator_args": settings,
+    info = {"source": f"convergent.nets.data.generate_shapes32 ({source})", "generator_args": settings,
             "split": "fixed: train and test drawn from separate seeded streams", "split_seed": None,
             "scale": "uint8 / 255"}
     as_float = lambda a: a.astype(np.float32) / 255.0  # noqa: E731

@@ -1,7 +1,7 @@
 """The four architectures as one sequential container, :class:`ConvergentNet`.
 
 A network is ``layers`` (an ``nn.ModuleList``, one module per named layer of
-:func:`convergent.archspec.layer_names`) followed by ``head`` (pooling + linear
+:func:`convergent.nets.archspec.layer_names`) followed by ``head`` (pooling + linear
 classifier). Layer module ``i`` maps the output of layer ``i-1`` (or the input) to the
 representation of layer ``i``, so
 
@@ -9,7 +9,7 @@ representation of layer ``i``, so
 * the parameters and buffers computing the first ``k`` layers are exactly those of
   ``layers[:k]`` — freezing, copying and permuting work on that prefix.
 
-Per architecture (``width`` as in :mod:`convergent.archspec`):
+Per architecture (``width`` as in :mod:`convergent.nets.archspec`):
 
 * ``mlp``: flatten → ``depth`` × [Linear(width) → ReLU] → Linear head. Layer ``fc{i}``
   is a :class:`Block` (``pre`` = Flatten for the first, ``linear``, ``norm`` = Identity,
@@ -61,7 +61,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from convergent import archspec
+from convergent.nets import archspec
 
 #: option keys each architecture accepts (archspec.ARCH_OPTIONS; defaults in archspec.ARCH_DEFAULTS)
 ALLOWED_OPTIONS: dict[str, set[str]] = {arch: set(keys) for arch, keys in archspec.ARCH_OPTIONS.items()}
@@ -555,14 +555,14 @@ def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: 
     """A freshly initialised network (seed torch beforehand for reproducibility).
 
     ``arch`` is a built-in name or an import path ``package.module:factory``; both resolve
-    through :func:`convergent.registry.arch_factory` and are called as
+    through :func:`convergent.nets.registry.arch_factory` and are called as
     ``factory(width, num_classes, input_shape, **options)``. A built-in factory returns a
     :class:`ConvergentNet`; any other module is wrapped in an :class:`ImportedNet` (its layers:
     the option ``layers``, or the children of ``container``, see :func:`imported_layer_names`).
     ``input_shape`` excludes the batch axis: (features,), (c, l) or (c, h, w).
-    Built-ins: ``options`` override :data:`convergent.archspec.ARCH_DEFAULTS`; unknown keys raise.
+    Built-ins: ``options`` override :data:`convergent.nets.archspec.ARCH_DEFAULTS`; unknown keys raise.
     """
-    from convergent.registry import arch_factory
+    from convergent.nets.registry import arch_factory
 
     factory = arch_factory(arch)
     input_shape = tuple(int(s) for s in input_shape)
@@ -581,7 +581,7 @@ def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: 
 
 
 def _builtin(arch: str, width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
-    """The built-in ``arch`` with the factory signature of the registry (:data:`convergent.registry.ARCH_REGISTRY`)."""
+    """The built-in ``arch`` with the factory signature of the registry (:data:`convergent.nets.registry.ARCH_REGISTRY`)."""
     opts = archspec.arch_options(arch, options)
     unknown = set(opts) - ALLOWED_OPTIONS[arch]
     if unknown:
@@ -603,7 +603,7 @@ def _check_names(model: ConvergentNet, names: list[str]) -> None:
 
 
 def mlp(width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
-    """Registry factory of ``mlp`` (:data:`convergent.registry.ARCH_REGISTRY`)."""
+    """Registry factory of ``mlp`` (:data:`convergent.nets.registry.ARCH_REGISTRY`)."""
     return _builtin("mlp", width, num_classes, input_shape, **options)
 
 

@@ -2,7 +2,7 @@
 
 The Snakefile and the config validator need layer names to plan the DAG; importing
 torch for that would slow every dry run, so the names live here and
-:mod:`convergent.models` checks that the built networks expose exactly these.
+:mod:`convergent.nets.models` checks that the built networks expose exactly these.
 
 ``width`` is always a positive integer whose meaning depends on the architecture:
 
@@ -48,7 +48,7 @@ IMPORTED_KEYS = ("layers", "container")
 
 def is_imported(arch: str) -> bool:
     """Whether ``arch`` is an import path ``package.module:factory`` rather than a built-in."""
-    from convergent.registry import is_import_path
+    from convergent.nets.registry import is_import_path
 
     return arch not in ARCHS and is_import_path(arch)
 
@@ -95,10 +95,10 @@ def layer_names(arch: str, options: Mapping[str, Any] | None = None) -> list[str
     """Extractable hidden layers of ``arch``, input to output.
 
     An imported architecture's layers depend on the network the factory builds, hence on the
-    data's shape: :func:`convergent.models.probe` gives them."""
+    data's shape: :func:`convergent.nets.models.probe` gives them."""
     if is_imported(arch):
         raise ValueError(f"{arch}: the layers of an imported architecture come from building it "
-                         f"(convergent.models.probe), not from its name")
+                         f"(convergent.nets.models.probe), not from its name")
     opts = arch_options(arch, options)
     if arch == "mlp":
         return [f"fc{i + 1}" for i in range(int(opts["depth"]))]

@@ -1,4 +1,4 @@
-"""Deterministic, resumable training of a :class:`~convergent.models.ConvergentNet`.
+"""Deterministic, resumable training of a :class:`~convergent.nets.models.ConvergentNet`.
 
 Design choices (and why)
 
@@ -32,9 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convergent.data import DatasetSplits
+from convergent.nets.data import DatasetSplits
 from convergent.io import DamagedOutputError, atomic_file, rebuild_hint, verify_digest, write_digest
-from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
+from convergent.nets.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
 
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
