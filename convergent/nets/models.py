@@ -363,7 +363,7 @@ class ImportedNet(nn.Module):
         try:
             self.net.eval()
             with torch.no_grad():
-                self.net(torch.zeros((2, *self.input_shape)))
+                self.net(torch.zeros((2, *self.input_shape), device=self._device()))
         finally:
             self.net.train(was)
             for h in handles:
@@ -384,6 +384,10 @@ class ImportedNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def _device(self) -> torch.device:
+        """Where the network's parameters are (the probe inputs go there)."""
+        return next(self.net.parameters(), torch.empty(0)).device
 
     def forward_layers(self, x: torch.Tensor, upto: int) -> torch.Tensor:
         """Output of layer ``upto`` (1-based); the forward pass stops there (the rest never runs).
@@ -437,7 +441,7 @@ class ImportedNet(nn.Module):
                 p.requires_grad_(True)
             self.net.eval()
             with torch.enable_grad():
-                out = self.forward_layers(torch.zeros((2, *self.input_shape)), k)
+                out = self.forward_layers(torch.zeros((2, *self.input_shape), device=self._device()), k)
                 grads = torch.autograd.grad(out.float().sum(), [p for _, p in params], allow_unused=True)
         finally:
             self.net.train(was)
