@@ -22,13 +22,13 @@ from convergent.nets.models import build_model
 PACKAGE = Path(__file__).resolve().parents[2] / "convergent"
 #: (file, source line fragment) → why it is the CPU on every device
 ALLOWED = {
-    ("train.py", 'device: str = "cpu"'): "TrainConfig's default when no device is configured",
-    ("train.py", 'if self.device not in ("cpu", "cuda", "auto")'): "validation of the configured value",
-    ("train.py", 'return torch.device("cuda" if torch.cuda.is_available() else "cpu")'): "device: auto",
-    ("train.py", 'map_location: str | torch.device = "cpu"'): "states are loaded on the host, then copied "
+    ("nets/train.py", 'device: str = "cpu"'): "TrainConfig's default when no device is configured",
+    ("nets/train.py", 'if self.device not in ("cpu", "cuda", "auto")'): "validation of the configured value",
+    ("nets/train.py", 'return torch.device("cuda" if torch.cuda.is_available() else "cpu")'): "device: auto",
+    ("nets/train.py", 'map_location: str | torch.device = "cpu"'): "states are loaded on the host, then copied "
                                                             "into the model on its device by load_state_dict",
-    ("train.py", 'torch.load(path, map_location="cpu"'): "resume checkpoints: the same",
-    ("train.py", 'torch.Generator(device="cpu")'): "the batch order comes from a CPU generator so that it is "
+    ("nets/train.py", 'torch.load(path, map_location="cpu"'): "resume checkpoints: the same",
+    ("nets/train.py", 'torch.Generator(device="cpu")'): "the batch order comes from a CPU generator so that it is "
                                                    "the same on every device (the permutation is then moved)",
     ("weights/rotation.py", 'torch.Generator(device="cpu")'): "retraining's batch order: as in train.py",
     ("weights/evaluation.py", 'if model_device(model).type != "cpu"'): "auto batch size: big batches off the CPU",
