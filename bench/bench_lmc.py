@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from convergent.data import load_dataset
-from convergent.models import build_model
-from convergent.train import TrainConfig, evaluate, set_determinism, train
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
+from convergent.nets.train import TrainConfig, evaluate, set_determinism, train
 from convergent.weights.lmc import VARIANTS, default_alphas, lmc_pair
 
 CASES = [("mlp", {"depth": 3}, 128), ("cnn", {"depth": 4, "batchnorm": False}, 16),

@@ -70,10 +70,10 @@ def main() -> None:
 
     import torch
 
-    from convergent.data import load_dataset
-    from convergent.models import build_model
+    from convergent.nets.data import load_dataset
+    from convergent.nets.models import build_model
+    from convergent.nets.train import load_state, set_determinism
     from convergent.settings import LMCSettings
-    from convergent.train import load_state, set_determinism
     from convergent.weights.lmc import EvalOptions, default_alphas, lmc_pair
 
     config = yaml.safe_load(Path(args.config).read_text())

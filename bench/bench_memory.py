@@ -43,7 +43,7 @@ NETWORK_RULES = ("train", "extract", "lmc", "rotation")
 
 def import_rss_mb() -> float:
     """Peak RSS (MB) of a fresh interpreter after the imports of a train and an extract job."""
-    code = ("import resource, convergent.jobs, convergent.train, convergent.data, convergent.extract, "
+    code = ("import resource, convergent.jobs, convergent.nets.train, convergent.nets.data, convergent.nets.extract, "
             "convergent.activations, snakemake.script; "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

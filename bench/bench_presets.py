@@ -57,9 +57,9 @@ def measure(arch: str, width: int, options: dict, batch_size: int, n_train: int,
     """Per-image CPU seconds of one architecture at CIFAR shape (see module docstring)."""
     import torch
 
-    from convergent.data import load_dataset
-    from convergent.extract import extract_to_store
-    from convergent.train import TrainConfig, _train_epoch, evaluate, init_model, make_optimizer, set_determinism
+    from convergent.nets.data import load_dataset
+    from convergent.nets.extract import extract_to_store
+    from convergent.nets.train import TrainConfig, _train_epoch, evaluate, init_model, make_optimizer, set_determinism
     from convergent.weights.evaluation import auto_batch_size
 
     data = load_dataset("shapes32", options={"n_train": max(n_train, 100), "n_test": max(n_eval, 100)})

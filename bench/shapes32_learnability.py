@@ -2,7 +2,7 @@
 
 Measures, on the default size (10,000 / 2,000):
 
-* generation time of :func:`convergent.data.generate_shapes32` (no cache), median of repeats;
+* generation time of :func:`convergent.nets.data.generate_shapes32` (no cache), median of repeats;
 * a small CNN (``cnn``, width 16, depth 4, BatchNorm; the sweep's default training settings:
   SGD lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, cosine over ``--epochs``): test
   accuracy after each epoch;
@@ -38,8 +38,8 @@ def main() -> None:
     import pandas as pd
     from sklearn.linear_model import LogisticRegression, RidgeClassifierCV
 
-    from convergent.data import generate_shapes32, load_dataset
-    from convergent.train import TrainConfig, init_model, set_determinism, train
+    from convergent.nets.data import generate_shapes32, load_dataset
+    from convergent.nets.train import TrainConfig, init_model, set_determinism, train
 
     times, cpu = [], []
     for _ in range(args.repeats):

@@ -24,7 +24,10 @@ chooses the view a measure needs (see :data:`VIEWS`):
 * ``flatten``: one sample per image, c·h·w features (Kornblith et al. 2019).
 * ``pool``: global average over positions: (n, c).
 
-Dense layers look the same in every view.
+Dense layers look the same in every view. A *tokens* layer of an imported network (a
+transformer's (n, tokens, d)) is stored as (n, d, tokens) (:data:`TOKEN_ATTRS`: axes
+``sample, unit, token``, kind ``tokens``), so the same views read it: ``positions`` is the
+tokens view (n·tokens, d), ``pool`` the mean over tokens (n, d), ``flatten`` (n, d·tokens).
 
 A store is written into a sibling temporary directory and renamed into place
 only when every array is complete, so an interrupted writer never leaves a
@@ -66,6 +69,10 @@ def _axes_for(ndim: int) -> list[str]:
             4: ["sample", "channel", "height", "width"]}[ndim]
 
 
+#: attributes of a tokens layer's array (stored (n, d, tokens), see the module docstring)
+TOKEN_ATTRS: dict[str, Any] = {"axes": ["sample", "unit", "token"], "kind": "tokens"}
+
+
 #: a layer with more features per sample than this is chunked along axis 1 too (``extract.chunk_features``)
 CHUNK_FEATURES = 4096
 
@@ -84,12 +91,13 @@ def chunk_shape(n_samples: int, chunk_rows: int, row_shape: tuple[int, ...],
     return (rows, min(int(row_shape[0]), max(1, int(chunk_features) // per)), *row_shape[1:])
 
 
-def dimension_names(name: str, ndim: int) -> tuple[str, ...]:
+def dimension_names(name: str, ndim: int, axes: list[str] | None = None) -> tuple[str, ...]:
     """Zarr v3 ``dimension_names`` of array ``name``: ``("sample",)`` for targets, else
-    ``sample`` and the layer's axes prefixed by its name (a Dataset needs one size per name)."""
+    ``sample`` and the layer's axes (``axes``, default by ``ndim``) prefixed by its name (a
+    Dataset needs one size per name)."""
     if name == TARGETS:
         return ("sample",)
-    return ("sample", *(f"{name}_{axis}" for axis in _axes_for(ndim)[1:]))
+    return ("sample", *(f"{name}_{axis}" for axis in (axes or _axes_for(ndim))[1:]))
 
 
 #: ``extract.compression`` choices: the trade between disk and the moments pass's read speed.
@@ -184,7 +192,8 @@ class ActivationStoreWriter:
         arr = self._root.create_array(name, shape=shape, dtype=dtype, compressors=self._compressors,
                                       chunks=chunk_shape(self.n_samples, self.chunk_rows, tuple(row_shape),
                                                          self.chunk_features),
-                                      dimension_names=dimension_names(name, len(shape)), config=ARRAY_CONFIG)
+                                      dimension_names=dimension_names(name, len(shape), (attrs or {}).get("axes")),
+                                      config=ARRAY_CONFIG)
         meta = {"layer": name, "axes": _axes_for(len(shape)) if name != TARGETS else ["sample"],
                 "kind": "conv" if len(shape) > 2 else "dense"}
         meta.update(dict(attrs or {}))

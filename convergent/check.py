@@ -205,7 +205,7 @@ def check_npz(path: Path) -> Iterator[Damage]:
 
 def check_checkpoint(path: Path) -> Iterator[Damage]:
     """A checkpoint without a recorded digest (written before digests existed): torch can read it."""
-    from convergent.train import load_state
+    from convergent.nets.train import load_state
 
     try:
         load_state(path)

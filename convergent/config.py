@@ -162,6 +162,8 @@ def _short(value: Any, limit: int = 60) -> str:
 def _describe(node: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     """What a schema node accepts, in words: "one of: a, b", "a number > 0", "null"."""
     node = _resolve(node, root)
+    if "pattern" in node and node.get("description"):   # e.g. an import path: its form in words
+        return str(node["description"])
     if "enum" in node:
         return "one of: " + ", ".join(map(str, node["enum"]))
     if "const" in node:
@@ -194,7 +196,7 @@ def explain(error: Any, root: Mapping[str, Any]) -> str:
     if kind in ("enum", "const"):
         return f"{path} = {_short(inst)} is not allowed. Allowed: {_describe(sch, root).removeprefix('one of: ')}"
     if kind in ("oneOf", "anyOf"):
-        return f"{path} = {_short(inst)} is not allowed. Allowed: {_describe(sch, root)}"
+        return f"{path} = {_short(inst)} is not allowed. Allowed: {_describe(sch, root).removeprefix('one of: ')}"
     if kind == "type":
         hint = ""
         if isinstance(inst, str) and _FLOAT.match(inst.strip()):

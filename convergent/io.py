@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,21 +78,43 @@ def naming_writes(what: str) -> Iterator[None]:
         raise write_error(err, what) from err
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``.
-    A failed write (a full disk) raises :class:`WriteError` naming ``path``."""
+def umask_mode(base: int = 0o666) -> int:
+    """``base`` less the process umask: the mode ``open()`` gives a new file (0o644 under the
+    usual umask 022). Read by setting the umask and restoring it at once (the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return base & ~mask
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, what: str | None = None) -> Iterator[BinaryIO]:
+    """Yield a binary file to fill; on success it replaces ``path`` whole (temp sibling, then
+    ``os.replace``), on an exception ``path`` is untouched and the temporary file removed.
+
+    The file gets the mode a plain ``open()`` would (:func:`umask_mode`): ``mkstemp`` creates
+    0600, which a colleague on a shared cluster could not read. A failed write (a full disk)
+    raises :class:`WriteError` naming ``what`` (default: ``path``). Every file the package writes
+    goes through here (tables, JSON, checkpoints, moments, data caches)."""
     path = Path(path)
-    with naming_writes(str(path)):
+    with naming_writes(what or str(path)):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, umask_mode())
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                yield fh
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_file`). A failed write (a full disk)
+    raises :class:`WriteError` naming ``path``."""
+    with atomic_file(path) as fh:
+        fh.write(data)
+    return Path(path)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -1,7 +1,7 @@
 """How much memory a job needs, estimated from the config before any job runs.
 
 Pure Python (no torch): the Snakefile plans with it on every invocation, dry runs included.
-From the architecture, width, input shape (:data:`convergent.dataspec.DATASET_SHAPES`),
+From the architecture, width, input shape (:data:`convergent.nets.dataspec.DATASET_SHAPES`),
 batch sizes and ``extract.max_samples`` it counts
 
 * **parameters** ``P`` of the network (tested equal to the built torch model's count), and
@@ -40,8 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convergent.archspec import arch_options, wrn_blocks_per_stage
-from convergent.dataspec import DATASET_SHAPES, split_sizes
+from convergent.nets.archspec import arch_options, is_imported, wrn_blocks_per_stage
+from convergent.nets.dataspec import dataset_shape, split_sizes
 from convergent.settings import ExtractSettings, TrainingSettings
 
 MB = 2**20
@@ -61,6 +61,9 @@ OPTIMIZER_STATES = {"sgd": 1, "adam": 2}
 #: a dense/conv block keeps its pre-activation, normalised and activated maps; a residual
 #: block two convs, two BatchNorms, the sum and the shortcut
 SAVED_PER_LAYER = {"mlp": 4, "cnn": 5, "resnet18": 12, "wrn": 10}
+#: the same for an imported architecture, whose layers are not known to this module: a
+#: transformer block keeps about this many (norms, attention's projections, its MLP)
+IMPORTED_SAVED_PER_LAYER = 16
 
 
 @dataclass(frozen=True)
@@ -80,9 +83,14 @@ def _half(n: int) -> int:
 def geometry(arch: str, width: int, input_shape: Sequence[int], num_classes: int,
              options: Mapping[str, Any] | None = None) -> Geometry:
     """Parameter count and per-layer output sizes of ``arch`` at ``width`` (see
-    :mod:`convergent.models`) on inputs of ``input_shape`` (c, l) or (c, h, w)."""
+    :mod:`convergent.nets.models`) on inputs of ``input_shape`` (c, l) or (c, h, w)."""
     opts = arch_options(arch, options)
     shape = tuple(int(s) for s in input_shape)
+    if is_imported(arch):   # built once (torch) by convergent.nets.models.probe; a built-in is counted here
+        from convergent.nets.models import probe
+
+        p = probe(arch, width, shape, num_classes, opts)
+        return Geometry(p.params, tuple(math.prod(s) for s in p.layer_shapes))
     if arch == "mlp":
         fan_in = math.prod(shape)
         depth = int(opts["depth"])
@@ -163,7 +171,7 @@ class Estimate:
 
 
 def _data_mb(dataset: str, data: Mapping[str, Any] | None) -> tuple[float, tuple[int, ...], int]:
-    shape, classes = DATASET_SHAPES[dataset]
+    shape, classes = dataset_shape(dataset, data)
     sizes = split_sizes(dataset, data)
     return DATA_COPIES * 4 * (sizes["train"] + sizes["test"]) * math.prod(shape) / MB, shape, classes
 
@@ -180,7 +188,7 @@ def train_estimate(dataset: str, arch: str, width: int, model: Mapping[str, Any]
     params_mb = 4 * g.params * (PARAM_COPIES + states) / MB
     batch = int(training.batch_size)
     eval_batch = int(training.eval_batch_size)
-    train_acts = 4 * batch * sum(g.layer_elems) * SAVED_PER_LAYER[arch]
+    train_acts = 4 * batch * sum(g.layer_elems) * SAVED_PER_LAYER.get(arch, IMPORTED_SAVED_PER_LAYER)
     eval_acts = 4 * eval_batch * max(g.layer_elems) * 3
     return Estimate("train", BASE_MB, data_mb, params_mb, max(train_acts, eval_acts) / MB, g.params)
 

@@ -91,7 +91,7 @@ class Section:
 @dataclass(frozen=True)
 class TrainingSettings(Section):
     """``sweep.training`` (and ``overrides[].training``): how every run of an experiment is
-    optimised. :class:`convergent.train.TrainConfig` takes its defaults from here and adds what
+    optimised. :class:`convergent.nets.train.TrainConfig` takes its defaults from here and adds what
     is not a config key (the device, the step schedule's shape)."""
 
     KEY: ClassVar[str] = "sweep.training"

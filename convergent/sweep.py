@@ -32,9 +32,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from convergent.archspec import arch_options, layer_names, rotation_layers
 from convergent.config import ConfigError
-from convergent.dataspec import SHAPES32_LIMITS, dataset_options, split_sizes
+from convergent.nets.archspec import IMPORTED_ROTATION_REFUSAL, arch_options, is_imported, layer_names, rotation_layers
+from convergent.nets.dataspec import SHAPES32_LIMITS, dataset_options, dataset_shape, split_sizes
+from convergent.nets.dataspec import is_imported as is_imported_dataset
 from convergent.settings import EXPERIMENT_SECTIONS, ExtractSettings, SweepSettings, TrainingSettings
 
 CONTROLS = ("cross", "floor", "ceiling", "data_order")
@@ -228,6 +229,8 @@ class Experiment:
     all_layers: list[str] = field(default_factory=list)
     #: the dataset's options (config ``data.<dataset>``, defaults filled in; {} for most)
     data: dict[str, Any] = field(default_factory=dict)
+    #: the layers the rotation test runs on (``rotation.layers`` resolved; None: not planned)
+    rotation_layers: list[str] | None = None
 
     @property
     def key(self) -> str:
@@ -367,8 +370,7 @@ def plan_sweep(config: Mapping[str, Any]) -> Sweep:
         for ov in overrides:
             if ov.get("dataset", dataset) == dataset and ov.get("arch", arch) == arch:
                 settings = _merge(settings, {k: v for k, v in ov.items() if k not in ("dataset", "arch")})
-        exp = _experiment(dataset, arch, settings, f"experiment {dataset}/{arch}")
-        exp.data = data_options[dataset]
+        exp = _experiment(dataset, arch, settings, f"experiment {dataset}/{arch}", data_options[dataset])
         _check_split_size(exp)
         _check_memory(exp, *limit)
         experiments.append(exp)
@@ -390,6 +392,11 @@ def _check_rotation(rotation: Mapping[str, Any], experiments: list[Experiment], 
     if not rotation["enabled"]:
         return
     spec = rotation["layers"]
+    for exp in experiments:
+        if is_imported(exp.arch) and not (isinstance(spec, Mapping) and spec.get(exp.arch) == []):
+            raise ConfigError(f"rotation.enabled: experiment {exp.key}: {IMPORTED_ROTATION_REFUSAL}. Set "
+                              f"rotation.enabled: false, or (beside built-in architectures) leave this one out of "
+                              f"the test with rotation.layers: {{{exp.arch}: []}}")
     if isinstance(spec, Mapping):
         extra = [arch for arch in spec if arch not in archs]
         if extra:
@@ -397,11 +404,14 @@ def _check_rotation(rotation: Mapping[str, Any], experiments: list[Experiment], 
                               f"allowed: {', '.join(archs)} (sweep.archs)")
     for exp in experiments:
         try:
-            rotation_layers(exp.arch, exp.model, spec)
+            exp.rotation_layers = rotation_layers(exp.arch, exp.model, spec)
         except ValueError as err:
             hint = ("; a list applies to every architecture of the sweep, a mapping {arch: [layers]} "
                     "chooses per architecture") if not isinstance(spec, (str, Mapping)) and len(archs) > 1 else ""
             raise ConfigError(f"experiment {exp.key}: {err}{hint}") from err
+    if not any(exp.rotation_layers for exp in experiments):
+        raise ConfigError("rotation.layers leaves no layer of any experiment to rotate; "
+                          "set rotation.enabled: false")
 
 
 def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[str, dict[str, Any]]:
@@ -410,6 +420,9 @@ def _data_options(config: Mapping[str, Any], datasets: Iterable[str]) -> dict[st
     section = dict(config.get("data") or {})
     try:
         out = {name: dataset_options(name, section.get(name)) for name in sorted({*datasets, *section})}
+        for name in datasets:
+            if is_imported_dataset(name):   # import and call the loader now: its errors stop planning
+                split_sizes(name, out[name])
     except ValueError as err:
         raise ConfigError(str(err)) from err
     return out
@@ -470,13 +483,16 @@ def _check_memory(exp: Experiment, limit_mb: int, source: str) -> None:
                           f"{limit_mb} MB of {source}; allowed for {exp.key}: {allowed}")
 
 
-def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Experiment:
+def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str,
+                data: Mapping[str, Any] | None = None) -> Experiment:
     model = dict((s.get("model") or {}).get(arch) or {})
     try:
         options = arch_options(arch, model)
-        all_layers = layer_names(arch, options)
+        all_layers = layer_names(arch, options) if not is_imported(arch) else None
     except ValueError as err:
         raise ConfigError(f"{where}: model.{arch}: {err}") from err
+    if all_layers is None:
+        all_layers = _imported_layers(dataset, arch, int(min(s["widths"])), options, dict(data or {}), where)
 
     seeds = list(s["seeds"])
     if len(set(seeds)) < 2:
@@ -505,5 +521,27 @@ def _experiment(dataset: str, arch: str, s: Mapping[str, Any], where: str) -> Ex
         layers = [name for name in all_layers if name in layers]  # keep depth order
     return Experiment(dataset=dataset, arch=arch, widths=list(s["widths"]), frozen_k=list(s["frozen_k"]),
                       seeds=seeds, reference_seed=int(reference_seed), frozen_from=s.get("frozen_from", "trained"),
-                      layers=layers, model=options, all_layers=all_layers,
+                      layers=layers, model=options, all_layers=all_layers, data=dict(data or {}),
                       **{key: section.from_mapping(s.get(key)) for key, section in EXPERIMENT_SECTIONS.items()})
+
+
+def _imported_layers(dataset: str, arch: str, width: int, options: Mapping[str, Any], data: Mapping[str, Any],
+                     where: str) -> list[str]:
+    """The layers of an imported architecture, from building it once on ``dataset``'s shape
+    (:func:`convergent.nets.models.probe`); whatever fails (the import, the factory, a layer name)
+    becomes one :class:`ConfigError` line naming the config key."""
+    try:
+        shape, classes = dataset_shape(dataset, data)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    from convergent.nets.models import probe   # torch: only a sweep with an imported architecture pays it
+
+    try:
+        return list(probe(arch, width, shape, classes, options).layer_names)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    except Exception as err:   # the user's factory raised: say which call failed
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ConfigError(f"{where}: sweep.archs: {arch} built with width={width}, num_classes={classes}, "
+                          f"input_shape={shape}, **sweep.model.{arch} failed on a probe forward pass of zeros: "
+                          f"{type(err).__name__}: {first}") from None

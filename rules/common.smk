@@ -3,6 +3,7 @@
 # A job gets its settings as plain data (Section.as_dict(), every key: Snakemake reruns a job
 # whose settings changed, a default included); its script rebuilds the objects.
 import itertools
+import re
 
 from convergent.io import tree_bytes
 from convergent.sweep import Pair, Run
@@ -14,8 +15,9 @@ ARCHS = sorted({e.arch for e in SWEEP.experiments})
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
-    arch="|".join(ARCHS),
+    # re.escape: an import path (package.module:factory) has dots, which a regex reads as any character
+    dataset="|".join(map(re.escape, DATASETS)),
+    arch="|".join(map(re.escape, ARCHS)),
     width=r"\d+",
     frozen=r"\d+",
     seed=r"\d+",
@@ -203,8 +205,9 @@ def all_lmc_barriers(wildcards):
 
 
 def all_rotation_tables(wildcards):
+    # an experiment whose architecture rotation.layers leaves out ({arch: []}) has no rotation job
     return [f"results/rotation/{e.dataset}/{e.arch}/w{w}/s{e.reference_seed}.csv"
-            for e in SWEEP.experiments for w in e.widths]
+            for e in SWEEP.experiments if e.rotation_layers for w in e.widths]
 
 
 def weight_space_targets():

@@ -18,7 +18,7 @@ from convergent.check import check, main, rebuild_command, scrub
 from convergent.io import (DamagedOutputError, read_json, snakemake_exe, verify_digest, write_csv, write_digest,
                            write_json)
 from convergent.moments import moments_from_arrays, save_moments
-from convergent.train import load_state, save_state
+from convergent.nets.train import load_state, save_state
 from tests.workflow import REPO
 
 RUN = "runs/digits/mlp/w4/f0/s{seed}"

@@ -167,7 +167,7 @@ def test_option_of_another_architecture_is_refused_naming_key_and_allowed(arch, 
 
 
 def test_linear_option_is_accepted_by_every_architecture():
-    from convergent.models import ALLOWED_OPTIONS
+    from convergent.nets.models import ALLOWED_OPTIONS
 
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     per_arch = schema["$defs"]["model"]["properties"]
@@ -197,7 +197,7 @@ def test_rotation_layer_an_architecture_lacks_is_refused(layers, words):
 
 
 def test_rotation_layers_per_architecture_plan():
-    from convergent.archspec import rotation_layers
+    from convergent.nets.archspec import rotation_layers
 
     config = tiny_config(archs=["resnet18", "wrn"], model={"wrn": {"depth": 10}})
     config["rotation"]["layers"] = {"resnet18": ["layer2.1", "stem"]}
@@ -255,7 +255,7 @@ def test_shapes32_size_reaches_every_job_that_loads_data():
 
 
 def test_schema_limits_of_shapes32_are_the_code_s():
-    from convergent.dataspec import SHAPES32_DEFAULTS, SHAPES32_LIMITS
+    from convergent.nets.dataspec import SHAPES32_DEFAULTS, SHAPES32_LIMITS
 
     schema = yaml.safe_load((REPO / "schemas" / "config.schema.yaml").read_text())
     props = schema["properties"]["data"]["properties"]["shapes32"]["properties"]
@@ -263,10 +263,11 @@ def test_schema_limits_of_shapes32_are_the_code_s():
     for key, (low, high) in SHAPES32_LIMITS.items():
         assert (props[key]["minimum"], props[key]["maximum"], props[key]["default"]) == \
             (low, high, SHAPES32_DEFAULTS[key]), key
-    datasets = schema["properties"]["sweep"]["properties"]["datasets"]["items"]["enum"]
-    from convergent.dataspec import DATASETS
+    assert schema["properties"]["sweep"]["properties"]["datasets"]["items"] == {"$ref": "#/$defs/dataset_name"}
+    datasets = schema["$defs"]["dataset_name"]["anyOf"][0]["enum"]   # the built-ins; [1]: an import path
+    from convergent.nets.dataspec import DATASETS
     assert datasets == list(DATASETS)
-    assert schema["properties"]["overrides"]["items"]["properties"]["dataset"]["enum"] == list(DATASETS)
+    assert schema["properties"]["overrides"]["items"]["properties"]["dataset"] == {"$ref": "#/$defs/dataset_name"}
 
 
 def test_snakemake_refuses_a_shapes32_size_before_any_job(tmp_path):

@@ -114,9 +114,9 @@ def test_full_disk_names_the_file_of_an_atomic_write(tmp_path, monkeypatch):
 def test_full_disk_names_the_checkpoint(tmp_path, monkeypatch):
     import torch
 
-    from convergent.train import save_state
+    from convergent.nets.train import save_state
 
-    monkeypatch.setattr("convergent.train.os.fdopen", _FullDiskFile)
+    monkeypatch.setattr("convergent.nets.train.os.fdopen", _FullDiskFile)
     target = tmp_path / "model.pt"
     with pytest.raises(OSError) as err:
         save_state(torch.nn.Linear(2, 2), target)
@@ -174,3 +174,40 @@ def test_a_failed_read_inside_an_output_directory_is_not_called_a_write(tmp_path
         with atomic_directory(tmp_path / "moments"):
             open(tmp_path / "no-such-input.zarr")
     assert "while writing" not in str(err.value)
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    old = os.umask(0o022)
+    try:
+        yield os.umask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_every_writer_respects_the_umask(tmp_path, umask, mask):
+    """Tables, JSON, checkpoints and data caches get the mode ``open()`` would give (0644 under
+    022), not mkstemp's 0600: a colleague sharing the group can read results/. (Moments files: the
+    end-to-end test of an imported architecture stats every file under results/.)"""
+    import numpy as np
+    import torch
+
+    from convergent.nets.data import _atomic_savez
+    from convergent.io import umask_mode, write_json
+    from convergent.nets.train import save_state
+
+    umask(mask)
+    want = 0o666 & ~mask
+    assert umask_mode() == want
+    written = [atomic_write_bytes(tmp_path / "results" / "t.csv", b"a,b\n"),
+               write_json(tmp_path / "results" / "m.json", {"a": 1})]
+    written.append(save_state(torch.nn.Linear(2, 2), tmp_path / "results" / "model.pt"))
+    _atomic_savez(tmp_path / "results" / "cache.npz", {"x": np.zeros(3)})
+    written.append(tmp_path / "results" / "cache.npz")
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")   # what open() gives under this umask: the reference
+    for path in written:
+        assert os.stat(path).st_mode & 0o777 == want == os.stat(plain).st_mode & 0o777, path
+    assert umask(mask) == mask   # the helper left the process umask as it found it

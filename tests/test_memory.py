@@ -13,9 +13,9 @@ import pytest
 import torch
 import yaml
 
-from convergent.dataspec import split_sizes
+from convergent.nets.dataspec import split_sizes
 from convergent.memory import BASE_MB, PARAM_COPIES, extract_estimate, geometry, request_mb, train_estimate
-from convergent.models import build_model, count_parameters, record_layers
+from convergent.nets.models import build_model, count_parameters, record_layers
 from convergent.sweep import ConfigError, job_estimates, plan_sweep
 from tests.workflow import REPO, tiny_config, write_config
 
@@ -43,7 +43,7 @@ def test_geometry_counts_what_the_built_network_has(arch, width, shape, options)
 @pytest.mark.parametrize("dataset, options", [("digits", None), ("mnist1d", None),
                                               ("shapes32", {"n_train": 300, "n_test": 200})])
 def test_split_sizes_are_what_the_loader_returns(dataset, options, tmp_path):
-    from convergent.data import load_dataset
+    from convergent.nets.data import load_dataset
 
     data = load_dataset(dataset, data_dir=tmp_path, options=options)
     assert split_sizes(dataset, options) == {"train": data.n_train, "test": data.n_test}

@@ -41,7 +41,7 @@ def test_the_schema_knows_exactly_the_section_s_keys_and_states_its_defaults(sec
 
 
 def test_train_config_takes_its_defaults_from_the_training_section():
-    from convergent.train import TrainConfig
+    from convergent.nets.train import TrainConfig
 
     cfg = TrainConfig()
     for key, value in S.TrainingSettings().as_dict().items():
@@ -108,9 +108,9 @@ def test_a_default_changed_in_its_dataclass_reaches_the_job(monkeypatch, tmp_pat
     """Change ExtractSettings' chunk_rows default (a subclass stands in for an edited class): the
     planned sweep, the extract job's params (what rule extract passes) and the store it writes follow."""
     from convergent.activations import ActivationStore
-    from convergent.data import load_dataset
+    from convergent.nets.data import load_dataset
     from convergent.jobs import extract_job
-    from convergent.train import init_model, save_state
+    from convergent.nets.train import init_model, save_state
 
     @dataclass(frozen=True)
     class Changed(S.ExtractSettings):

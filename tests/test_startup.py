@@ -24,7 +24,7 @@ def test_importing_the_jobs_imports_no_heavy_library():
 
 def test_train_and_extract_jobs_import_torch_only(tmp_path):
     data = tmp_path / "data"
-    subprocess.run([sys.executable, "-c", f"from convergent.data import load_dataset; "
+    subprocess.run([sys.executable, "-c", f"from convergent.nets.data import load_dataset; "
                                           f"load_dataset('digits', data_dir={str(data)!r})"], check=True)
     imported = _imported(f"""
         from convergent.jobs import extract_job, train_job

@@ -17,8 +17,8 @@ def _prepend_columns(frame: pd.DataFrame, columns: Mapping[str, Any]) -> None:
 
 
 def _device(requested: str) -> str:
-    """The config's ``device`` resolved by :func:`convergent.train.resolve_device`, as a string."""
-    from convergent.train import resolve_device
+    """The config's ``device`` resolved by :func:`convergent.nets.train.resolve_device`, as a string."""
+    from convergent.nets.train import resolve_device
 
     return str(resolve_device(requested))
 

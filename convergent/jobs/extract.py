@@ -21,10 +21,10 @@ def extract_job(*, run: Run | Mapping[str, Any], checkpoints: Mapping[str, str],
     """
     import torch
 
-    from convergent.data import load_dataset
-    from convergent.extract import extract_to_store
-    from convergent.models import build_model
-    from convergent.train import load_state, set_determinism
+    from convergent.nets.data import load_dataset
+    from convergent.nets.extract import extract_to_store
+    from convergent.nets.models import build_model
+    from convergent.nets.train import load_state, set_determinism
 
     lap("imports")
     log = get_logger()

@@ -24,12 +24,12 @@ def train_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], refe
     ``frozen_k`` layers from the ``reference`` state dict and keeps them frozen. A
     resume checkpoint next to ``out_model`` lets a restarted job continue where it stopped.
     ``settings["data"]`` (only for datasets with options, e.g. shapes32's size) goes to
-    :func:`convergent.data.load_dataset`, as in every other job that loads the data.
+    :func:`convergent.nets.data.load_dataset`, as in every other job that loads the data.
     ``run.order_seed`` (a data-order run's; an ordinary run's is its seed) seeds the minibatch
     order and every other random draw of training; the initial weights come from ``run.seed``.
     """
-    from convergent.data import load_dataset
-    from convergent.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
+    from convergent.nets.data import load_dataset
+    from convergent.nets.train import TrainConfig, init_model, load_state, save_state, set_determinism, train
 
     lap("imports")
     log = get_logger()

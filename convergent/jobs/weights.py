@@ -33,9 +33,9 @@ def lmc_job(*, pairs: Mapping[str, Mapping[str, Any]], settings: Mapping[str, An
     """
     import pandas as pd
 
-    from convergent.data import load_dataset
-    from convergent.models import build_model
-    from convergent.train import load_state, set_determinism
+    from convergent.nets.data import load_dataset
+    from convergent.nets.models import build_model
+    from convergent.nets.train import load_state, set_determinism
     from convergent.weights.lmc import EvalOptions, default_alphas, lmc_pair
 
     log = get_logger()
@@ -81,16 +81,16 @@ def rotation_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], c
     everything above R, and record accuracy. The linear control (option ``linear``: ReLU →
     identity, max-pool → average pool) trains the same architecture from the same seed
     with the sweep's training settings and applies the same test. ``rotation.layers``
-    resolves through :func:`convergent.archspec.rotation_layers`; with ``all``, layers
+    resolves through :func:`convergent.nets.archspec.rotation_layers`; with ``all``, layers
     without a site (wrn's stem) are named in the log with the reason. ``params``:
     :class:`~convergent.settings.RotationSettings`; ``settings["training"]``: the sweep's
     :class:`~convergent.settings.TrainingSettings`.
     """
     import pandas as pd
 
-    from convergent.archspec import rotation_layers, rotation_refusals
-    from convergent.data import load_dataset
-    from convergent.train import TrainConfig, init_model, load_state, set_determinism
+    from convergent.nets.archspec import rotation_layers, rotation_refusals
+    from convergent.nets.data import load_dataset
+    from convergent.nets.train import TrainConfig, init_model, load_state, set_determinism
     from convergent.weights.evaluation import resolve_batch_size
     from convergent.weights.rotation import layer_width, prefix, retrain, rotation_path, rotation_test
 
@@ -161,7 +161,7 @@ def rotation_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], c
 
 def evaluate_test(model: Any, data: Any, batch_size: int) -> tuple[float, float]:
     """(test loss, test accuracy) of ``model`` in eval mode."""
-    from convergent.train import evaluate
+    from convergent.nets.train import evaluate
 
     return evaluate(model, data.x_test, data.y_test, batch_size)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from convergent.io import naming_writes
+from convergent.io import atomic_file
 from convergent.moments.base import DUAL
 from convergent.moments.dual import GramMoments
 from convergent.moments.primal import _INT_FIELDS, _STAT_FIELDS, Moments
@@ -119,16 +119,8 @@ def save_moments(path: str | os.PathLike, obj: Moments | GramMoments | dict[str,
         arrays.update(a)
         header["views"][v] = info
     arrays["__header__"] = np.frombuffer(json.dumps(header, default=_json_default).encode(), dtype=np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npz")
-    try:
-        with naming_writes(f"moments file {path}"):   # a full disk names the file
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_file(path, f"moments file {path}") as fh:   # a full disk names the file
+        np.savez(fh, **arrays)
     return path
 
 

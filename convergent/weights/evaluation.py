@@ -102,7 +102,7 @@ def per_image(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     """Eval-mode cross-entropy (float64, (n,)) and correctness (bool, (n,)) of every image.
 
     Batches are moved to the model's device; the train/eval mode is restored afterwards.
-    Their means are what :func:`convergent.train.evaluate` returns, up to summation order.
+    Their means are what :func:`convergent.nets.train.evaluate` returns, up to summation order.
     """
     device = model_device(model)
     was = model.training

@@ -17,8 +17,10 @@ Variants (``VARIANTS``)
   mean and std reset to the interpolation of the endpoints' (on the training inputs;
   choices in :mod:`convergent.weights.repair`). Applicable to every architecture.
 
-Permutations exist for every architecture (:mod:`convergent.weights.permute`; one
-permutation per residual stream in resnet18/wrn). Permuting B does not change its
+Permutations exist for every built-in architecture (:mod:`convergent.weights.permute`; one
+permutation per residual stream in resnet18/wrn); an imported architecture has neither a
+permutation spec nor a REPAIR rule, so its permuted and REPAIR variants are rows with
+``applicable=False`` (as bn_reset without BatchNorm). Permuting B does not change its
 function, so a permuted variant's α = 1 row equals the unpermuted one up to rounding.
 
 Output of :func:`lmc_curve` / :func:`lmc_pair`: one row per (variant, alpha, split) with
@@ -41,9 +43,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from convergent.data import DatasetSplits
+from convergent.nets.data import DatasetSplits
 from convergent.logs import get_logger
-from convergent.models import ConvergentNet, is_batchnorm
+from convergent.nets.models import ConvergentNet, is_batchnorm
 from convergent.weights.evaluation import forward_batches, per_image, resolve_batch_size, subset_indices, take
 from convergent.weights.permute import Perms, activation_matching, apply_permutation, weight_matching
 from convergent.weights.repair import endpoint_stats, interpolate_stats, repaired
@@ -118,7 +120,11 @@ def _parse(variant: str) -> tuple[str | None, str | None]:
     return perm, treat
 
 
-def _applicable(treat: str | None, model: nn.Module) -> bool:
+def _applicable(treat: str | None, model: nn.Module, method: str | None = None) -> bool:
+    """bn_reset needs BatchNorm; permuting and REPAIR need a permutation spec and REPAIR rule,
+    which an imported network (``permutable = False``, :class:`convergent.nets.models.ImportedNet`) lacks."""
+    if (method is not None or treat == "repair") and not getattr(model, "permutable", True):
+        return False
     return treat != "bn_reset" or has_batchnorm(model)
 
 
@@ -254,7 +260,7 @@ def lmc_curve(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b
         opts = dataclasses.replace(opts, calib_batch_size=int(batch_size))
     grid = default_alphas() if alphas is None else np.asarray(alphas, dtype=float)
     method, treat = _parse(variant)
-    if not _applicable(treat, model):
+    if not _applicable(treat, model, method):
         return pd.DataFrame([{"variant": variant, "alpha": float(a), "split": s, "loss": np.nan,
                               "acc": np.nan, "error": np.nan, "n_images": 0, "applicable": False}
                              for a in grid for s in SPLITS], columns=list(CURVE_COLUMNS))
@@ -333,7 +339,7 @@ def lmc_pair(model: ConvergentNet, state_a: Mapping[str, torch.Tensor], state_b:
     for i, variant in enumerate(variants):
         method, treat = _parse(variant)
         perms = None
-        if method is not None and _applicable(treat, model):
+        if method is not None and _applicable(treat, model, method):
             if method not in perms_cache:
                 t0 = time.perf_counter()
                 perms_cache[method] = match(model, state_a, state_b, method, data, opts.calib_batch_size, seed)

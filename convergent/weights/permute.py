@@ -46,7 +46,7 @@ Operational choices (recorded here because the papers leave them open)
   (variance ≤ ``DEFAULT_DEAD_TOL`` × the layer's largest variance): a dead unit gets
   correlation 0 with every unit. Conv channels are units and every spatial position
   of every image is a sample. A group's probes are the outputs of every layer whose
-  representation carries it (the layer outputs of :mod:`convergent.models`: post-ReLU
+  representation carries it (the layer outputs of :mod:`convergent.nets.models`: post-ReLU
   in mlp/cnn/resnet18, the residual stream ``x + f(x)`` in wrn) and, for a block's
   inner group, the post-ReLU output of the block's first BatchNorm (resnet18 ``bn1``,
   wrn ``bn2``). A group with several probes (a residual stream) is matched on the
@@ -77,7 +77,7 @@ from torch import nn
 
 from convergent.measures._common import MeasureUnavailable
 from convergent.measures.matching import correlation_matrix
-from convergent.models import BasicBlock, Block, ConvergentNet, Head, PreActBlock, is_batchnorm
+from convergent.nets.models import BasicBlock, Block, ConvergentNet, Head, PreActBlock, is_batchnorm
 from convergent.moments import MomentAccumulator, Moments
 
 Perms = dict[str, np.ndarray]

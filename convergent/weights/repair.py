@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock, is_batchnorm
+from convergent.nets.models import BasicBlock, Block, ConvergentNet, PreActBlock, is_batchnorm
 from convergent.weights.evaluation import forward_batches
 
 #: repair point (module path) → (mean, std) per channel, float64 (c,)

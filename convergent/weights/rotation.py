@@ -11,16 +11,16 @@ Protocol (the project's operationalisation, see docs/controls.md, "Rotation test
 2. Freeze everything at and below R (parameters, BatchNorm statistics, and R itself):
    the layers before ``ℓ`` and the modules of ``ℓ`` that compute R's input. Retrain
    everything else (the consumers of R, the rest of the network and the head) from its
-   trained weights for ``retrain_epochs`` with :func:`convergent.train.train`.
+   trained weights for ``retrain_epochs`` with :func:`convergent.nets.train.train`.
 3. Report test accuracy/loss of the original, the rotated net before retraining and
    after. A privileged basis (ReLU) shows a gap after retraining that the controls do
    not: ``R = I`` (retraining alone) and the ``linear`` variant of the architecture,
    where the consumers can undo R exactly (each consumer's weight W on R's unit axis
    becomes W R: (h R)(W R)ᵀ = h Wᵀ).
 
-Sites (:func:`rotation_site`; :data:`convergent.archspec.ROTATION_SITES` in words)
+Sites (:func:`rotation_site`; :data:`convergent.nets.archspec.ROTATION_SITES` in words)
 
-* mlp ``fc{i}`` / cnn ``conv{i}`` / resnet18 ``stem`` (a :class:`~convergent.models.Block`):
+* mlp ``fc{i}`` / cnn ``conv{i}`` / resnet18 ``stem`` (a :class:`~convergent.nets.models.Block`):
   between ``norm`` and ``act``; the whole layer is below R (``frozen_k = ℓ``).
   Consumers: the next layer's linear map (after its pool, an average pool in the
   linear control) or the head's Linear (after global average pooling, which commutes).
@@ -29,13 +29,13 @@ Sites (:func:`rotation_site`; :data:`convergent.archspec.ROTATION_SITES` in word
   replaces it by a trainable 1×1 conv initialised to the identity (for every R, the
   ``R = I`` control and ReLU and linear nets alike, so all compare the same network),
   which with ``layer1.0.conv1`` is then the complete set of consumers.
-* resnet18 ``layer{s}.{b}`` (:class:`~convergent.models.BasicBlock`): inside the block,
+* resnet18 ``layer{s}.{b}`` (:class:`~convergent.nets.models.BasicBlock`): inside the block,
   between ``bn1`` and the inner ReLU; below R: the earlier layers plus ``conv1``, ``bn1``
   (``frozen_k = ℓ - 1`` and those two *pinned*); consumer: ``conv2`` alone.
-* wrn ``block{s}.{b}`` (:class:`~convergent.models.PreActBlock`): inside the block,
+* wrn ``block{s}.{b}`` (:class:`~convergent.nets.models.PreActBlock`): inside the block,
   between ``bn2`` and its ReLU; below R: the earlier layers plus ``bn1``, ``conv1``,
   ``bn2``; consumer: ``conv2`` alone.
-* wrn ``stem``: refused (:func:`convergent.archspec.rotation_refusals` says why).
+* wrn ``stem``: refused (:func:`convergent.nets.archspec.rotation_refusals` says why).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from torch import nn
 
 from dataclasses import dataclass
 
-from convergent import archspec
-from convergent.data import DatasetSplits
-from convergent.models import BasicBlock, Block, ConvergentNet, PreActBlock
-from convergent.train import TrainConfig, _train_epoch, evaluate, lr_at, make_optimizer
+from convergent.nets import archspec
+from convergent.nets.data import DatasetSplits
+from convergent.nets.models import BasicBlock, Block, ConvergentNet, PreActBlock
+from convergent.nets.train import TrainConfig, _train_epoch, evaluate, lr_at, make_optimizer
 from convergent.weights.evaluation import model_device
 
 
@@ -257,7 +257,7 @@ def prefix(model: ConvergentNet, data: DatasetSplits, layer: str, batch_size: in
 
 def retrain(net: ConvergentNet, runner: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
             seed: int, frozen_k: int) -> tuple[float, float]:
-    """``cfg.epochs`` epochs of training as :func:`convergent.train.train` runs them (same
+    """``cfg.epochs`` epochs of training as :func:`convergent.nets.train.train` runs them (same
     optimiser over the trainable parameters, schedule, seeded batch order), without its
     per-epoch test pass, log and final pass: the caller evaluates what it reports.
 

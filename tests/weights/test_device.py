@@ -16,19 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from convergent.data import load_dataset
-from convergent.models import build_model
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
 
 PACKAGE = Path(__file__).resolve().parents[2] / "convergent"
 #: (file, source line fragment) → why it is the CPU on every device
 ALLOWED = {
-    ("train.py", 'device: str = "cpu"'): "TrainConfig's default when no device is configured",
-    ("train.py", 'if self.device not in ("cpu", "cuda", "auto")'): "validation of the configured value",
-    ("train.py", 'return torch.device("cuda" if torch.cuda.is_available() else "cpu")'): "device: auto",
-    ("train.py", 'map_location: str | torch.device = "cpu"'): "states are loaded on the host, then copied "
+    ("nets/train.py", 'device: str = "cpu"'): "TrainConfig's default when no device is configured",
+    ("nets/train.py", 'if self.device not in ("cpu", "cuda", "auto")'): "validation of the configured value",
+    ("nets/train.py", 'return torch.device("cuda" if torch.cuda.is_available() else "cpu")'): "device: auto",
+    ("nets/train.py", 'map_location: str | torch.device = "cpu"'): "states are loaded on the host, then copied "
                                                             "into the model on its device by load_state_dict",
-    ("train.py", 'torch.load(path, map_location="cpu"'): "resume checkpoints: the same",
-    ("train.py", 'torch.Generator(device="cpu")'): "the batch order comes from a CPU generator so that it is "
+    ("nets/train.py", 'torch.load(path, map_location="cpu"'): "resume checkpoints: the same",
+    ("nets/train.py", 'torch.Generator(device="cpu")'): "the batch order comes from a CPU generator so that it is "
                                                    "the same on every device (the permutation is then moved)",
     ("weights/rotation.py", 'torch.Generator(device="cpu")'): "retraining's batch order: as in train.py",
     ("weights/evaluation.py", 'if model_device(model).type != "cpu"'): "auto batch size: big batches off the CPU",
@@ -90,12 +90,12 @@ def test_rotation_prefix_and_retraining_follow_the_model_device():
 
 def test_jobs_move_every_network_to_the_configured_device(monkeypatch, tmp_path):
     """rotation_job puts both networks on ``_device(device)``; a stand-in device proves it."""
-    import convergent.data
     import convergent.jobs.weights as jobs   # rotation_job and the _device it calls live there
-    from convergent.train import init_model, save_state
+    import convergent.nets.data
+    from convergent.nets.train import init_model, save_state
 
     data = load_dataset("digits", max_train=64, max_test=32)
-    monkeypatch.setattr(convergent.data, "load_dataset", lambda *a, **k: data)
+    monkeypatch.setattr(convergent.nets.data, "load_dataset", lambda *a, **k: data)
     model = init_model("cnn", 4, data, {"depth": 2, "batchnorm": True}, seed=0)
     save_state(model, tmp_path / "model.pt")
     monkeypatch.setattr(jobs, "_device", lambda requested: "meta")

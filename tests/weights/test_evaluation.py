@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from convergent.data import load_dataset
-from convergent.models import build_model
-from convergent.train import evaluate
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
+from convergent.nets.train import evaluate
 from convergent.weights.evaluation import (auto_batch_size, largest_activation_bytes, per_image,
                                            resolve_batch_size, subset_indices, take)
 

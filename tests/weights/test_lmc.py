@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from convergent.data import load_dataset
-from convergent.models import build_model
-from convergent.train import TrainConfig, evaluate, set_determinism, train
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
+from convergent.nets.train import TrainConfig, evaluate, set_determinism, train
 from convergent.weights.lmc import (BARRIER_COLUMNS, CURVE_COLUMNS, VARIANTS, barriers, interpolate,
                                     lmc_curve, lmc_pair, reset_bn_stats)
 from convergent.weights.repair import channel_stats, endpoint_stats, interpolate_stats, repair_points, repaired

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from convergent.data import load_dataset
-from convergent.models import build_model
-from convergent.train import TrainConfig, set_determinism, train
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
+from convergent.nets.train import TrainConfig, set_determinism, train
 from convergent.weights.permute import (activation_matching, apply_permutation, group_correlations,
                                         invert_permutation, permutation_spec, random_permutations,
                                         weight_matching)

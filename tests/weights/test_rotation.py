@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from convergent.data import load_dataset
-from convergent.models import build_model
-from convergent.train import TrainConfig, set_determinism, train
+from convergent.nets.data import load_dataset
+from convergent.nets.models import build_model
+from convergent.nets.train import TrainConfig, set_determinism, train
 from convergent.weights.rotation import insert_rotation, random_rotation, rotation_path, rotation_test
 
 
@@ -65,7 +65,7 @@ def test_linear_net_recovers_from_rotation(digits, tmp_path):
 
 # --- every architecture, every rotatable layer: the linear control undoes R exactly ------------
 
-from convergent import archspec  # noqa: E402
+from convergent.nets import archspec  # noqa: E402
 from convergent.weights.rotation import NotRotatable, rotation_site  # noqa: E402
 
 FOLD_CASES = [
@@ -199,11 +199,11 @@ def test_rotation_job_runs_a_residual_arch_with_its_linear_control(tmp_path, mon
     """The job that failed with "unknown wrn options ['linear']": ReLU and linear rows, finite."""
     import pandas as pd
 
-    import convergent.data
+    import convergent.nets.data
     from convergent.jobs import rotation_job
-    from convergent.train import init_model, save_state
+    from convergent.nets.train import init_model, save_state
 
-    monkeypatch.setattr(convergent.data, "load_dataset", lambda *a, **k: digits)  # the 600/300 subset: fast
+    monkeypatch.setattr(convergent.nets.data, "load_dataset", lambda *a, **k: digits)  # the 600/300 subset: fast
     data = digits
     opts = {"depth": 10}
     model = init_model("wrn", 1, data, opts, seed=0)
@@ -262,7 +262,7 @@ def rotation_site_units(model, layer):
 
 
 def test_retrain_is_train_without_its_evaluations(digits, tmp_path):
-    """retrain() makes the same updates as convergent.train.train (same optimiser, schedule,
+    """retrain() makes the same updates as convergent.nets.train.train (same optimiser, schedule,
     batch order): the weights agree to rounding, so leaving out train()'s passes changes nothing."""
     set_determinism(0)
     a = build_model("cnn", 4, digits.input_shape, digits.num_classes, {"depth": 2, "batchnorm": True})

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from convergent.activations import ActivationStore, IncompleteStoreError
-from convergent.extract import extract_to_store, iter_layer_activations, layer_row_shapes
-from convergent.models import build_model
+from convergent.nets.extract import extract_to_store, iter_layer_activations, layer_row_shapes
+from convergent.nets.models import build_model
 
 
 def _model(arch: str, shape, opts=None, seed: int = 0):
@@ -125,8 +125,8 @@ KILLED_WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import torch
-    from convergent.extract import extract_to_store
-    from convergent.models import build_model
+    from convergent.nets.extract import extract_to_store
+    from convergent.nets.models import build_model
 
     out, marker = Path(sys.argv[1]), Path(sys.argv[2])
     torch.manual_seed(0)

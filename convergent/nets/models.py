@@ -1,7 +1,7 @@
 """The four architectures as one sequential container, :class:`ConvergentNet`.
 
 A network is ``layers`` (an ``nn.ModuleList``, one module per named layer of
-:func:`convergent.archspec.layer_names`) followed by ``head`` (pooling + linear
+:func:`convergent.nets.archspec.layer_names`) followed by ``head`` (pooling + linear
 classifier). Layer module ``i`` maps the output of layer ``i-1`` (or the input) to the
 representation of layer ``i``, so
 
@@ -9,7 +9,7 @@ representation of layer ``i``, so
 * the parameters and buffers computing the first ``k`` layers are exactly those of
   ``layers[:k]`` — freezing, copying and permuting work on that prefix.
 
-Per architecture (``width`` as in :mod:`convergent.archspec`):
+Per architecture (``width`` as in :mod:`convergent.nets.archspec`):
 
 * ``mlp``: flatten → ``depth`` × [Linear(width) → ReLU] → Linear head. Layer ``fc{i}``
   is a :class:`Block` (``pre`` = Flatten for the first, ``linear``, ``norm`` = Identity,
@@ -51,14 +51,17 @@ default for the classifier. Seed torch's global generator before :func:`build_mo
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from convergent import archspec
+from convergent.nets import archspec
 
 #: option keys each architecture accepts (archspec.ARCH_OPTIONS; defaults in archspec.ARCH_DEFAULTS)
 ALLOWED_OPTIONS: dict[str, set[str]] = {arch: set(keys) for arch, keys in archspec.ARCH_OPTIONS.items()}
@@ -272,7 +275,7 @@ class ConvergentNet(nn.Module):
 
 
 @contextmanager
-def record_layers(model: ConvergentNet, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
+def record_layers(model: ConvergentNet | ImportedNet, names: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Forward hooks that store each named layer's output (detached) in the yielded dict.
 
     The dict is overwritten by every forward pass inside the ``with`` block. Outputs
@@ -283,8 +286,9 @@ def record_layers(model: ConvergentNet, names: Sequence[str]) -> Iterator[dict[s
     out: dict[str, torch.Tensor] = {}
     handles = []
     for name in names:
-        def hook(_mod, _inp, output, name=name):  # bind name now, not at call time
-            out[name] = output.detach()
+        def hook(_mod, _inp, output, name=name, copy=isinstance(model, ImportedNet)):  # bind now
+            # an imported network may change a tensor in place after the layer: keep a copy
+            out[name] = output.detach().clone() if copy else output.detach()
         handles.append(model.layer_module(name).register_forward_hook(hook))
     try:
         yield out
@@ -293,15 +297,295 @@ def record_layers(model: ConvergentNet, names: Sequence[str]) -> Iterator[dict[s
             h.remove()
 
 
+# --- a network the user brings: any nn.Module with named layers ---------------------------
+
+#: shapes (per sample) a layer of an imported network may output, and how its store keeps them:
+#: (d,) dense units; (c, h, w) conv channels and positions; (t, d) tokens, which the activation
+#: store keeps transposed, (d, t), so that the conv views apply unchanged (``positions``: every
+#: token of every sample is a row; ``pool``: the mean over tokens; ``flatten``: t·d features)
+LAYER_KINDS = {1: "dense", 2: "tokens", 3: "conv"}
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass at a layer; carries its output."""
+
+    def __init__(self, output: Any):
+        super().__init__()
+        self.output = output
+
+
+class ImportedNet(nn.Module):
+    """A network from a user's factory (``net``) with the interface the pipeline uses.
+
+    ``layer_names``: the named layers (module names of ``net``, as ``named_modules()`` gives them),
+    sorted by when their forward completes; a layer's representation is its module's output.
+    ``layer_kinds``: ``dense``, ``conv`` or ``tokens`` per layer (:data:`LAYER_KINDS`), from one
+    eval-mode probe forward of two zero inputs at construction.
+
+    Freezing ``k`` layers freezes every parameter the output of layer ``k`` depends on (found by
+    autograd on the probe, so parameters held by a container, like a class token or a position
+    embedding, count) and keeps in eval mode the modules that run before it and compute it
+    (:meth:`prefix`). No permutation spec or REPAIR rule exists for an imported network
+    (``permutable = False``): LMC's permuted and REPAIR variants come out ``applicable = False``.
+    """
+
+    permutable = False
+
+    def __init__(self, arch: str, width: int, input_shape: Sequence[int], num_classes: int,
+                 options: Mapping[str, Any], net: nn.Module):
+        super().__init__()
+        self.arch, self.width, self.options = arch, int(width), dict(options)
+        self.input_shape, self.num_classes = tuple(int(s) for s in input_shape), int(num_classes)
+        self.net = net
+        self.frozen_k = 0
+        self._prefixes: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        names = imported_layer_names(net, arch, options)
+        shapes, order = self._probe(names)
+        self.layer_names: list[str] = sorted(names, key=order.__getitem__)
+        self.layer_shapes = {n: shapes[n] for n in self.layer_names}
+        self.layer_kinds = {n: LAYER_KINDS[len(shapes[n])] for n in self.layer_names}
+
+    def _probe(self, names: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+        """(per-sample output shape, completion rank) of every named layer; raises ``ValueError``
+        naming ``sweep.model.<arch>.layers`` for a layer never called or with an unusable output."""
+        key = f"sweep.model.{self.arch}.layers"
+        shapes: dict[str, Any] = {}
+        order: dict[str, int] = {}
+
+        def hook(_m, _i, output, name):
+            if name not in order:
+                order[name] = len(order)
+                shapes[name] = output
+
+        handles = [self.net.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: hook(m, i, o, n)) for n in names]
+        was = self.net.training
+        try:
+            self.net.eval()
+            with torch.no_grad():
+                self.net(torch.zeros((2, *self.input_shape), device=self._device()))
+        finally:
+            self.net.train(was)
+            for h in handles:
+                h.remove()
+        out: dict[str, tuple[int, ...]] = {}
+        for n in names:
+            if n not in order:
+                raise ValueError(f"{key}: module {n!r} of {self.arch} is never called by its forward")
+            o = shapes[n]
+            if not isinstance(o, torch.Tensor):
+                raise ValueError(f"{key}: module {n!r} of {self.arch} outputs a {type(o).__name__}, not a tensor; "
+                                 f"name a module whose output is one tensor")
+            if o.dim() - 1 not in LAYER_KINDS:
+                raise ValueError(f"{key}: module {n!r} of {self.arch} outputs shape {tuple(o.shape)}; "
+                                 f"allowed: (n, d) units, (n, tokens, d) or (n, c, h, w)")
+            out[n] = tuple(int(s) for s in o.shape[1:])
+        return out, order
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _device(self) -> torch.device:
+        """Where the network's parameters are (the probe inputs go there)."""
+        return next(self.net.parameters(), torch.empty(0)).device
+
+    def forward_layers(self, x: torch.Tensor, upto: int) -> torch.Tensor:
+        """Output of layer ``upto`` (1-based); the forward pass stops there (the rest never runs).
+        Hooks registered earlier on that layer (:func:`record_layers`) still fire."""
+        if upto == 0:
+            return x
+
+        def stop(_m, _i, output):
+            raise _Stop(output)
+
+        handle = self.layer_module(self.layer_names[upto - 1]).register_forward_hook(stop)
+        try:
+            self.net(x)
+        except _Stop as done:
+            return done.output
+        finally:
+            handle.remove()
+        raise RuntimeError(f"{self.arch}: layer {self.layer_names[upto - 1]!r} did not run")
+
+    def layer_index(self, name: str) -> int:
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise KeyError(f"{self.arch} has no layer {name!r}; layers: {self.layer_names}") from None
+
+    def layer_module(self, name: str) -> nn.Module:
+        self.layer_index(name)
+        return self.net.get_submodule(name)
+
+    def prefix(self, k: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """``(parameter names, module names)`` of ``net`` that compute the first ``k`` layers.
+
+        Parameters: those the output of layer ``k`` depends on (autograd of one eval-mode probe
+        forward). Modules: those whose parameters all belong to the prefix, and the ones without
+        parameters (dropout, a parameter-free norm) whose forward completes before layer ``k``'s.
+        """
+        if not 0 <= k <= len(self.layer_names):
+            raise ValueError(f"k must be in [0, {len(self.layer_names)}] for {self.arch}, got {k}")
+        if k in self._prefixes:
+            return self._prefixes[k]
+        if k == 0:
+            return (), ()
+        params = list(self.net.named_parameters())
+        done: list[str] = []
+        handles = [m.register_forward_hook(lambda _m, _i, _o, n=n: done.append(n))
+                   for n, m in self.net.named_modules() if n]
+        wanted = [p.requires_grad for _, p in params]
+        was = self.net.training
+        try:
+            for _, p in params:
+                p.requires_grad_(True)
+            self.net.eval()
+            with torch.enable_grad():
+                out = self.forward_layers(torch.zeros((2, *self.input_shape), device=self._device()), k)
+                grads = torch.autograd.grad(out.float().sum(), [p for _, p in params], allow_unused=True)
+        finally:
+            self.net.train(was)
+            for (_, p), w in zip(params, wanted):
+                p.requires_grad_(w)
+            for h in handles:
+                h.remove()
+        frozen = {n for (n, _), g in zip(params, grads) if g is not None}
+        completed = set(done)
+        modules = []
+        for n, m in self.net.named_modules():
+            own = [f"{n}.{q}" for q, _ in m.named_parameters()]
+            if n and (all(q in frozen for q in own) if own else n in completed):
+                modules.append(n)
+        self._prefixes[k] = (tuple(n for n, _ in params if n in frozen), tuple(modules))
+        return self._prefixes[k]
+
+    def state_keys_of_first(self, k: int) -> list[str]:
+        """``state_dict`` keys (parameters and the prefix modules' buffers) of the first ``k`` layers."""
+        params, modules = self.prefix(k)
+        keys = [f"net.{p}" for p in params]
+        for n in modules:
+            keys += [f"net.{n}.{b}" for b, _ in self.net.get_submodule(n).named_buffers(recurse=False)]
+        return keys
+
+    def freeze_first(self, k: int) -> None:
+        """Freeze the prefix of the first ``k`` layers (:meth:`prefix`); everything else trains.
+        Recorded in ``frozen_k``; :meth:`train` keeps the prefix's modules in eval mode."""
+        params, _ = self.prefix(k)
+        frozen = set(params)
+        for n, p in self.net.named_parameters():
+            p.requires_grad_(n not in frozen)
+        self.frozen_k = int(k)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ImportedNet":
+        super().train(mode)
+        if self.frozen_k:
+            for n in self.prefix(self.frozen_k)[1]:
+                self.net.get_submodule(n).eval()
+        return self
+
+    def named_layer_outputs(self, x: torch.Tensor, names: Sequence[str] | None = None
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        names = list(self.layer_names if names is None else names)
+        with record_layers(self, names) as out:
+            logits = self(x)
+        return logits, dict(out)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What planning needs of a network without training it: its layers (depth order), each
+    layer's output shape per sample, and its parameter count."""
+
+    layer_names: tuple[str, ...]
+    layer_shapes: tuple[tuple[int, ...], ...]
+    params: int
+
+
+def probe(arch: str, width: int, input_shape: Sequence[int], num_classes: int,
+          options: Mapping[str, Any] | None = None) -> Probe:
+    """Build ``arch`` once (cached per process: the Snakefile plans every cell) and describe it."""
+    return _probe(arch, int(width), tuple(int(s) for s in input_shape), int(num_classes),
+                  json.dumps(dict(options or {}), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=256)
+def _probe(arch: str, width: int, input_shape: tuple[int, ...], num_classes: int, options: str) -> Probe:
+    state = torch.random.get_rng_state()   # building draws initial weights: leave the caller's stream alone
+    try:
+        model = build_model(arch, width, input_shape, num_classes, json.loads(options))
+    finally:
+        torch.random.set_rng_state(state)
+    if isinstance(model, ImportedNet):
+        shapes = tuple(model.layer_shapes[n] for n in model.layer_names)
+    else:
+        with torch.no_grad():
+            _, outs = model.eval().named_layer_outputs(torch.zeros((2, *input_shape)))
+        shapes = tuple(tuple(int(s) for s in outs[n].shape[1:]) for n in model.layer_names)
+    return Probe(tuple(model.layer_names), shapes, count_parameters(model)[0])
+
+
+def imported_layer_names(net: nn.Module, arch: str, options: Mapping[str, Any]) -> list[str]:
+    """The layers the config names for an imported network (in the config's order): option
+    ``layers`` (module names), else the children of option ``container`` (default: the top level).
+    Raises ``ValueError`` naming the config key for a name ``net`` does not have."""
+    modules = dict(net.named_modules())
+    layers = options.get("layers")
+    if layers:
+        unknown = [n for n in layers if n not in modules or n == ""]
+        if unknown:
+            top = [n for n, _ in net.named_children()]
+            raise ValueError(f"sweep.model.{arch}.layers: {arch} has no module {unknown[0]!r}; its top-level "
+                             f"modules: {', '.join(top)} (a nested module is named by its dotted path, "
+                             f"as named_modules() gives it)")
+        if len(set(layers)) != len(layers):
+            raise ValueError(f"sweep.model.{arch}.layers has duplicates: {list(layers)}")
+        return list(layers)
+    container = str(options.get("container") or "")
+    if container not in modules:
+        raise ValueError(f"sweep.model.{arch}.container: {arch} has no module {container!r}; its top-level "
+                         f"modules: {', '.join(n for n, _ in net.named_children())}")
+    children = [f"{container}.{n}" if container else n for n, _ in modules[container].named_children()]
+    if not children:
+        raise ValueError(f"sweep.model.{arch}.container: module {container or '(top level)'!r} of {arch} "
+                         f"has no children to compare; name the layers in sweep.model.{arch}.layers")
+    return children
+
+
 # --- builders -----------------------------------------------------------------------------
 
 def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: int,
-                options: Mapping[str, Any] | None = None) -> ConvergentNet:
+                options: Mapping[str, Any] | None = None) -> ConvergentNet | ImportedNet:
     """A freshly initialised network (seed torch beforehand for reproducibility).
 
+    ``arch`` is a built-in name or an import path ``package.module:factory``; both resolve
+    through :func:`convergent.nets.registry.arch_factory` and are called as
+    ``factory(width, num_classes, input_shape, **options)``. A built-in factory returns a
+    :class:`ConvergentNet`; any other module is wrapped in an :class:`ImportedNet` (its layers:
+    the option ``layers``, or the children of ``container``, see :func:`imported_layer_names`).
     ``input_shape`` excludes the batch axis: (features,), (c, l) or (c, h, w).
-    ``options`` override :data:`convergent.archspec.ARCH_DEFAULTS`; unknown keys raise.
+    Built-ins: ``options`` override :data:`convergent.nets.archspec.ARCH_DEFAULTS`; unknown keys raise.
     """
+    from convergent.nets.registry import arch_factory
+
+    factory = arch_factory(arch)
+    input_shape = tuple(int(s) for s in input_shape)
+    if arch in archspec.ARCHS:
+        return factory(int(width), int(num_classes), input_shape, **dict(options or {}))
+    opts = archspec.arch_options(arch, options)
+    try:
+        net = factory(int(width), int(num_classes), input_shape, **archspec.factory_options(opts))
+    except Exception as err:   # the user's code: say which call failed and where its options come from
+        first = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"sweep.archs: {arch}(width={width}, num_classes={num_classes}, input_shape={input_shape}, "
+                         f"**sweep.model.{arch}) raised {type(err).__name__}: {first}") from err
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"sweep.archs: factory {arch!r} returned a {type(net).__name__}, not a torch nn.Module")
+    return ImportedNet(arch, width, input_shape, num_classes, opts, net)
+
+
+def _builtin(arch: str, width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
+    """The built-in ``arch`` with the factory signature of the registry (:data:`convergent.nets.registry.ARCH_REGISTRY`)."""
     opts = archspec.arch_options(arch, options)
     unknown = set(opts) - ALLOWED_OPTIONS[arch]
     if unknown:
@@ -320,6 +604,26 @@ def build_model(arch: str, width: int, input_shape: Sequence[int], num_classes: 
 def _check_names(model: ConvergentNet, names: list[str]) -> None:
     if model.layer_names != names or len(model.layers) != len(names):
         raise AssertionError(f"{model.arch}: built layers do not match archspec {names}")
+
+
+def mlp(width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
+    """Registry factory of ``mlp`` (:data:`convergent.nets.registry.ARCH_REGISTRY`)."""
+    return _builtin("mlp", width, num_classes, input_shape, **options)
+
+
+def cnn(width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
+    """Registry factory of ``cnn``."""
+    return _builtin("cnn", width, num_classes, input_shape, **options)
+
+
+def resnet18(width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
+    """Registry factory of ``resnet18``."""
+    return _builtin("resnet18", width, num_classes, input_shape, **options)
+
+
+def wrn(width: int, num_classes: int, input_shape: Sequence[int], **options: Any) -> ConvergentNet:
+    """Registry factory of ``wrn``."""
+    return _builtin("wrn", width, num_classes, input_shape, **options)
 
 
 def is_pinned(module: nn.Module) -> bool:
@@ -433,7 +737,7 @@ def _wrn(width: int, input_shape: tuple[int, ...], num_classes: int, opts: Mappi
 
 # --- freezing and copying -----------------------------------------------------------------
 
-def copy_first_layers(dst: ConvergentNet, src_state_dict: Mapping[str, torch.Tensor], k: int) -> list[str]:
+def copy_first_layers(dst: ConvergentNet | ImportedNet, src_state_dict: Mapping[str, torch.Tensor], k: int) -> list[str]:
     """Copy every parameter and buffer of ``dst``'s first ``k`` layers from ``src_state_dict``.
 
     Returns the copied keys. Raises if a key is missing or a shape differs (the source
@@ -453,13 +757,16 @@ def copy_first_layers(dst: ConvergentNet, src_state_dict: Mapping[str, torch.Ten
     return keys
 
 
-def freeze_first_layers(model: ConvergentNet, k: int) -> None:
+def freeze_first_layers(model: ConvergentNet | ImportedNet, k: int) -> None:
     """Freeze the first ``k`` layers: no gradients, and BatchNorm kept in eval mode.
 
     Layers after ``k`` are made trainable again, so calling this twice with different
     ``k`` leaves exactly the last ``k`` frozen. Modules marked ``pinned`` (see
     :func:`is_pinned`) stay frozen wherever they are.
     """
+    if isinstance(model, ImportedNet):
+        model.freeze_first(k)
+        return
     model.first_layers(k)  # validates k
     for i, layer in enumerate(model.layers):
         for p in layer.parameters():

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from convergent import data as D
+from convergent.nets import data as D
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_digits_from_the_cache_does_not_import_sklearn(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from convergent.data import load_dataset; "
+    code = ("import sys; from convergent.nets.data import load_dataset; "
             f"d = load_dataset('digits', data_dir={str(tmp_path)!r}); "
             "print('sklearn' in sys.modules, d.info['fingerprint'])")
     run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,  # noqa: E731

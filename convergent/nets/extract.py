@@ -1,12 +1,16 @@
 """Layer activations of a trained network, batch by batch, into an activation store.
 
 Representations are captured with forward hooks on the layer modules of
-:class:`~convergent.models.ConvergentNet` (see :func:`convergent.models.record_layers`),
+:class:`~convergent.nets.models.ConvergentNet` (see :func:`convergent.nets.models.record_layers`),
 in eval mode and without gradients. The forward pass stops after the deepest
 requested layer, so extracting early layers does not pay for the rest of the network.
 
 Shapes: rows are samples, in input order; dense layers give (b, d), conv layers keep
-their spatial axes, (b, c, l) or (b, c, h, w). Values are float32.
+their spatial axes, (b, c, l) or (b, c, h, w). A *tokens* layer of an imported network
+(output (b, t, d), :class:`~convergent.nets.models.ImportedNet`) is stored transposed, (b, d, t),
+with axes ``sample, unit, token``: the units take the channels' place, so the conv views
+apply unchanged (``positions`` is the tokens view, every token of every sample a row;
+``pool`` the mean over tokens; ``flatten`` all t·d values). Values are float32.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.activations import CHUNK_FEATURES, TARGETS, ActivationStoreWriter
+from convergent.activations import CHUNK_FEATURES, TARGETS, TOKEN_ATTRS, ActivationStoreWriter
 from convergent.logs import progress
-from convergent.models import ConvergentNet, record_layers
+from convergent.nets.models import ConvergentNet, ImportedNet, record_layers
 
 
-def iter_layer_activations(model: ConvergentNet, x: torch.Tensor, layers: Sequence[str],
+def iter_layer_activations(model: ConvergentNet | ImportedNet, x: torch.Tensor, layers: Sequence[str],
                            batch_size: int = 256) -> Iterator[dict[str, np.ndarray]]:
     """Yield ``{layer: float32 array (b, ...)}`` for consecutive batches of ``x``.
 
@@ -37,16 +41,28 @@ def iter_layer_activations(model: ConvergentNet, x: torch.Tensor, layers: Sequen
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     upto = 1 + max(model.layer_index(name) for name in layers)  # validates the names too
+    tokens = token_layers(model, layers)
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad(), record_layers(model, layers) as out:
         for start in range(0, len(x), batch_size):
             out.clear()
             model.forward_layers(x[start:start + batch_size].to(device), upto)
-            yield {name: out[name].float().cpu().numpy() for name in layers}
+            yield {name: _stored(out[name], name in tokens).float().cpu().numpy() for name in layers}
 
 
-def layer_row_shapes(model: ConvergentNet, layers: Sequence[str]) -> dict[str, tuple[int, ...]]:
+def token_layers(model: ConvergentNet | ImportedNet, layers: Sequence[str]) -> set[str]:
+    """The ``layers`` of ``model`` whose output is (b, tokens, d) (only an imported network has any)."""
+    kinds = getattr(model, "layer_kinds", {})
+    return {name for name in layers if kinds.get(name) == "tokens"}
+
+
+def _stored(output: torch.Tensor, tokens: bool) -> torch.Tensor:
+    """A layer's output as the store keeps it: a tokens layer (b, t, d) as (b, d, t)."""
+    return output.transpose(1, 2) if tokens else output
+
+
+def layer_row_shapes(model: ConvergentNet | ImportedNet, layers: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Per-sample shape of each layer's representation, from one dummy forward pass."""
     probe = torch.zeros((2, *model.input_shape))  # 2 rows: any BatchNorm in eval mode is fine anyway
     was_training = model.training
@@ -57,7 +73,7 @@ def layer_row_shapes(model: ConvergentNet, layers: Sequence[str]) -> dict[str, t
     return {name: tuple(int(s) for s in a.shape[1:]) for name, a in first.items()}
 
 
-def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np.ndarray,
+def extract_to_store(model: ConvergentNet | ImportedNet, x: torch.Tensor, y: torch.Tensor | np.ndarray,
                      layers: Sequence[str], path: str | os.PathLike, chunk_rows: int = 1024,
                      attrs: Mapping[str, Any] | None = None, batch_size: int | None = None,
                      compression: str = "lz4", chunk_features: int | None = None) -> Path:
@@ -81,8 +97,9 @@ def extract_to_store(model: ConvergentNet, x: torch.Tensor, y: torch.Tensor | np
             "n_samples": n, **dict(attrs or {})}
     with ActivationStoreWriter(path, n_samples=n, chunk_rows=chunk_rows, attrs=meta, compression=compression,
                                chunk_features=chunk_features or CHUNK_FEATURES) as writer:
+        tokens = token_layers(model, layers)
         for name in layers:
-            writer.create(name, shapes[name])
+            writer.create(name, shapes[name], attrs=TOKEN_ATTRS if name in tokens else None)
         writer.create(TARGETS, (), dtype="int64")
         writer.append(TARGETS, targets)
         step = batch_size or chunk_rows

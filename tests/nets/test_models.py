@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from convergent import archspec
-from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
+from convergent.nets import archspec
+from convergent.nets.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers, record_layers)
 
 CASES = [

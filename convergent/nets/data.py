@@ -23,12 +23,12 @@ Conventions
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Callable, Mapping
@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from convergent.io import naming_writes
-from convergent.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
+from convergent.io import atomic_file
+from convergent.nets.registry import is_import_path
+from convergent.nets.dataspec import (DATASETS, SHAPES32_CLASSES, SHAPES32_DEFAULTS,  # noqa: F401  (re-exported)
                                   SHAPES32_LIMITS, dataset_options)
 
 #: MNIST-1D generator settings: the package defaults (4,000 train / 1,000 test, seed 42)
@@ -93,12 +94,18 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
     ship their own split; ``info`` says which). ``data_dir`` is where CIFAR lives
     (torchvision layout) and, if given, where the generated MNIST-1D and shapes32 and
     the digits split are cached. ``options``: per-dataset options (the config's ``data.<name>``); only
-    ``shapes32`` has any (its size, :data:`convergent.dataspec.SHAPES32_DEFAULTS`), the
+    ``shapes32`` has any (its size, :data:`convergent.nets.dataspec.SHAPES32_DEFAULTS`), the
     others refuse them.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     opts = dataset_options(name, options)
+    if is_import_path(name):
+        xtr, ytr, xte, yte, num_classes, info = imported_arrays(name, opts)
+        xtr, ytr = _head(xtr, ytr, max_train)
+        xte, yte = _head(xte, yte, max_test)
+        info.update({"dataset": name, "n_train": int(len(ytr)), "n_test": int(len(yte)),
+                     "max_train": max_train, "max_test": max_test,
+                     "normalisation": {"kind": "none (the loader's own)"}})
+        return _splits(name, xtr, ytr, xte, yte, num_classes, info)
     if name == "shapes32":
         xtr, ytr, xte, yte, info = _shapes32(data_dir, opts)
         num_classes = len(SHAPES32_CLASSES)
@@ -121,6 +128,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
         "normalisation": {"kind": "per-channel, training-set statistics",
                           "mean": [float(m) for m in mean], "std": [float(s) for s in std]},
     })
+    return _splits(name, xtr, ytr, xte, yte, num_classes, info)
+
+
+def _splits(name: str, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, num_classes: int,
+            info: dict[str, Any]) -> DatasetSplits:
+    """The tensors of both splits with ``info``'s fingerprint (SHA-256 of every array's bytes)."""
     info["fingerprint"] = _fingerprint(xtr, ytr, xte, yte)
     return DatasetSplits(
         name=name,
@@ -132,6 +145,85 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, download:
         input_shape=tuple(int(s) for s in xtr.shape[1:]),
         info=json.loads(json.dumps(info)),  # guarantee plain JSON types
     )
+
+
+# --- a dataset by import path ------------------------------------------------------------
+
+def imported_arrays(name: str, options: Mapping[str, Any] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, dict[str, Any]]:
+    """``(x_train, y_train, x_test, y_test, num_classes, info)`` from the loader ``name``
+    (``package.module:loader``) called with ``options`` less ``num_classes``.
+
+    The loader returns ``(train, test)``, two ``torch.utils.data.Dataset`` of ``(x, y)``: x a
+    float tensor (or anything ``torch.as_tensor`` takes) of the same shape in every item, y an
+    integer label. ``num_classes``: the option, else 1 + the largest label of both splits.
+    Inputs are kept as the loader gives them (float32, not standardised). Every problem raises
+    ``ValueError`` naming the config key ``sweep.datasets`` or ``data.<name>``.
+    """
+    from convergent.nets.registry import resolve
+
+    opts = dict(options or {})
+    classes = opts.pop("num_classes", None)
+    loader = resolve(name, f"sweep.datasets ({name})")
+    try:
+        out = loader(**opts)
+    except TypeError as err:
+        raise ValueError(f"data.{name}: the loader refused its options {sorted(opts)}: {err}") from None
+    if not (isinstance(out, (tuple, list)) and len(out) == 2):
+        raise ValueError(f"sweep.datasets: loader {name} must return (train, test), two torch Datasets; "
+                         f"got a {type(out).__name__}")
+    (xtr, ytr), (xte, yte) = (_dataset_arrays(ds, name, split) for ds, split in zip(out, ("train", "test")))
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ValueError(f"sweep.datasets: loader {name}: train inputs have shape {xtr.shape[1:]}, "
+                         f"test inputs {xte.shape[1:]}")
+    top = int(max(ytr.max(initial=0), yte.max(initial=0)))
+    num_classes = int(classes) if classes is not None else top + 1
+    if top >= num_classes or min(ytr.min(initial=0), yte.min(initial=0)) < 0:
+        raise ValueError(f"data.{name}.num_classes = {num_classes}: labels must lie in 0..{num_classes - 1}, "
+                         f"the loader's lie in {min(ytr.min(initial=0), yte.min(initial=0))}..{top}")
+    if num_classes < 2:
+        raise ValueError(f"sweep.datasets: loader {name} gives one class only (labels all 0)")
+    info = {"source": f"{name}(**{json.dumps(opts, sort_keys=True, default=str)})",
+            "split": "the loader's own", "split_seed": None, "num_classes_from": (
+                f"data.{name}.num_classes" if classes is not None else "1 + the largest label")}
+    return xtr, ytr, xte, yte, num_classes, info
+
+
+def _dataset_arrays(ds: Any, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x float32 (n, ...), y int64 (n,)) of a Dataset of (x, y) pairs; a ``TensorDataset`` of two
+    tensors is read whole, any other item by item."""
+    from torch.utils.data import TensorDataset
+
+    where = f"sweep.datasets: loader {name}, {split} split"
+    if isinstance(ds, TensorDataset) and len(ds.tensors) == 2:
+        x, y = ds.tensors
+    else:
+        try:
+            items = [ds[i] for i in range(len(ds))]
+            x = torch.stack([torch.as_tensor(a) for a, _ in items])
+            y = torch.as_tensor([b for _, b in items])
+        except Exception as err:
+            raise ValueError(f"{where}: not a Dataset of (x, y) pairs of equal shape: "
+                             f"{type(err).__name__}: {err}") from None
+    if len(x) == 0:
+        raise ValueError(f"{where}: empty")
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype == torch.bool or y.dim() != 1:
+        raise ValueError(f"{where}: labels must be integers, one per item; got {y.dtype} of shape {tuple(y.shape)}")
+    return (np.ascontiguousarray(torch.as_tensor(x).float().numpy()),
+            y.to(torch.int64).numpy())
+
+
+def imported_summary(name: str, options: Mapping[str, Any] | None = None) -> tuple[tuple[int, ...], int, dict[str, int]]:
+    """(input shape, number of classes, {"train": rows, "test": rows}) of a dataset by import path;
+    cached per process (planning asks for every cell)."""
+    return _imported_summary(name, json.dumps(dict(options or {}), sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=64)
+def _imported_summary(name: str, options: str) -> tuple[tuple[int, ...], int, dict[str, int]]:
+    xtr, ytr, xte, yte, num_classes, _ = imported_arrays(name, json.loads(options))
+    return tuple(int(s) for s in xtr.shape[1:]), num_classes, {"train": len(ytr), "test": len(yte)}
 
 
 # --- statistics ---------------------------------------------------------------------------
@@ -260,16 +352,8 @@ def _generated_or_cached(data_dir: str | os.PathLike | None, name: str, settings
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with naming_writes(f"data cache {path}"):
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, f"data cache {path}") as f:
+        np.savez(f, **arrays)
 
 
 # --- CIFAR --------------------------------------------------------------------------------
@@ -438,7 +522,7 @@ def _shapes32(data_dir: str | os.PathLike | None, opts: Mapping[str, int]):
                 "classes": list(SHAPES32_CLASSES)}
     arrays, source = _generated_or_cached(data_dir, "shapes32", settings,
                                           lambda: generate_shapes32(settings["n_train"], settings["n_test"]))
-    info = {"source": f"convergent.data.generate_shapes32 ({source})", "generator_args": settings,
+    info = {"source": f"convergent.nets.data.generate_shapes32 ({source})", "generator_args": settings,
             "split": "fixed: train and test drawn from separate seeded streams", "split_seed": None,
             "scale": "uint8 / 255"}
     as_float = lambda a: a.astype(np.float32) / 255.0  # noqa: E731

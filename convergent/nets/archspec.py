@@ -2,7 +2,7 @@
 
 The Snakefile and the config validator need layer names to plan the DAG; importing
 torch for that would slow every dry run, so the names live here and
-:mod:`convergent.models` checks that the built networks expose exactly these.
+:mod:`convergent.nets.models` checks that the built networks expose exactly these.
 
 ``width`` is always a positive integer whose meaning depends on the architecture:
 
@@ -40,10 +40,42 @@ ARCH_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: keys of ``sweep.model.<import path>`` that the pipeline reads and the factory never sees:
+#: ``layers`` (the module names to compare, in any order) and ``container`` (a module whose
+#: children are the layers when ``layers`` is not given; default: the top level)
+IMPORTED_KEYS = ("layers", "container")
+
+
+def is_imported(arch: str) -> bool:
+    """Whether ``arch`` is an import path ``package.module:factory`` rather than a built-in."""
+    from convergent.nets.registry import is_import_path
+
+    return arch not in ARCHS and is_import_path(arch)
+
+
+def factory_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options an imported architecture's factory gets: ``sweep.model.<arch>`` less
+    :data:`IMPORTED_KEYS`."""
+    return {k: v for k, v in options.items() if k not in IMPORTED_KEYS}
+
+
 def arch_options(arch: str, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults for ``arch`` updated with ``options``; rejects unknown architectures and options."""
+    """Defaults for ``arch`` updated with ``options``; rejects unknown architectures and options.
+
+    An imported architecture (import path) takes any options (its factory's keyword arguments)
+    besides :data:`IMPORTED_KEYS`, whose types are checked here."""
+    if is_imported(arch):
+        opts = dict(options or {})
+        layers, container = opts.get("layers"), opts.get("container")
+        if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)
+                                   or not layers):
+            raise ValueError(f"layers must be a non-empty list of module names, got {layers!r}")
+        if container is not None and not isinstance(container, str):
+            raise ValueError(f"container must be a module name, got {container!r}")
+        return opts
     if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)}")
+        raise ValueError(f"unknown architecture {arch!r}; allowed: {', '.join(ARCHS)} "
+                         f"or an import path package.module:factory")
     unknown = sorted(set(options or {}) - set(ARCH_OPTIONS[arch]))
     if unknown:
         raise ValueError(f"unknown {arch} options {unknown}; allowed: {sorted(ARCH_OPTIONS[arch])}")
@@ -60,7 +92,13 @@ def wrn_blocks_per_stage(depth: int) -> int:
 
 
 def layer_names(arch: str, options: Mapping[str, Any] | None = None) -> list[str]:
-    """Extractable hidden layers of ``arch``, input to output."""
+    """Extractable hidden layers of ``arch``, input to output.
+
+    An imported architecture's layers depend on the network the factory builds, hence on the
+    data's shape: :func:`convergent.nets.models.probe` gives them."""
+    if is_imported(arch):
+        raise ValueError(f"{arch}: the layers of an imported architecture come from building it "
+                         f"(convergent.nets.models.probe), not from its name")
     opts = arch_options(arch, options)
     if arch == "mlp":
         return [f"fc{i + 1}" for i in range(int(opts["depth"]))]
@@ -98,8 +136,17 @@ _WRN_STEM_REFUSAL = (
     "undo R exists; the first rotatable site is block1.0")
 
 
+#: why an imported architecture gets no rotation test (planning says it before any job)
+IMPORTED_ROTATION_REFUSAL = (
+    "an imported architecture declares no rotation site (a pre-activation whose only consumers "
+    "are linear maps that can absorb R^-1, and a linear control of the same network), so the "
+    "rotation test cannot run on it")
+
+
 def rotation_refusals(arch: str, options: Mapping[str, Any] | None = None) -> dict[str, str]:
     """``{layer: reason}`` for the layers of ``arch`` that have no rotation site."""
+    if is_imported(arch):
+        raise ValueError(f"rotation: {arch}: {IMPORTED_ROTATION_REFUSAL}")
     layer_names(arch, options)  # validates arch and options
     return {"stem": _WRN_STEM_REFUSAL} if arch == "wrn" else {}
 
@@ -121,6 +168,8 @@ def rotation_layers(arch: str, options: Mapping[str, Any] | None, spec: Any) -> 
     """
     if isinstance(spec, Mapping):
         spec = spec.get(arch, "all")
+    if not isinstance(spec, str) and not list(spec):
+        return []   # {arch: []}: this architecture is left out of the test
     allowed = rotatable_layers(arch, options)
     if spec == "all":
         return allowed

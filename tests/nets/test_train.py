@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convergent.data import DatasetSplits, load_dataset
-from convergent.train import (LOG_COLUMNS, TrainConfig, evaluate, init_model, load_state, lr_at,
+from convergent.nets.data import DatasetSplits, load_dataset
+from convergent.nets.train import (LOG_COLUMNS, TrainConfig, evaluate, init_model, load_state, lr_at,
                               save_state, set_determinism, train)
 
 QUIET = lambda msg: None  # noqa: E731

@@ -1,4 +1,4 @@
-"""Deterministic, resumable training of a :class:`~convergent.models.ConvergentNet`.
+"""Deterministic, resumable training of a :class:`~convergent.nets.models.ConvergentNet`.
 
 Design choices (and why)
 
@@ -21,7 +21,6 @@ import csv
 import math
 import os
 import random
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -33,9 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from convergent.data import DatasetSplits
-from convergent.io import DamagedOutputError, naming_writes, rebuild_hint, verify_digest, write_digest
-from convergent.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
+from convergent.nets.data import DatasetSplits
+from convergent.io import DamagedOutputError, atomic_file, rebuild_hint, verify_digest, write_digest
+from convergent.nets.models import (ConvergentNet, build_model, copy_first_layers, count_parameters,
                                freeze_first_layers)
 from convergent.settings import TrainingSettings
 
@@ -171,23 +170,15 @@ def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # save through a file object: torch then names the zip's root folder "archive"
-        # instead of after the (random) temp file name, so equal states give equal bytes
-        with naming_writes(f"checkpoint {path}"):
-            with os.fdopen(fd, "wb") as f:
-                try:
-                    torch.save(obj, f)
-                except RuntimeError as err:   # torch reports a failed write (a full disk) this way
-                    if "writ" not in str(err).lower():
-                        raise
-                    raise OSError(f"{err}".splitlines()[0]) from err
-            os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # save through a file object: torch then names the zip's root folder "archive"
+    # instead of after the (random) temp file name, so equal states give equal bytes
+    with atomic_file(path, f"checkpoint {path}") as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:   # torch reports a failed write (a full disk) this way
+            if "writ" not in str(err).lower():
+                raise
+            raise OSError(f"{err}".splitlines()[0]) from err
     return path
 
 
@@ -262,7 +253,8 @@ def train(model: ConvergentNet, data: DatasetSplits, cfg: TrainConfig, seed: int
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
     model.to(device)
-    freeze_first_layers(model, frozen_k)  # idempotent; guarantees the contract
+    if getattr(model, "frozen_k", None) != frozen_k:   # frozen once (init_model) and recorded on the model
+        freeze_first_layers(model, frozen_k)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     optimizer = make_optimizer(model, cfg)
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
