@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from convergent.moments.base import DEFAULT_MOMENT_PARAMS, DUAL, PRIMAL, as_2d, choose_form
+from convergent.moments.base import DEFAULT_MOMENT_PARAMS, DUAL, PRIMAL, choose_form, paired_inputs
 from convergent.moments.dual import GramMoments, gram_from_arrays
 from convergent.moments.primal import Moments
 
@@ -40,14 +40,8 @@ def moments_from_arrays(X: np.ndarray, Y: np.ndarray, labels: np.ndarray | None 
     ``example_blocks``: the replicates (:mod:`convergent.moments.replicates`; off by default here,
     on in the pipeline).
     """
-    X, Y = as_2d(X, "X"), as_2d(Y, "Y")
+    X, Y, labels, n_classes = paired_inputs(X, Y, labels, n_classes)
     n = X.shape[0]
-    if Y.shape[0] != n:
-        raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}; rows must be the same samples")
-    labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
-    if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
     if form not in ("auto", PRIMAL, DUAL):
         raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
     if form == "auto":

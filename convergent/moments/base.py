@@ -71,6 +71,21 @@ def as_2d(a: np.ndarray, name: str) -> np.ndarray:
     return a
 
 
+def paired_inputs(X: np.ndarray, Y: np.ndarray, labels: np.ndarray | None,
+                  n_classes: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``X`` (n, d1), ``Y`` (n, d2), ``labels`` (n,) int and the class count, checked: both 2-D
+    and numeric with the same rows (samples), ``labels`` one per row (None: a single class 0),
+    ``n_classes`` (None: the largest label + 1). A ValueError names what is wrong."""
+    X, Y = as_2d(X, "X"), as_2d(Y, "Y")
+    n = X.shape[0]
+    if Y.shape[0] != n:
+        raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}; rows must be the same samples")
+    labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    return X, Y, labels, n_classes
+
 def raise_nonfinite(x: np.ndarray, y: np.ndarray, row0: int) -> None:
     """Explain why a block (first row = global row ``row0``) gave non-finite sums, as a ValueError."""
     for name, a in (("X (network A)", x), ("Y (network B)", y)):

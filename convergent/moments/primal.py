@@ -83,7 +83,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, PRIMAL, FormUnavailable, as_2d, check_memory,
+from convergent.moments.base import (DEFAULT_MOMENT_PARAMS, PRIMAL, FormUnavailable, check_memory, paired_inputs,
                                      raise_nonfinite, subsample_indices)
 
 __all__ = ["DEFAULT_MOMENT_PARAMS", "MomentAccumulator", "Moments", "accumulate", "moments_memory_gib",
@@ -408,14 +408,8 @@ class Moments:
         ``null_permutations``, ``null_seed``, ``example_blocks``, ``replicate_max_gib``: the
         replicates (:mod:`convergent.moments.replicates`; off by default here, on in the pipeline).
         """
-        X, Y = as_2d(X, "X"), as_2d(Y, "Y")
+        X, Y, labels, n_classes = paired_inputs(X, Y, labels, n_classes)
         n = X.shape[0]
-        if Y.shape[0] != n:
-            raise ValueError(f"X has {n} rows but Y has {Y.shape[0]}; rows must be the same samples")
-        labels = np.zeros(n, dtype=np.int64) if labels is None else np.asarray(labels)
-        if labels.shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {labels.shape}")
-        n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
         info = {"subsample_seed": int(subsample_seed), "subsample_size": int(subsample_size),
                 "minibatch_size": int(minibatch_size), "minibatch_max": minibatch_max}
         check_memory(moments_memory_gib(X.shape[1], Y.shape[1], n_classes, alignment),
