@@ -1,0 +1,168 @@
+"""The small presets run for real: measured CPU seconds per job against bench_presets.py's extrapolation.
+
+``bench/bench_presets.py`` extrapolates every preset's cost from per-image CPU seconds. Its
+LMC and rotation jobs are models (images pushed through a network; retraining priced as full
+training steps, an upper bound). This script checks those models where a run is affordable:
+each small preset with LMC or rotation enabled (``brown-small``; ``li-small`` and
+``kornblith-small`` have neither) is run in full:
+
+* ``git archive REV`` into a fresh directory, ``snakemake --cores N --configfile
+  configs/<preset>.yaml`` there (bench/bench_run.py's helpers);
+* every job's CPU seconds (``cpu_time`` of its ``benchmark:`` file: the process tree) and wall
+  seconds, per rule and per width (the ``w<k>`` component of the benchmark path); the data-order
+  twins (``train_order``, ``extract_order``) count with the rule they repeat;
+* with ``--estimate`` (the JSON ``bench_presets.py --out`` writes, measured the same session):
+  per width, the measured mean CPU seconds per job against the extrapolated job, and their ratio;
+  per rule, measured CPU-hours against extrapolated. The ratio measured / extrapolated of the
+  small preset is then applied to the full preset of the same family (``brown``), whose jobs
+  cannot be run here: that is its estimate from measured per-job costs.
+
+A small job also pays a fixed start-up (interpreter, torch import: 2–4 s on this machine), which
+the per-image model leaves out; at the full presets' job sizes (hours) it vanishes, so the
+scaled estimate slightly overstates them. Writes bench/out/presets_measured.json. Run:
+
+    .venv/bin/python bench/bench_presets.py --out bench/out/presets.json
+    .venv/bin/python bench/bench_presets_measured.py --estimate bench/out/presets.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_run import SNAKEMAKE, export, run_snakemake  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+#: small preset → the full preset whose LMC and rotation estimates its ratios calibrate
+FAMILIES = {"brown-small": "brown"}
+#: the rules whose jobs bench_presets.py models, and the rules folded into them
+MODELLED = {"train": "train", "train_order": "train", "extract": "extract", "extract_order": "extract",
+            "lmc": "lmc", "rotation": "rotation"}
+ESTIMATE_KEY = {"train": "train_job_s", "extract": "extract_job_s", "lmc": "lmc_job_s", "rotation": "rotation_job_s"}
+
+
+def job_seconds(root: Path) -> list[dict]:
+    """One row per benchmark file under ``root/results/benchmarks``: rule, width (or None),
+    wall ``s`` and ``cpu_s`` (Snakemake's format; the last line is the job's)."""
+    rows = []
+    bench = root / "results" / "benchmarks"
+    for path in sorted(bench.rglob("*.tsv")):
+        parts = path.relative_to(bench).parts
+        width = next((int(p[1:]) for p in parts if re.fullmatch(r"w\d+", p)), None)
+        with path.open() as f:
+            last = list(csv.DictReader(f, delimiter="\t"))[-1]
+        rows.append({"rule": parts[0], "width": width, "s": float(last["s"]), "cpu_s": float(last["cpu_time"])})
+    return rows
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Per rule: jobs, wall and CPU seconds; per modelled rule and width: jobs and mean CPU s."""
+    rules: dict = defaultdict(lambda: {"jobs": 0, "s": 0.0, "cpu_s": 0.0})
+    per_width: dict = defaultdict(lambda: {"jobs": 0, "cpu_s": 0.0})
+    for r in rows:
+        agg = rules[r["rule"]]
+        agg["jobs"] += 1
+        agg["s"] += r["s"]
+        agg["cpu_s"] += r["cpu_s"]
+        if r["rule"] in MODELLED and r["width"] is not None:
+            cell = per_width[f"{MODELLED[r['rule']]}/w{r['width']}"]
+            cell["jobs"] += 1
+            cell["cpu_s"] += r["cpu_s"]
+    for cell in per_width.values():
+        cell["mean_cpu_s"] = round(cell["cpu_s"] / cell["jobs"], 2)
+    return {"rules": {k: {**v, "s": round(v["s"], 2), "cpu_s": round(v["cpu_s"], 2)} for k, v in sorted(rules.items())},
+            "per_width": dict(sorted(per_width.items()))}
+
+
+def against_estimate(measured: dict, estimate: dict) -> dict:
+    """Per rule and width, measured CPU seconds of all its jobs against the extrapolation
+    (extrapolated job × the jobs it models: a train or extract job per run, an LMC job per
+    cross pair — the pipeline runs one LMC job per comparison group, so jobs differ, totals
+    do not — one rotation job); and the measured and extrapolated CPU-hours per modelled rule
+    (train, extract, lmc, rotation)."""
+    count = {"train": "runs", "extract": "runs", "lmc": "cross_pairs", "rotation": None}
+    widths, hours = [], {}
+    for row in estimate["per_width"]:
+        for rule, key in ESTIMATE_KEY.items():
+            cell = measured["per_width"].get(f"{rule}/w{row['width']}")
+            if cell is None or not row.get(key):
+                continue
+            extrapolated = row[key] * (row[count[rule]] if count[rule] else 1)
+            widths.append({"rule": rule, "width": row["width"], "jobs": cell["jobs"],
+                           "measured_cpu_s": round(cell["cpu_s"], 1), "extrapolated_s": extrapolated,
+                           "ratio": round(cell["cpu_s"] / extrapolated, 3)})
+    for rule in ESTIMATE_KEY:
+        cpu = sum(v["cpu_s"] for k, v in measured["rules"].items() if MODELLED.get(k) == rule)
+        est = estimate["cpu_hours"].get(rule, 0.0)
+        hours[rule] = {"measured": round(cpu / 3600, 3), "extrapolated": est,
+                       "ratio": round(cpu / 3600 / est, 3) if est else None}
+    return {"per_width": widths, "cpu_hours": hours}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=list(FAMILIES))
+    ap.add_argument("--estimate", default=None, help="bench_presets.py --out JSON of the same session")
+    ap.add_argument("--rev", default="HEAD")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep", action="store_true", help="keep the export directories")
+    ap.add_argument("--out", default=str(REPO / "bench" / "out" / "presets_measured.json"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", args.rev],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    estimate = json.loads(Path(args.estimate).read_text())["presets"] if args.estimate else None
+    result: dict = {"rev": args.rev, "commit": commit, "cores": args.cores, "presets": {}}
+    for preset in args.presets:
+        root = Path(tempfile.mkdtemp(prefix=f"convergent-bench-{preset}-"))
+        try:
+            export(args.rev, root)
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            log = out.parent / f"presets_measured_{preset}.snakemake.log"
+            run = run_snakemake([SNAKEMAKE, "--cores", str(args.cores), "--configfile",
+                                 str(root / "configs" / f"{preset}.yaml")], root, env, log)
+            if run["rc"] != 0:
+                raise RuntimeError(f"snakemake failed ({run['rc']}) on {preset} in {root}; see {log}")
+            measured = summarise(job_seconds(root))
+        finally:
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+        entry = {"wall_s": round(run["wall_s"], 1), **measured}
+        print(f"{preset}: wall {run['wall_s']:.0f} s; CPU-hours per rule "
+              + ", ".join(f"{k} {v['cpu_s'] / 3600:.3f}" for k, v in measured["rules"].items()), flush=True)
+        if estimate and preset in estimate:
+            entry["against_estimate"] = cmp = against_estimate(measured, estimate[preset])
+            for w in cmp["per_width"]:
+                print(f"  {w['rule']} w{w['width']}: {w['jobs']} jobs, {w['measured_cpu_s']:.1f} CPU s "
+                      f"measured vs {w['extrapolated_s']} s extrapolated ({w['ratio']:.2f}×)")
+            for rule, h in cmp["cpu_hours"].items():
+                print(f"  {rule}: {h['measured']:.3f} CPU-hours measured vs {h['extrapolated']} extrapolated "
+                      f"({h['ratio']}×)" if h["ratio"] is not None else f"  {rule}: not extrapolated")
+            full = FAMILIES.get(preset)
+            if full and full in estimate:
+                scaled = {}
+                for rule, h in cmp["cpu_hours"].items():
+                    base = estimate[full]["cpu_hours"].get(rule, 0.0)
+                    scaled[rule] = round(base * h["ratio"], 1) if h["ratio"] is not None else base
+                entry["scaled_full_preset"] = {"preset": full, "extrapolated": estimate[full]["cpu_hours"],
+                                               "scaled_cpu_hours": scaled}
+                print(f"  {full} scaled by these ratios (CPU-hours): {scaled} "
+                      f"(extrapolated: {estimate[full]['cpu_hours']})")
+        result["presets"][preset] = entry
+        out.write_text(json.dumps(result, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
