@@ -22,6 +22,7 @@ depend on how many images there are; measured on a few hundred, stated as such) 
   calibration pass over the calibration images per α of a BatchNorm-reset variant and per interior
   α (+ 2 endpoint-statistics passes) of a REPAIR variant; activation matching ≈ 2 passes over the
   training split — times ``eval_auto_img`` (an eval pass in the batch size the LMC job picks);
+  a data-order pair (the presets turn the control on) adds the naive variant's share alone;
 * rotation job ≈ layers × strengths × 2 × (retrain_epochs × n_train × train_img + (n_train +
   2 n_test) × eval_auto_img) + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefix,
   once per network and layer) + epochs × n_train × train_img (the linear control); retraining only
@@ -173,9 +174,13 @@ def main() -> None:
                 extract_job = 2 * n_extract * m["extract_img"]
                 runs = sum(1 for r in sweep.runs() if (r.arch, r.width) == (exp.arch, width))
                 cross = sum(1 for p in sweep.pairs() if (p.arch, p.width, p.control) == (exp.arch, width, "cross"))
-                lmc_job = rot_job = 0.0
+                order = sum(1 for p in sweep.pairs() if (p.arch, p.width, p.control) == (exp.arch, width, "data_order"))
+                lmc_job = lmc_order = rot_job = 0.0
                 if config["lmc"]["enabled"]:
                     lmc_job = lmc_images(config["lmc"], sizes["n_train"], sizes["n_test"]) * m["eval_auto_img"]
+                    # a data-order pair's LMC runs the naive variant only
+                    lmc_order = lmc_images({**config["lmc"], "variants": ["naive"]}, sizes["n_train"],
+                                           sizes["n_test"]) * m["eval_auto_img"]
                 if config["rotation"]["enabled"]:
                     rot = config["rotation"]
                     n_layers = m["layers"] if rot["layers"] == "all" else len(rot["layers"])
@@ -185,12 +190,13 @@ def main() -> None:
                                       * m["eval_auto_img"])
                                + n_layers * 2 * (n_tr + n_te) * m["eval_auto_img"] + epochs * n_tr * m["train_img"])
                 rows.append({"arch": exp.arch, "width": width, "runs": runs, "cross_pairs": cross,
+                             "data_order_pairs": order, "lmc_data_order_job_s": round(lmc_order),
                              "train_epoch_s": round(sizes["n_train"] * m["train_img"], 1),
                              "train_job_s": round(train_job), "extract_job_s": round(extract_job),
                              "lmc_job_s": round(lmc_job), "rotation_job_s": round(rot_job)})
                 totals["train"] += runs * train_job
                 totals["extract"] += runs * extract_job
-                totals["lmc"] += cross * lmc_job
+                totals["lmc"] += cross * lmc_job + order * lmc_order
                 totals["rotation"] += (1 if config["rotation"]["enabled"] else 0) * rot_job
         report[preset] = {"sizes": sizes, "jobs": counts[preset], "per_width": rows,
                           "cpu_hours": {k: round(v / 3600, 2) for k, v in totals.items()}}

@@ -8,10 +8,13 @@ each small preset with LMC or rotation enabled (``brown-small``; ``li-small`` an
 
 * ``git archive REV`` into a fresh directory, ``snakemake --cores N --configfile
   configs/<preset>.yaml`` there (bench/bench_run.py's helpers);
-* every job's CPU seconds (``cpu_time`` of its ``benchmark:`` file: the process tree) and wall
-  seconds, per rule and per width (the ``w<k>`` component of the benchmark path); the data-order
+* every job's wall seconds and CPU seconds (``s`` and ``cpu_time`` of its ``benchmark:`` file),
+  per rule and per width (the ``w<k>`` component of the benchmark path); the data-order
   twins (``train_order``, ``extract_order``) count with the rule they repeat;
-* with ``--estimate`` (the JSON ``bench_presets.py --out`` writes, measured the same session):
+* with ``--estimate`` (the JSON ``bench_presets.py --out`` writes, measured the same session),
+  compared in job wall seconds: one single-threaded job per core of an otherwise idle machine
+  makes them its CPU seconds, while Snakemake samples ``cpu_time`` (every second, then every
+  30 s) and can miss part of a job:
   per width, the measured mean CPU seconds per job against the extrapolated job, and their ratio;
   per rule, measured CPU-hours against extrapolated. The ratio measured / extrapolated of the
   small preset is then applied to the full preset of the same family (``brown``), whose jobs
@@ -68,7 +71,7 @@ def job_seconds(root: Path) -> list[dict]:
 def summarise(rows: list[dict]) -> dict:
     """Per rule: jobs, wall and CPU seconds; per modelled rule and width: jobs and mean CPU s."""
     rules: dict = defaultdict(lambda: {"jobs": 0, "s": 0.0, "cpu_s": 0.0})
-    per_width: dict = defaultdict(lambda: {"jobs": 0, "cpu_s": 0.0})
+    per_width: dict = defaultdict(lambda: {"jobs": 0, "s": 0.0, "cpu_s": 0.0})
     for r in rows:
         agg = rules[r["rule"]]
         agg["jobs"] += 1
@@ -77,6 +80,7 @@ def summarise(rows: list[dict]) -> dict:
         if r["rule"] in MODELLED and r["width"] is not None:
             cell = per_width[f"{MODELLED[r['rule']]}/w{r['width']}"]
             cell["jobs"] += 1
+            cell["s"] += r["s"]
             cell["cpu_s"] += r["cpu_s"]
     for cell in per_width.values():
         cell["mean_cpu_s"] = round(cell["cpu_s"] / cell["jobs"], 2)
@@ -86,9 +90,9 @@ def summarise(rows: list[dict]) -> dict:
 
 def against_estimate(measured: dict, estimate: dict) -> dict:
     """Per rule and width, measured CPU seconds of all its jobs against the extrapolation
-    (extrapolated job × the jobs it models: a train or extract job per run, an LMC job per
-    cross pair — the pipeline runs one LMC job per comparison group, so jobs differ, totals
-    do not — one rotation job); and the measured and extrapolated CPU-hours per modelled rule
+    (extrapolated job × the jobs it models: a train or extract job per run, data-order runs
+    included; LMC per cross pair plus the naive curve of each data-order pair — the pipeline runs
+    one LMC job per comparison group, so jobs differ, totals do not; one rotation job); and the measured and extrapolated CPU-hours per modelled rule
     (train, extract, lmc, rotation)."""
     count = {"train": "runs", "extract": "runs", "lmc": "cross_pairs", "rotation": None}
     widths, hours = [], {}
@@ -97,15 +101,18 @@ def against_estimate(measured: dict, estimate: dict) -> dict:
             cell = measured["per_width"].get(f"{rule}/w{row['width']}")
             if cell is None or not row.get(key):
                 continue
-            extrapolated = row[key] * (row[count[rule]] if count[rule] else 1)
+            extrapolated = (row[key] * row["cross_pairs"] + row.get("lmc_data_order_job_s", 0) * row.get("data_order_pairs", 0)
+                            if rule == "lmc" else row[key] * (row[count[rule]] if count[rule] else 1))
             widths.append({"rule": rule, "width": row["width"], "jobs": cell["jobs"],
-                           "measured_cpu_s": round(cell["cpu_s"], 1), "extrapolated_s": extrapolated,
-                           "ratio": round(cell["cpu_s"] / extrapolated, 3)})
+                           "measured_s": round(cell["s"], 1), "measured_cpu_s": round(cell["cpu_s"], 1),
+                           "extrapolated_s": extrapolated, "ratio": round(cell["s"] / extrapolated, 3),
+                           "cpu_ratio": round(cell["cpu_s"] / extrapolated, 3)})
     for rule in ESTIMATE_KEY:
+        wall = sum(v["s"] for k, v in measured["rules"].items() if MODELLED.get(k) == rule)
         cpu = sum(v["cpu_s"] for k, v in measured["rules"].items() if MODELLED.get(k) == rule)
         est = estimate["cpu_hours"].get(rule, 0.0)
-        hours[rule] = {"measured": round(cpu / 3600, 3), "extrapolated": est,
-                       "ratio": round(cpu / 3600 / est, 3) if est else None}
+        hours[rule] = {"measured": round(wall / 3600, 3), "measured_cpu": round(cpu / 3600, 3), "extrapolated": est,
+                       "ratio": round(wall / 3600 / est, 3) if est else None}
     return {"per_width": widths, "cpu_hours": hours}
 
 
@@ -144,10 +151,11 @@ def main() -> None:
         if estimate and preset in estimate:
             entry["against_estimate"] = cmp = against_estimate(measured, estimate[preset])
             for w in cmp["per_width"]:
-                print(f"  {w['rule']} w{w['width']}: {w['jobs']} jobs, {w['measured_cpu_s']:.1f} CPU s "
-                      f"measured vs {w['extrapolated_s']} s extrapolated ({w['ratio']:.2f}×)")
+                print(f"  {w['rule']} w{w['width']}: {w['jobs']} jobs, {w['measured_s']:.1f} s measured "
+                      f"({w['measured_cpu_s']:.1f} CPU s sampled) vs {w['extrapolated_s']} s extrapolated "
+                      f"({w['ratio']:.2f}×)")
             for rule, h in cmp["cpu_hours"].items():
-                print(f"  {rule}: {h['measured']:.3f} CPU-hours measured vs {h['extrapolated']} extrapolated "
+                print(f"  {rule}: {h['measured']:.3f} core-hours measured vs {h['extrapolated']} extrapolated "
                       f"({h['ratio']}×)" if h["ratio"] is not None else f"  {rule}: not extrapolated")
             full = FAMILIES.get(preset)
             if full and full in estimate:

@@ -45,7 +45,8 @@ def test_preset_dry_run_plans_every_stage_and_touches_no_data(name, dry_runs):
     config, sweep = planned(name)
     jobs = counts[name]
     n_runs = len(sweep.runs())
-    assert jobs["train"] == jobs["extract"] == n_runs
+    assert jobs["train"] + jobs.get("train_order", 0) == jobs["extract"] + jobs.get("extract_order", 0) == n_runs
+    assert jobs.get("train_order", 0) == sum(1 for r in sweep.runs() if r.order_seed != r.seed)
     groups = sweep.pair_groups()
     assert jobs["moments"] == jobs["measures"] == len(groups)
     assert sorted(p for g in groups for p in g.pairs) == sorted(sweep.pairs())
@@ -77,7 +78,24 @@ def test_small_variant_asks_the_same_questions_on_shapes32(paper):
     # laptop-sized: a few thousand images, a few epochs, a dozen networks at most
     assert small["data"]["shapes32"]["n_train"] <= 4000
     assert small["sweep"]["training"]["epochs"] <= 4
-    assert len(small_sweep.runs()) <= 12
+    assert sum(1 for r in small_sweep.runs() if r.order_seed == r.seed) <= 12   # + their data-order twins
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_runs_as_written_when_merged_over_config_yaml(name):
+    """``snakemake --configfile configs/<preset>.yaml`` extends the workflow's config.yaml
+    (Snakemake's update_config): a key the preset omits would take the default's value (the
+    default turns the data-order control on). Every preset states what it plans, so the sweep
+    Snakemake runs is the one the preset's own file, its tests and bench_presets.py plan."""
+    from snakemake.utils import update_config
+
+    merged = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(merged, load(name))
+    alone, with_default = planned(name)[1], load_sweep(merged)
+    assert alone.runs() == with_default.runs()
+    assert sorted(alone.pairs()) == sorted(with_default.pairs())
+    assert alone.controls == with_default.controls
+    assert "data_order" in alone.controls
 
 
 def test_full_presets_are_paper_sized():
