@@ -22,7 +22,8 @@ each small preset with LMC or rotation enabled (``brown-small``; ``li-small`` an
 
 A small job also pays a fixed start-up (interpreter, torch import: 2–4 s on this machine), which
 the per-image model leaves out; at the full presets' job sizes (hours) it vanishes, so the
-scaled estimate slightly overstates them. Writes bench/out/presets_measured.json. Run:
+scaled estimate slightly overstates them. Writes bench/out/presets_measured.json
+(``--measured FILE`` compares a run saved before with a new ``--estimate``, running nothing). Run:
 
     .venv/bin/python bench/bench_presets.py --out bench/out/presets.json
     .venv/bin/python bench/bench_presets_measured.py --estimate bench/out/presets.json
@@ -103,9 +104,11 @@ def against_estimate(measured: dict, estimate: dict) -> dict:
                 continue
             extrapolated = (row[key] * row["cross_pairs"] + row.get("lmc_data_order_job_s", 0) * row.get("data_order_pairs", 0)
                             if rule == "lmc" else row[key] * (row[count[rule]] if count[rule] else 1))
+            wall = cell.get("s")   # absent from files written before wall seconds were kept per width
             widths.append({"rule": rule, "width": row["width"], "jobs": cell["jobs"],
-                           "measured_s": round(cell["s"], 1), "measured_cpu_s": round(cell["cpu_s"], 1),
-                           "extrapolated_s": extrapolated, "ratio": round(cell["s"] / extrapolated, 3),
+                           "measured_s": None if wall is None else round(wall, 1),
+                           "measured_cpu_s": round(cell["cpu_s"], 1), "extrapolated_s": extrapolated,
+                           "ratio": None if wall is None else round(wall / extrapolated, 3),
                            "cpu_ratio": round(cell["cpu_s"] / extrapolated, 3)})
     for rule in ESTIMATE_KEY:
         wall = sum(v["s"] for k, v in measured["rules"].items() if MODELLED.get(k) == rule)
@@ -123,6 +126,8 @@ def main() -> None:
     ap.add_argument("--rev", default="HEAD")
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the export directories")
+    ap.add_argument("--measured", default=None,
+                    help="a JSON this script wrote before: compare its runs with --estimate, run nothing")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "presets_measured.json"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -131,7 +136,14 @@ def main() -> None:
                             capture_output=True, text=True, check=True).stdout.strip()
     estimate = json.loads(Path(args.estimate).read_text())["presets"] if args.estimate else None
     result: dict = {"rev": args.rev, "commit": commit, "cores": args.cores, "presets": {}}
+    previous = json.loads(Path(args.measured).read_text())["presets"] if args.measured else {}
     for preset in args.presets:
+        if preset in previous:
+            entry = {k: previous[preset][k] for k in ("wall_s", "rules", "per_width")}
+            result["measured_from"] = args.measured
+            compare(preset, entry, estimate)
+            result["presets"][preset] = entry
+            continue
         root = Path(tempfile.mkdtemp(prefix=f"convergent-bench-{preset}-"))
         try:
             export(args.rev, root)
@@ -146,31 +158,37 @@ def main() -> None:
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
         entry = {"wall_s": round(run["wall_s"], 1), **measured}
-        print(f"{preset}: wall {run['wall_s']:.0f} s; CPU-hours per rule "
-              + ", ".join(f"{k} {v['cpu_s'] / 3600:.3f}" for k, v in measured["rules"].items()), flush=True)
-        if estimate and preset in estimate:
-            entry["against_estimate"] = cmp = against_estimate(measured, estimate[preset])
-            for w in cmp["per_width"]:
-                print(f"  {w['rule']} w{w['width']}: {w['jobs']} jobs, {w['measured_s']:.1f} s measured "
-                      f"({w['measured_cpu_s']:.1f} CPU s sampled) vs {w['extrapolated_s']} s extrapolated "
-                      f"({w['ratio']:.2f}×)")
-            for rule, h in cmp["cpu_hours"].items():
-                print(f"  {rule}: {h['measured']:.3f} core-hours measured vs {h['extrapolated']} extrapolated "
-                      f"({h['ratio']}×)" if h["ratio"] is not None else f"  {rule}: not extrapolated")
-            full = FAMILIES.get(preset)
-            if full and full in estimate:
-                scaled = {}
-                for rule, h in cmp["cpu_hours"].items():
-                    base = estimate[full]["cpu_hours"].get(rule, 0.0)
-                    scaled[rule] = round(base * h["ratio"], 1) if h["ratio"] is not None else base
-                entry["scaled_full_preset"] = {"preset": full, "extrapolated": estimate[full]["cpu_hours"],
-                                               "scaled_cpu_hours": scaled}
-                print(f"  {full} scaled by these ratios (CPU-hours): {scaled} "
-                      f"(extrapolated: {estimate[full]['cpu_hours']})")
+        compare(preset, entry, estimate)
         result["presets"][preset] = entry
         out.write_text(json.dumps(result, indent=2))
+    out.write_text(json.dumps(result, indent=2))
     print(f"written {out}")
 
+
+def compare(preset: str, entry: dict, estimate: dict | None) -> None:
+    """Print ``entry``'s rules and, with an estimate of ``preset``, add its comparison to
+    ``entry`` (``against_estimate``, and ``scaled_full_preset`` for a small preset's family) and
+    print it."""
+    print(f"{preset}: wall {entry['wall_s']:.0f} s; job hours per rule (wall) "
+          + ", ".join(f"{k} {v['s'] / 3600:.3f}" for k, v in entry["rules"].items()), flush=True)
+    if not estimate or preset not in estimate:
+        return
+    entry["against_estimate"] = cmp = against_estimate(entry, estimate[preset])
+    for w in cmp["per_width"]:
+        print(f"  {w['rule']} w{w['width']}: {w['jobs']} jobs, {w['measured_s']} s measured "
+              f"({w['measured_cpu_s']:.1f} CPU s sampled) vs {w['extrapolated_s']} s extrapolated "
+              f"({w['ratio']}×; sampled CPU {w['cpu_ratio']}×)")
+    for rule, h in cmp["cpu_hours"].items():
+        print(f"  {rule}: {h['measured']:.3f} core-hours measured vs {h['extrapolated']} extrapolated ({h['ratio']}×)"
+              if h["ratio"] is not None else f"  {rule}: not extrapolated")
+    full = FAMILIES.get(preset)
+    if full and full in estimate:
+        scaled = {rule: round(estimate[full]["cpu_hours"].get(rule, 0.0) * h["ratio"], 1)
+                  if h["ratio"] is not None else estimate[full]["cpu_hours"].get(rule, 0.0)
+                  for rule, h in cmp["cpu_hours"].items()}
+        entry["scaled_full_preset"] = {"preset": full, "extrapolated": estimate[full]["cpu_hours"],
+                                       "scaled_cpu_hours": scaled}
+        print(f"  {full} scaled by these ratios (CPU-hours): {scaled} (extrapolated: {estimate[full]['cpu_hours']})")
 
 if __name__ == "__main__":
     main()
