@@ -7,6 +7,8 @@ config's variants under several :class:`~convergent.weights.lmc.EvalOptions`:
 * ``full``: every image, BatchNorm reset / REPAIR on the whole training split, every α;
 * ``calib``: only ``calib_samples`` from the defaults; ``train``: only ``train_samples``;
 * ``defaults``: the pipeline's defaults (:class:`convergent.settings.LMCSettings` from the config's ``lmc``);
+* ``--test-samples M ...``: ``testM`` (only the test split on a seeded subset of M images) and
+  ``defaults+testM`` (the defaults and that), what it would take to cut the test split too;
 * on a ``--fine`` grid (default 25 α, brown's): ``fine_full`` against ``fine_coarse``
   (``coarse_alphas`` only), since the config's own grid may be too small for it to act.
 
@@ -16,7 +18,7 @@ over pairs, and for every (pair, variant, split, loss/error) barrier ``diff = op
 Writes bench/out/lmc_ablation.json.
 
     .venv/bin/python bench/bench_lmc_ablation.py EXPORT_ROOT [--config bench/paper_shaped.yaml]
-        [--fine 25] [--archs cnn resnet18 wrn]
+        [--fine 25] [--archs cnn resnet18 wrn] [--test-samples 750 500]
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(REPO / "bench" / "paper_shaped.yaml"))
     ap.add_argument("--fine", type=int, default=25, help="α points of the grid for the coarse_alphas test (0: skip)")
     ap.add_argument("--archs", nargs="*", default=None)
+    ap.add_argument("--test-samples", nargs="*", type=int, default=[],
+                    help="also subsample the test split to each of these sizes (options testM, defaults+testM)")
     ap.add_argument("--out", default=str(REPO / "bench" / "out" / "lmc_ablation.json"))
     args = ap.parse_args()
 
@@ -84,6 +88,9 @@ def main() -> None:
                "calib": dataclasses.replace(full, calib_samples=defaults.calib_samples),
                "train": dataclasses.replace(full, train_samples=defaults.train_samples),
                "defaults": defaults}
+    for m in args.test_samples:
+        options[f"test{m}"] = dataclasses.replace(full, test_samples=m)
+        options[f"defaults+test{m}"] = dataclasses.replace(defaults, test_samples=m)
     sweep = config["sweep"]
     dataset = sweep["datasets"][0]
     data = load_dataset(dataset, data_dir=str(args.root / config.get("data_dir", "data")),

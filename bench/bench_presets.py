@@ -23,8 +23,8 @@ depend on how many images there are; measured on a few hundred, stated as such) 
   α (+ 2 endpoint-statistics passes) of a REPAIR variant; activation matching ≈ 2 passes over the
   training split — times ``eval_auto_img`` (an eval pass in the batch size the LMC job picks);
   a data-order pair (the presets turn the control on) adds the naive variant's share alone;
-* rotation job ≈ layers × strengths × 2 × (retrain_epochs × n_train × train_img + (n_train +
-  2 n_test) × eval_auto_img) + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefix,
+* rotation job ≈ layers × strengths × 2 × (retrain_epochs × n_train × train_img + (d_train + n_test +
+  d_test) × eval_auto_img) (d: the diagnostics' subsets, ``rotation.diagnostic_samples``) + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefix,
   once per network and layer) + epochs × n_train × train_img (the linear control); retraining only
   the layers above R is cheaper than a full training step, so this is an upper bound.
 
@@ -186,7 +186,9 @@ def main() -> None:
                     n_layers = m["layers"] if rot["layers"] == "all" else len(rot["layers"])
                     n_tr, n_te = sizes["n_train"], sizes["n_test"]
                     n_rows = n_layers * len(rot["strengths"]) * 2
-                    rot_job = (n_rows * (int(rot["retrain_epochs"]) * n_tr * m["train_img"] + (n_tr + 2 * n_te)
+                    diag = rot["diagnostic_samples"]
+                    d_tr, d_te = (n_tr, n_te) if diag is None else (min(diag, n_tr), min(diag, n_te))
+                    rot_job = (n_rows * (int(rot["retrain_epochs"]) * n_tr * m["train_img"] + (d_tr + n_te + d_te)
                                       * m["eval_auto_img"])
                                + n_layers * 2 * (n_tr + n_te) * m["eval_auto_img"] + epochs * n_tr * m["train_img"])
                 rows.append({"arch": exp.arch, "width": width, "runs": runs, "cross_pairs": cross,

@@ -225,6 +225,9 @@ class RotationSettings(Section):
     strengths: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0)
     retrain_epochs: int = 5
     lr: float = 0.01
+    # the diagnostics (rotated_test_* before retraining, retrained_train_acc) on a fixed seeded
+    # subset of this many images of their split (None: all); the result, retrained_test_*, never
+    diagnostic_samples: int | None = 500
     # only speed: eval batch (auto, see convergent.weights.evaluation) and the memory the frozen
     # prefix's outputs may take (convergent.weights.rotation.prefix)
     eval_batch_size: int | str = "auto"

@@ -130,14 +130,16 @@ def rotation_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], c
     for model in (relu,) if failed else (relu, linear):
         # the original network's test metrics, once per network (not once per layer and strength)
         original = evaluate_test(model, data, batch)
-        for layer in layers:
+        cache = None
+        for layer in layers:   # in network order: each prefix carries on from the one before
             d = layer_width(model, layer)
-            cache = prefix(model, data, layer, batch, limit)   # shared by every strength
+            cache = prefix(model, data, layer, batch, limit, previous=cache)   # shared by every strength
             for t in p.strengths:
                 R = rotation_path(d, float(t), seed)
                 try:
                     row = rotation_test(model, data, layer, R, int(p.retrain_epochs), float(p.lr), seed,
-                                        cfg=training, original=original, cache=cache, eval_batch_size=batch)
+                                        cfg=training, original=original, cache=cache, eval_batch_size=batch,
+                                        diagnostic_samples=p.diagnostic_samples)
                 except FloatingPointError as err:
                     raise FloatingPointError(f"{err}. Retraining a rotated network diverged at "
                                              f"{lr_hint('rotation.lr', float(p.lr))}") from None
@@ -147,7 +149,7 @@ def rotation_job(*, run: Run | Mapping[str, Any], settings: Mapping[str, Any], c
                              "units": d})
                 log.info("%s %s t=%.2f: %.3f -> %.3f -> %.3f", "linear" if row["linear"] else "relu", layer, t,
                          row["original_test_acc"], row["rotated_test_acc"], row["retrained_test_acc"])
-            del cache
+        del cache
     if failed:
         rows += failed_control_rows(rows, failed)
     table = pd.DataFrame(rows)

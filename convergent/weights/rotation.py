@@ -56,7 +56,7 @@ from convergent.nets import archspec
 from convergent.nets.data import DatasetSplits
 from convergent.nets.models import BasicBlock, Block, ConvergentNet, PreActBlock
 from convergent.nets.train import TrainConfig, _train_epoch, evaluate, lr_at, make_optimizer
-from convergent.weights.evaluation import model_device
+from convergent.weights.evaluation import model_device, subset_indices, take
 
 
 class NotRotatable(ValueError):
@@ -225,22 +225,34 @@ class Prefix:
 
 
 @torch.no_grad()
-def _forward_prefix(model: ConvergentNet, x: torch.Tensor, upto: int, batch_size: int) -> torch.Tensor:
+def _forward_range(model: ConvergentNet, h: torch.Tensor, start: int, stop: int, batch_size: int) -> torch.Tensor:
+    """``layers[start:stop]`` of ``model`` (eval mode) applied to ``h``, the output of
+    ``layers[:start]`` (``start = 0``: the images), in batches on the model's device."""
     was = model.training
     model.eval()
     device = model_device(model)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for layer in model.layers[start:stop]:
+            x = layer(x)
+        return x
+
     try:
-        return torch.cat([model.forward_layers(x[s:s + batch_size].to(device), upto)
-                          for s in range(0, len(x), batch_size)])
+        return torch.cat([run(h[s:s + batch_size].to(device)) for s in range(0, len(h), batch_size)])
     finally:
         model.train(was)
 
 
 def prefix(model: ConvergentNet, data: DatasetSplits, layer: str, batch_size: int,
-           limit_bytes: int | None) -> Prefix:
+           limit_bytes: int | None, previous: Prefix | None = None) -> Prefix:
     """:class:`Prefix` of ``model`` below ``layer``'s rotation site (its whole layers before
     the site's layer), on the model's device; the raw images (``start = 0``) when the site is in
-    the first layer or the outputs would take more than ``limit_bytes`` (None: no limit)."""
+    the first layer or the outputs would take more than ``limit_bytes`` (None: no limit).
+
+    ``previous``, a prefix of the same model ending at or below this one (the layer before, when
+    a job walks its layers in order), is carried on through the layers in between instead of
+    recomputing the network from the images: the same eval-mode computation, done once.
+    """
     start = rotation_site(model, layer).index
     if start > 0:
         with torch.no_grad():
@@ -250,8 +262,9 @@ def prefix(model: ConvergentNet, data: DatasetSplits, layer: str, batch_size: in
             model.train(was)
         size = one.numel() * one.element_size() * (len(data.x_train) + len(data.x_test))
         if limit_bytes is None or size <= limit_bytes:
-            return Prefix(start, _forward_prefix(model, data.x_train, start, batch_size),
-                          _forward_prefix(model, data.x_test, start, batch_size))
+            base = previous if previous is not None and previous.start <= start else Prefix(0, data.x_train, data.x_test)
+            return Prefix(start, _forward_range(model, base.x_train, base.start, start, batch_size),
+                          _forward_range(model, base.x_test, base.start, start, batch_size))
     return Prefix(0, data.x_train, data.x_test)
 
 
@@ -284,7 +297,7 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
                   retrain_epochs: int, lr: float, seed: int,
                   cfg: TrainConfig | Mapping[str, Any] | None = None, *,
                   original: tuple[float, float] | None = None, cache: Prefix | None = None,
-                  eval_batch_size: int | None = None) -> dict[str, Any]:
+                  eval_batch_size: int | None = None, diagnostic_samples: int | None = None) -> dict[str, Any]:
     """Rotate ``layer``'s pre-activation by ``R``, retrain everything above it, report accuracy.
 
     ``model`` is not modified. ``cfg`` sets the other retraining options (defaults of
@@ -298,10 +311,16 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
     ``eval_batch_size`` (default ``cfg``'s) only sets speed. With ``R = I`` the rotated
     network computes the original function, so its evaluation is not repeated.
 
+    ``diagnostic_samples``: the diagnostics (the rotated network's test metrics before
+    retraining, the train accuracy after it) on a fixed subset of that many images of their
+    split, seeded by ``seed`` (None: the whole split; their image counts are returned). The
+    result, the retrained network's test metrics, always uses every test image.
+
     Returns a flat dict: layer, layer_index (1-based depth, as in every summary table), width,
     arch, linear, retrain_epochs, lr,
     seed, ``{original,rotated,retrained}_{test_acc,test_loss}`` and ``retrained_train_acc``,
-    plus ``rotation_identity`` (whether R == I).
+    plus ``rotation_identity`` (whether R == I) and the diagnostics' image counts
+    ``rotated_test_images`` and ``retrained_train_images``.
     """
     site = rotation_site(model, layer)
     idx = site.index
@@ -317,14 +336,19 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
     Rn = np.asarray(R.cpu() if isinstance(R, torch.Tensor) else R, dtype=float)
     identity = bool(np.array_equal(Rn, np.eye(len(Rn))))
 
+    # the diagnostics' subsets: one stream per split, the same images for every row of a network
+    test_idx = subset_indices(len(data.y_test), diagnostic_samples, [int(seed), 0])
+    train_idx = subset_indices(len(data.y_train), diagnostic_samples, [int(seed), 1])
+
     orig_loss, orig_acc = original if original is not None else evaluate(
         Above(model, cache.start), cache.x_test, data.y_test, bs)
-    rot_loss, rot_acc = (orig_loss, orig_acc) if identity else evaluate(above, cache.x_test, data.y_test, bs)
+    rot_loss, rot_acc = (orig_loss, orig_acc) if identity else evaluate(
+        above, take(cache.x_test, test_idx), take(data.y_test, test_idx), bs)
     retrain(net, above, cache.x_train, data.y_train, tcfg, seed, site.frozen_k)
     ret_loss, ret_acc = evaluate(above, cache.x_test, data.y_test, bs)
     if not math.isfinite(ret_loss):
         raise FloatingPointError(f"non-finite test loss {ret_loss} after retraining")
-    _, ret_train_acc = evaluate(above, cache.x_train, data.y_train, bs)
+    _, ret_train_acc = evaluate(above, take(cache.x_train, train_idx), take(data.y_train, train_idx), bs)
     return {
         "arch": model.arch, "linear": bool(model.options.get("linear", False)), "layer": layer,
         "layer_index": idx + 1, "width": site.units, "retrain_epochs": int(retrain_epochs),
@@ -333,4 +357,6 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
         "rotated_test_acc": rot_acc, "rotated_test_loss": rot_loss,
         "retrained_test_acc": ret_acc, "retrained_test_loss": ret_loss,
         "retrained_train_acc": float(ret_train_acc),
+        "rotated_test_images": len(data.y_test) if test_idx is None else len(test_idx),
+        "retrained_train_images": len(data.y_train) if train_idx is None else len(train_idx),
     }

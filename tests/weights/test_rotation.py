@@ -255,6 +255,40 @@ def test_cached_prefix_gives_the_uncached_result(arch, opts, width, layer, digit
     assert (row["original_test_loss"], row["rotated_test_loss"], row["rotated_test_acc"]) == (9.0, 9.0, 0.5)
 
 
+@pytest.mark.parametrize("arch,opts,width", [("wrn", {"depth": 10}, 1), ("resnet18", {}, 2),
+                                              ("cnn", {"depth": 3, "batchnorm": True}, 4)])
+def test_prefix_carried_on_from_the_layer_below_equals_the_prefix_from_the_images(arch, opts, width, digits):
+    """The rotation job walks its layers in depth order and carries each frozen prefix on from the
+    one before (each lower layer's output computed once): the same numbers as from the images."""
+    from convergent.nets.archspec import rotation_layers
+
+    torch.manual_seed(0)
+    model = build_model(arch, width, digits.input_shape, digits.num_classes, opts)
+    previous = None
+    starts = []
+    for layer in rotation_layers(arch, opts, "all"):
+        carried = prefix(model, digits, layer, 64, limit_bytes=None, previous=previous)
+        fresh = prefix(model, digits, layer, 64, limit_bytes=None)
+        assert carried.start == fresh.start == model.layer_index(layer)
+        assert torch.equal(carried.x_train, fresh.x_train) and torch.equal(carried.x_test, fresh.x_test), layer
+        starts.append(carried.start)
+        previous = carried
+    assert len(set(starts)) > 1
+    # and it is really carried on: a tampered previous prefix shows in the next one
+    from convergent.weights.rotation import Prefix
+    first, last = rotation_layers(arch, opts, "all")[-2:]
+    below = prefix(model, digits, first, 64, limit_bytes=None)
+    tampered = Prefix(below.start, torch.zeros_like(below.x_train), torch.zeros_like(below.x_test))
+    assert not torch.equal(prefix(model, digits, last, 64, limit_bytes=None, previous=tampered).x_test,
+                           prefix(model, digits, last, 64, limit_bytes=None).x_test)
+    # a previous prefix above the layer is not used (it cannot be carried backwards)
+    top, bottom = rotation_layers(arch, opts, "all")[-1], rotation_layers(arch, opts, "all")[0]
+    above = prefix(model, digits, top, 64, limit_bytes=None)
+    again = prefix(model, digits, bottom, 64, limit_bytes=None, previous=above)
+    assert again.start == model.layer_index(bottom)
+    assert torch.equal(again.x_test, prefix(model, digits, bottom, 64, limit_bytes=None).x_test)
+
+
 def rotation_site_units(model, layer):
     from convergent.weights.rotation import rotation_site
 
@@ -278,3 +312,33 @@ def test_retrain_is_train_without_its_evaluations(digits, tmp_path):
     moved = sum(not torch.equal(v, before.state_dict()[k]) for k, v in b.state_dict().items()
                 if k.startswith("layers.1") and k.endswith("weight"))
     assert moved  # not vacuous: the trainable layer did change
+
+
+def test_diagnostics_on_a_subset_leave_the_result_alone(digits):
+    """``diagnostic_samples`` puts the rotated network's test pass and the retrained train pass on
+    seeded subsets; the retrained test metrics (the test's result) are unchanged, the counts are
+    reported, and the subset's numbers are the plain metrics of those images."""
+    import torch.nn.functional as F
+
+    from convergent.weights.evaluation import subset_indices
+
+    torch.manual_seed(0)
+    model = build_model("mlp", 16, digits.input_shape, digits.num_classes, {"depth": 2})
+    R, seed = random_rotation(16, 3), 5
+    whole = rotation_test(model, digits, "fc1", R, 1, 0.05, seed, cfg={"batch_size": 128})
+    part = rotation_test(model, digits, "fc1", R, 1, 0.05, seed, cfg={"batch_size": 128}, diagnostic_samples=100)
+    every = rotation_test(model, digits, "fc1", R, 1, 0.05, seed, cfg={"batch_size": 128}, diagnostic_samples=10_000)
+    n_test, n_train = len(digits.y_test), len(digits.y_train)
+    assert (whole["rotated_test_images"], whole["retrained_train_images"]) == (n_test, n_train)
+    assert (part["rotated_test_images"], part["retrained_train_images"]) == (100, 100)
+    assert every == whole   # a subset as large as the split is the split
+    for key in ("original_test_acc", "original_test_loss", "retrained_test_acc", "retrained_test_loss"):
+        assert part[key] == whole[key], key
+    assert part["rotated_test_acc"] != whole["rotated_test_acc"] or part["rotated_test_loss"] != whole["rotated_test_loss"]
+    # the rotated network's metrics on exactly the seeded test images, computed directly
+    idx = torch.as_tensor(subset_indices(n_test, 100, [seed, 0]))
+    net = insert_rotation(model, "fc1", R).eval()
+    with torch.no_grad():
+        logits = net(digits.x_test[idx])
+    assert part["rotated_test_acc"] == pytest.approx((logits.argmax(1) == digits.y_test[idx]).double().mean().item())
+    assert part["rotated_test_loss"] == pytest.approx(F.cross_entropy(logits, digits.y_test[idx]).item(), rel=1e-5)
