@@ -226,7 +226,7 @@ class RotationSettings(Section):
     retrain_epochs: int = 5
     lr: float = 0.01
     # the diagnostics (rotated_test_* before retraining, retrained_train_acc) on a fixed seeded
-    # subset of this many images of their split (None: all); the result, retrained_test_*, never
+    # subset of this many images of their split (None: all); the result, retrained_test_*, uses all
     diagnostic_samples: int | None = 500
     # only speed: eval batch (auto, see convergent.weights.evaluation) and the memory the frozen
     # prefix's outputs may take (convergent.weights.rotation.prefix)

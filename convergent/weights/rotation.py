@@ -357,6 +357,6 @@ def rotation_test(model: ConvergentNet, data: DatasetSplits, layer: str, R: np.n
         "rotated_test_acc": rot_acc, "rotated_test_loss": rot_loss,
         "retrained_test_acc": ret_acc, "retrained_test_loss": ret_loss,
         "retrained_train_acc": float(ret_train_acc),
-        "rotated_test_images": len(data.y_test) if test_idx is None else len(test_idx),
+        "rotated_test_images": len(data.y_test) if test_idx is None or identity else len(test_idx),
         "retrained_train_images": len(data.y_train) if train_idx is None else len(train_idx),
     }

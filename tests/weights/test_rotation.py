@@ -335,6 +335,11 @@ def test_diagnostics_on_a_subset_leave_the_result_alone(digits):
     for key in ("original_test_acc", "original_test_loss", "retrained_test_acc", "retrained_test_loss"):
         assert part[key] == whole[key], key
     assert part["rotated_test_acc"] != whole["rotated_test_acc"] or part["rotated_test_loss"] != whole["rotated_test_loss"]
+    # R = I: the rotated network is the original, whose metrics are over every test image
+    same = rotation_test(model, digits, "fc1", np.eye(16), 1, 0.05, seed, cfg={"batch_size": 128},
+                         diagnostic_samples=100)
+    assert (same["rotated_test_images"], same["retrained_train_images"]) == (n_test, 100)
+    assert same["rotated_test_acc"] == same["original_test_acc"]
     # the rotated network's metrics on exactly the seeded test images, computed directly
     idx = torch.as_tensor(subset_indices(n_test, 100, [seed, 0]))
     net = insert_rotation(model, "fc1", R).eval()
