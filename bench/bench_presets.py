@@ -24,9 +24,11 @@ depend on how many images there are; measured on a few hundred, stated as such) 
   training split — times ``eval_auto_img`` (an eval pass in the batch size the LMC job picks);
   a data-order pair (the presets turn the control on) adds the naive variant's share alone;
 * rotation job ≈ layers × strengths × 2 × (retrain_epochs × n_train × train_img + (d_train + n_test +
-  d_test) × eval_auto_img) (d: the diagnostics' subsets, ``rotation.diagnostic_samples``) + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefix,
-  once per network and layer) + epochs × n_train × train_img (the linear control); retraining only
-  the layers above R is cheaper than a full training step, so this is an upper bound.
+  d_test) × eval_auto_img) (d: the diagnostics' subsets, ``rotation.diagnostic_samples``)
+  + layers × 2 × (n_train + n_test) × eval_auto_img (the frozen prefixes, counted as if each ran
+  the whole network; they are carried on from layer to layer) + epochs × n_train × train_img (the
+  linear control); retraining only the layers above R is cheaper than a full training step, so
+  this is an upper bound.
 
 Job counts come from the real dry run of each preset (snakemake -n through the API). Moments
 and measures are not extrapolated here (their cost is n·d² per view, see bench_moments.py).
