@@ -214,9 +214,11 @@ class ConvergentNet(nn.Module):
             x = layer(x)
         return self.head(x)
 
-    def forward_layers(self, x: torch.Tensor, upto: int) -> torch.Tensor:
-        """Output of the first ``upto`` layers only (no head): cheap partial forward."""
-        for layer in self.layers[:upto]:
+    def forward_layers(self, x: torch.Tensor, upto: int, start: int = 0) -> torch.Tensor:
+        """Output of the first ``upto`` layers only (no head): cheap partial forward. With
+        ``start``, ``x`` is the output of the first ``start`` layers, and only
+        ``layers[start:upto]`` run (a cached prefix carried further)."""
+        for layer in self.layers[start:upto]:
             x = layer(x)
         return x
 

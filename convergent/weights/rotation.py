@@ -205,9 +205,7 @@ class Above(nn.Module):
         self.net, self.start = net, int(start)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        for layer in self.net.layers[self.start:]:
-            h = layer(h)
-        return self.net.head(h)
+        return self.net.head(self.net.forward_layers(h, len(self.net.layers), start=self.start))
 
 
 @dataclass(frozen=True)
@@ -231,14 +229,9 @@ def _forward_range(model: ConvergentNet, h: torch.Tensor, start: int, stop: int,
     was = model.training
     model.eval()
     device = model_device(model)
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for layer in model.layers[start:stop]:
-            x = layer(x)
-        return x
-
     try:
-        return torch.cat([run(h[s:s + batch_size].to(device)) for s in range(0, len(h), batch_size)])
+        return torch.cat([model.forward_layers(h[s:s + batch_size].to(device), stop, start=start)
+                          for s in range(0, len(h), batch_size)])
     finally:
         model.train(was)
 

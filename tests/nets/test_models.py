@@ -53,6 +53,8 @@ def test_layer_names_shapes_and_hooks(case):
         else:
             assert out.ndim == len(shape) + 1  # conv layers keep their spatial axes
         torch.testing.assert_close(out, model.forward_layers(x, i + 1))
+        if i:   # carried on from the layer before's output, the same
+            torch.testing.assert_close(out, model.forward_layers(outs[model.layer_names[i - 1]], i + 1, start=i))
     # hooks are gone after the call
     assert all(not m._forward_hooks for m in model.modules())
 
