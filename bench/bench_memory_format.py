@@ -25,8 +25,11 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
-OPTIONS = {"wrn": {"depth": 10}, "resnet18": {}, "cnn": {"depth": 3, "batchnorm": True}}
+#: each architecture's options at the paper shape, from the sweep that times it (bench_weights_cost.py)
+OPTIONS = yaml.safe_load((REPO / "bench" / "paper_shaped.yaml").read_text())["sweep"]["model"]
 
 
 def measure(arch: str, layout: str, width: int, images: int, eval_batch: int, train_batch: int,
